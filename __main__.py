@@ -1,0 +1,76 @@
+"""FlatcarMicroCloud: one resource graph per stack. Data flow decides the order."""
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from components import config
+from components.images import ImageStore, ImageStoreArgs
+from components.infra_services import InfraServices, InfraServicesArgs
+from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
+from components.network import Networks, NetworksArgs
+from components.node import Node, NodeArgs
+from components.secrets import Secrets, SecretsArgs
+
+cfg = config.load()  # a config mistake ends the run here, in one line
+prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
+
+secrets = Secrets("secrets", SecretsArgs(extra_public_keys=cfg.ssh.public_keys))
+networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider))
+images = ImageStore("images", ImageStoreArgs(prefix, cfg.pool_path, cfg.images, provider))
+
+nodes = {
+    n.name: Node(
+        n.name,
+        NodeArgs(
+            prefix=prefix,
+            stack=cfg,
+            node=n,
+            ssh_public_keys=secrets.ssh_public_keys,
+            network_id=networks.ids[n.network],
+            pool_name=images.pool_name,
+            base_volume_id=images.base_volume_ids[n.os],
+            provider=provider,
+        ),
+    )
+    for n in cfg.nodes
+}
+
+infra = InfraServices(
+    "infra-services",
+    InfraServicesArgs(
+        stack=cfg,
+        host=nodes[cfg.infra_node.name].ip,
+        domain_id=nodes[cfg.infra_node.name].domain_id,
+        node_ips={name: node.ip for name, node in nodes.items()},
+        ssh_user=cfg.ssh.user,
+        ssh_private_key=secrets.ssh_private_key,
+    ),
+)
+
+backends = {n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes}
+lbs = LoadBalancerPair(
+    "load-balancers",
+    LoadBalancerPairArgs(
+        stack=cfg,
+        lb_hosts={n.name: nodes[n.name].ip for n in cfg.load_balancers},
+        lb_domain_ids={n.name: nodes[n.name].domain_id for n in cfg.load_balancers},
+        backend_ips={name: nodes[name].ip for name in sorted(backends)},
+        ssh_user=cfg.ssh.user,
+        ssh_private_key=secrets.ssh_private_key,
+        vrrp_auth=secrets.vrrp_auth,
+    ),
+)
+
+key_file = f"~/.ssh/{prefix}"
+pulumi.export("nodes", {name: node.ip for name, node in nodes.items()})
+pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
+pulumi.export("dns_server", infra.dns_server)
+pulumi.export("ssh_private_key", secrets.ssh_private_key)
+pulumi.export(
+    "ssh_commands",
+    {
+        "save_key": f"pulumi stack output --show-secrets ssh_private_key > {key_file} && chmod 600 {key_file}",
+        **{name: node.ip.apply(lambda ip: f"ssh -i {key_file} {cfg.ssh.user}@{ip}") for name, node in nodes.items()},
+    },
+)

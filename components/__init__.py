@@ -1,0 +1,1 @@
+"""FlatcarMicroCloud components: one ComponentResource per file."""

@@ -1,0 +1,82 @@
+"""LoadBalancerPair: HAProxy + Keepalived on the two EL9 load balancers, configured in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import pulumi
+
+from . import topology
+from .config import StackConfig
+from .day2 import Connection, apply_file
+
+
+@dataclass(frozen=True)
+class LoadBalancerPairArgs:
+    stack: StackConfig
+    # name -> Node of the two load balancers and of every backend (servers, ingress nodes)
+    lb_hosts: Mapping[str, pulumi.Input[str]]
+    lb_domain_ids: Mapping[str, pulumi.Input[str]]
+    backend_ips: Mapping[str, pulumi.Input[str]]
+    ssh_user: str
+    ssh_private_key: pulumi.Input[str]
+    vrrp_auth: pulumi.Input[str]
+
+
+class LoadBalancerPair(pulumi.ComponentResource):
+    haproxy_cfg: pulumi.Output[str]
+    api_vip: str
+    ingress_vip: str
+
+    def __init__(self, name: str, args: LoadBalancerPairArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("microcloud:network:LoadBalancerPair", name, None, opts)
+        cfg = args.stack
+        self.api_vip = str(cfg.load_balancer.api_vip)
+        self.ingress_vip = str(cfg.load_balancer.ingress_vip)
+        self.haproxy_cfg = pulumi.Output.all(**args.backend_ips).apply(lambda ips: topology.haproxy_cfg(cfg, ips))
+        # Rendered together and checked as a pair (unicast peers, ids, priorities).
+        keepalived = pulumi.Output.secret(args.vrrp_auth).apply(lambda pw: topology.keepalived_confs(cfg, pw))
+        check_script = topology.keepalived_check_script(cfg)
+        for lb in cfg.load_balancers:
+            self._configure(lb.name, args, keepalived[lb.name], check_script)
+        self.register_outputs({"haproxy_cfg": self.haproxy_cfg})
+
+    def _configure(self, lb: str, args: LoadBalancerPairArgs, keepalived_conf, check_script: str) -> None:
+        conn = Connection(host=args.lb_hosts[lb], user=args.ssh_user, private_key=args.ssh_private_key)
+        again = [args.lb_domain_ids[lb]]
+        child = pulumi.ResourceOptions(parent=self)
+        apply_file(
+            f"{lb}-haproxy",
+            conn=conn,
+            content=self.haproxy_cfg,
+            path="/etc/haproxy/haproxy.cfg",
+            validate="haproxy -c -q -f {file}",
+            activate="systemctl enable haproxy && systemctl reload-or-restart haproxy",
+            replace_with=again,
+            opts=child,
+        )
+        script = apply_file(
+            f"{lb}-chk-haproxy",
+            conn=conn,
+            content=check_script,
+            path=topology.CHECK_SCRIPT,
+            validate="bash -n {file}",
+            mode="0755",
+            activate="true",
+            replace_with=again,
+            opts=child,
+        )
+        apply_file(
+            f"{lb}-keepalived",
+            conn=conn,
+            content=keepalived_conf,
+            path="/etc/keepalived/keepalived.conf",
+            # keepalived -t also checks that the tracked script exists and is safe.
+            validate="keepalived -t -f {file}",
+            mode="0600",
+            activate="systemctl enable keepalived && systemctl reload-or-restart keepalived",
+            replace_with=again,
+            # keepalived -t rejects a config whose check script is missing; no data flows.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[script]),
+        )

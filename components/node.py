@@ -1,0 +1,130 @@
+"""Node: one VM - root volume cloned from its OS base image, data disks, first-boot config, domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from . import topology
+from .config import NodeConfig, StackConfig
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class NodeArgs:
+    prefix: str
+    stack: StackConfig
+    node: NodeConfig
+    ssh_public_keys: pulumi.Input[Sequence[str]]
+    network_id: pulumi.Input[str]
+    pool_name: pulumi.Input[str]
+    base_volume_id: pulumi.Input[str]
+    provider: pulumi.ProviderResource
+
+
+class Node(pulumi.ComponentResource):
+    name: str
+    fqdn: str
+    domain_id: pulumi.Output[str]
+    # The static address, as an output of the domain: whoever uses it waits for the VM.
+    ip: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("microcloud:compute:Node", name, None, opts)
+        node, cfg = args.node, args.stack
+        self.name = node.name
+        self.fqdn = cfg.fqdn(node.name)
+        self._args = args
+        self._physical = f"{args.prefix}-{node.name}"
+        disks = [self._create_root_volume(), *self._create_data_disks()]
+        boot = self._create_first_boot_config()
+        domain = self._create_domain(disks, boot)
+        self.domain_id = domain.id
+        self.ip = domain.id.apply(lambda _: str(node.ip))
+        self.register_outputs({"domain_id": self.domain_id, "ip": self.ip})
+
+    def _opts(self, **kw) -> pulumi.ResourceOptions:
+        # Physical names are fixed, so a replacement must free the name first.
+        return pulumi.ResourceOptions(parent=self, provider=self._args.provider, delete_before_replace=True, **kw)
+
+    def _create_root_volume(self) -> libvirt.Volume:
+        a = self._args
+        return libvirt.Volume(
+            f"{a.node.name}-root",
+            name=f"{self._physical}-root.qcow2",
+            pool=a.pool_name,
+            base_volume_id=a.base_volume_id,
+            size=a.node.disk_gib * GIB,
+            format="qcow2",
+            opts=self._opts(),
+        )
+
+    def _create_data_disks(self) -> list[libvirt.Volume]:
+        a = self._args
+        return [
+            libvirt.Volume(
+                f"{a.node.name}-{d.name}",
+                name=f"{self._physical}-{d.name}.qcow2",
+                pool=a.pool_name,
+                size=d.size_gib * GIB,
+                format="qcow2",
+                # Data outlives a mistaken `pulumi destroy` in prod.
+                opts=self._opts(protect=a.stack.protect_data),
+            )
+            for d in a.node.data_disks
+        ]
+
+    def _create_first_boot_config(self) -> libvirt.Ignition | libvirt.CloudInitDisk:
+        a, node, cfg = self._args, self._args.node, self._args.stack
+        if node.is_flatcar:
+            content = pulumi.Output.from_input(a.ssh_public_keys).apply(
+                lambda keys: topology.ignition_json(cfg, node, keys)
+            )
+            return libvirt.Ignition(
+                f"{node.name}-ignition", name=f"{self._physical}.ign", pool=a.pool_name, content=content, opts=self._opts()
+            )
+        docs = pulumi.Output.from_input(a.ssh_public_keys).apply(
+            lambda keys: topology.cloud_init_docs(cfg, node, keys, instance_id=self._physical)
+        )
+        return libvirt.CloudInitDisk(
+            f"{node.name}-cloudinit",
+            name=f"{self._physical}-cloudinit.iso",
+            pool=a.pool_name,
+            user_data=docs["user_data"],
+            network_config=docs["network_config"],
+            meta_data=docs["meta_data"],
+            opts=self._opts(),
+        )
+
+    def _create_domain(self, disks: list[libvirt.Volume], boot) -> libvirt.Domain:
+        a, node, cfg = self._args, self._args.node, self._args.stack
+        first_boot = {"coreos_ignition": boot.id} if node.is_flatcar else {"cloudinit": boot.id}
+        return libvirt.Domain(
+            node.name,
+            name=self._physical,
+            type=cfg.virt_type,
+            memory=node.memory_mib,
+            vcpu=node.vcpu,
+            autostart=True,
+            disks=[libvirt.DomainDiskArgs(volume_id=d.id) for d in disks],
+            network_interfaces=[
+                # network_id, not network_name: the provider re-adds network_id
+                # on every plan when only the name is given (perma-diff).
+                libvirt.DomainNetworkInterfaceArgs(network_id=a.network_id, mac=cfg.mac_of(node), wait_for_lease=False)
+            ],
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
+            # No remote display: VNC only on the host's loopback.
+            graphics=libvirt.DomainGraphicsArgs(
+                type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
+            ),
+            **first_boot,
+            opts=self._opts(
+                # cloud-init does not re-run in the guest, so a new cloud-init
+                # disk must mean a new VM, visible in preview.
+                replace_on_changes=["cloudinit"],
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Pure renderers: plain values in, file contents out. No `import pulumi` here."""

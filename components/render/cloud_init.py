@@ -1,0 +1,115 @@
+"""cloud-init for EL9 (Rocky/Alma) nodes: user-data, network-config v2 and meta-data.
+
+Only what never changes for the VM's life goes here (day 1); service configs
+that follow the cluster (haproxy, keepalived, chrony server, CoreDNS) are
+applied in place later by day-2 commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import yaml
+
+from .chrony import render_chrony_client
+from .ignition import NetworkSettings
+
+ROLE_PACKAGES = {
+    "load_balancer": ("haproxy", "keepalived", "policycoreutils-python-utils"),
+    "infra": ("podman", "bind-utils"),
+}
+BASE_PACKAGES = ("chrony", "qemu-guest-agent")
+
+
+@dataclass(frozen=True)
+class El9Node:
+    hostname: str
+    fqdn: str
+    role: str
+    user: str
+    ssh_keys: tuple[str, ...]
+    network: NetworkSettings
+    # The infra node itself runs the chrony server (day 2); others sync from it.
+    ntp_server: str | None
+    extra_packages: tuple[str, ...] = field(default=())
+
+
+def _dump(doc: dict, header: str = "") -> str:
+    return header + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
+
+
+def render_user_data(node: El9Node) -> str:
+    if not node.ssh_keys:
+        raise ValueError("cloud-init: at least one SSH public key is required (no password login)")
+    packages = sorted(set(BASE_PACKAGES + ROLE_PACKAGES.get(node.role, ()) + node.extra_packages))
+    sysctl = "# Rendered by microcloud\nnet.ipv4.ip_forward = 1\nnet.ipv4.ip_nonlocal_bind = 1\n"
+    files = [
+        {"path": "/etc/sysctl.d/90-microcloud.conf", "content": sysctl, "permissions": "0644", "owner": "root:root"},
+    ]
+    runcmd: list[list[str] | str] = [
+        ["sysctl", "--system"],
+        # Cloud images ship without swap; make sure nothing enables it.
+        ["swapoff", "-a"],
+        ["systemctl", "enable", "--now", "qemu-guest-agent"],
+    ]
+    if node.ntp_server:
+        files.append(
+            {
+                "path": "/etc/chrony.conf",
+                "content": render_chrony_client(server=node.ntp_server),
+                "permissions": "0644",
+                "owner": "root:root",
+            }
+        )
+        runcmd.append(["systemctl", "restart", "chronyd"])
+    runcmd.append(["systemctl", "enable", "--now", "chronyd"])
+    if node.role == "load_balancer":
+        # SELinux keeps haproxy off the NodePort range unless allowed.
+        runcmd.append(["setsebool", "-P", "haproxy_connect_any", "1"])
+    doc = {
+        "hostname": node.hostname,
+        "fqdn": node.fqdn,
+        "prefer_fqdn_over_hostname": True,
+        "manage_etc_hosts": True,
+        "users": [
+            {
+                "name": node.user,
+                "groups": ["wheel"],
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": list(node.ssh_keys),
+            }
+        ],
+        "ssh_pwauth": False,
+        "disable_root": True,
+        "chpasswd": {"expire": False},
+        "timezone": "UTC",
+        "package_update": False,
+        "packages": packages,
+        "write_files": files,
+        "runcmd": runcmd,
+    }
+    return _dump(doc, "#cloud-config\n")
+
+
+def render_network_config(net: NetworkSettings, interface: str = "eth0") -> str:
+    """network-config v2 with a static address; the internal resolver first."""
+    eth: dict = {
+        "match": {"macaddress": net.mac},
+        "set-name": interface,
+        "addresses": [f"{net.address}/{net.prefix}"],
+        "routes": [{"to": "0.0.0.0/0", "via": net.gateway}]
+        + [{"to": r.destination, "via": r.gateway} for r in net.routes],
+        "nameservers": {"addresses": list(net.dns), "search": [net.search_domain]},
+        "dhcp4": False,
+        "dhcp6": False,
+    }
+    if net.mtu:
+        eth["mtu"] = net.mtu
+    return _dump({"version": 2, "ethernets": {interface: eth}})
+
+
+def render_meta_data(*, instance_id: str, hostname: str) -> str:
+    return _dump({"instance-id": instance_id, "local-hostname": hostname})

@@ -1,0 +1,146 @@
+"""Ignition (spec 3.3.0) for Flatcar nodes: only what never changes for the VM's life.
+
+Spec 3.3.0 is the newest stable spec that Debian's ignition-validate (2.14)
+and current Flatcar releases both accept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Sequence
+from urllib.parse import quote
+
+IGNITION_VERSION = "3.3.0"
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class Route:
+    destination: str  # CIDR
+    gateway: str
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Static addressing shared by the Ignition and cloud-init renderers."""
+
+    mac: str
+    address: str  # IPv4 address
+    prefix: int
+    gateway: str
+    dns: tuple[str, ...]  # in order: the internal resolver first
+    search_domain: str
+    routes: tuple[Route, ...] = ()
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    group: str = "stable"
+    strategy: str = "reboot"  # reboot | etcd-lock | off
+    window_start: str = "Mon 03:00"
+    window_length: str = "1h"
+
+
+@dataclass(frozen=True)
+class FlatcarNode:
+    hostname: str
+    fqdn: str
+    user: str
+    ssh_keys: tuple[str, ...]
+    network: NetworkSettings
+    ntp_server: str
+    kubernetes: bool
+    updates: UpdatePolicy = field(default_factory=UpdatePolicy)
+
+
+def _file(path: str, text: str, mode: int = 0o644) -> dict:
+    return {
+        "path": path,
+        "mode": mode,
+        "overwrite": True,
+        "contents": {"source": "data:," + quote(text, safe="")},
+    }
+
+
+def networkd_unit(net: NetworkSettings) -> str:
+    """systemd-networkd .network for the node's NIC, matched by MAC (names can change)."""
+    lines = ["[Match]", f"MACAddress={net.mac}", "", "[Link]"]
+    if net.mtu:
+        lines.append(f"MTUBytes={net.mtu}")
+    lines += [
+        "RequiredForOnline=yes",
+        "",
+        "[Network]",
+        f"Address={net.address}/{net.prefix}",
+        f"Gateway={net.gateway}",
+        *[f"DNS={d}" for d in net.dns],
+        f"Domains={net.search_domain}",
+        "DHCP=no",
+        "IPv6AcceptRA=no",
+    ]
+    for r in net.routes:
+        lines += ["", "[Route]", f"Destination={r.destination}", f"Gateway={r.gateway}"]
+    return "\n".join(lines) + "\n"
+
+
+def _sysctl(kubernetes: bool) -> str:
+    lines = [
+        "# Rendered by microcloud",
+        # VIPs and Kubernetes services bind addresses not (yet) on this host.
+        "net.ipv4.ip_nonlocal_bind = 1",
+    ]
+    if kubernetes:
+        lines += ["net.ipv4.ip_forward = 1", "net.bridge.bridge-nf-call-iptables = 1"]
+    return "\n".join(lines) + "\n"
+
+
+def _update_conf(u: UpdatePolicy) -> str:
+    return (
+        f"GROUP={u.group}\n"
+        f"REBOOT_STRATEGY={u.strategy}\n"
+        f"LOCKSMITHD_REBOOT_WINDOW_START={u.window_start}\n"
+        f"LOCKSMITHD_REBOOT_WINDOW_LENGTH={u.window_length}\n"
+    )
+
+
+def render_ignition(node: FlatcarNode) -> str:
+    """Ignition JSON for one Flatcar node, deterministic (sorted keys) so its hash is stable."""
+    if not node.ssh_keys:
+        raise ValueError("ignition: at least one SSH public key is required (no password login)")
+    files = [
+        _file("/etc/hostname", node.fqdn + "\n"),
+        _file("/etc/systemd/network/00-microcloud.network", networkd_unit(node.network)),
+        _file("/etc/sysctl.d/90-microcloud.conf", _sysctl(node.kubernetes)),
+        _file(
+            "/etc/systemd/timesyncd.conf.d/10-microcloud.conf",
+            f"[Time]\nNTP={node.ntp_server}\nFallbackNTP=\n",
+        ),
+        # No compiled-in public fallback resolvers: the internal one comes first
+        # and the libvirt gateway second, nothing else.
+        _file(
+            "/etc/systemd/resolved.conf.d/10-microcloud.conf",
+            "[Resolve]\n" + f"DNS={' '.join(node.network.dns)}\n" + f"Domains={node.network.search_domain}\nFallbackDNS=\n",
+        ),
+        _file("/etc/flatcar/update.conf", _update_conf(node.updates), 0o644),
+    ]
+    units = []
+    if node.kubernetes:
+        files.append(_file("/etc/modules-load.d/90-microcloud.conf", "br_netfilter\noverlay\n"))
+        # Flatcar ships no swap, but nothing may add it later on a Kubernetes node.
+        units.append({"name": "swap.target", "mask": True})
+    config = {
+        "ignition": {"version": IGNITION_VERSION},
+        "passwd": {"users": [{"name": node.user, "sshAuthorizedKeys": list(node.ssh_keys)}]},
+        "storage": {"files": files},
+        "systemd": {"units": units},
+    }
+    if node.user != "core":
+        config["passwd"]["users"][0]["groups"] = ["sudo", "docker"]
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def reboot_window(start: str, index: int) -> str:
+    """Give node ``index`` its own weekday so no two nodes reboot in the same window."""
+    return f"{WEEKDAYS[index % 7]} {start}"

@@ -1,0 +1,153 @@
+"""From the typed stack config to renderer inputs. Pure: no Pulumi.
+
+The components call these inside ``Output.apply`` once generated values (SSH
+keys, VRRP password) and node addresses are known; the real-validator tests
+call them directly with the same configs, so what is checked is what ships.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from .config import NodeConfig, StackConfig, vrrp_priority
+from .render import chrony, cloud_init, coredns, haproxy, ignition, keepalived
+
+CHECK_SCRIPT = "/usr/local/libexec/microcloud/chk_haproxy"
+
+
+def network_settings(cfg: StackConfig, node: NodeConfig) -> ignition.NetworkSettings:
+    net = cfg.network_by_name[node.network]
+    infra = cfg.infra_node
+    # Internal resolver first; the network's router (libvirt dnsmasq or the LAN
+    # router) only as the second choice, e.g. while CoreDNS is being set up.
+    dns = (str(infra.ip), str(net.router)) if node is not infra else (str(node.ip), str(net.router))
+    routes = tuple(
+        ignition.Route(str(other.cidr), str(net.router)) for other in cfg.networks if other.name != net.name
+    )
+    return ignition.NetworkSettings(
+        mac=cfg.mac_of(node),
+        address=str(node.ip),
+        prefix=net.cidr.prefixlen,
+        gateway=str(net.router),
+        dns=dns,
+        search_domain=cfg.domain,
+        routes=routes,
+        mtu=net.mtu,
+    )
+
+
+def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> ignition.FlatcarNode:
+    flatcar = [n for n in cfg.nodes if n.is_flatcar]
+    u = cfg.updates
+    return ignition.FlatcarNode(
+        hostname=node.name,
+        fqdn=cfg.fqdn(node.name),
+        user=cfg.ssh.user,
+        ssh_keys=tuple(ssh_keys),
+        network=network_settings(cfg, node),
+        ntp_server=str(cfg.infra_node.ip),
+        kubernetes=node.role in ("server", "agent", "storage"),
+        updates=ignition.UpdatePolicy(
+            group=u.group,
+            strategy=u.strategy,
+            window_start=ignition.reboot_window(u.window_start, flatcar.index(node)),
+            window_length=u.window_length,
+        ),
+    )
+
+
+def el9_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> cloud_init.El9Node:
+    return cloud_init.El9Node(
+        hostname=node.name,
+        fqdn=cfg.fqdn(node.name),
+        role=node.role,
+        user=cfg.ssh.user,
+        ssh_keys=tuple(ssh_keys),
+        network=network_settings(cfg, node),
+        ntp_server=None if node.role == "infra" else str(cfg.infra_node.ip),
+    )
+
+
+def ignition_json(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> str:
+    return ignition.render_ignition(flatcar_node(cfg, node, ssh_keys))
+
+
+def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str], instance_id: str) -> dict[str, str]:
+    """user_data, network_config and meta_data of one EL9 node."""
+    spec = el9_node(cfg, node, ssh_keys)
+    return {
+        "user_data": cloud_init.render_user_data(spec),
+        "network_config": cloud_init.render_network_config(spec.network),
+        "meta_data": cloud_init.render_meta_data(instance_id=instance_id, hostname=node.name),
+    }
+
+
+def haproxy_cfg(cfg: StackConfig, node_ips: Mapping[str, str], **overrides) -> str:
+    """haproxy.cfg from the live node addresses (``node_ips``: name -> IP of servers and ingress nodes)."""
+    lb = cfg.load_balancer
+    return haproxy.render_haproxy(
+        api_vip=str(lb.api_vip),
+        ingress_vip=str(lb.ingress_vip),
+        servers=[haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.servers],
+        ingress_nodes=[haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.ingress_nodes],
+        api_port=lb.api_port,
+        http_nodeport=lb.ingress_http_nodeport,
+        https_nodeport=lb.ingress_https_nodeport,
+        stats_port=lb.stats_port,
+        **overrides,
+    )
+
+
+def keepalived_confs(cfg: StackConfig, auth_pass: str, **overrides) -> dict[str, str]:
+    """keepalived.conf per load balancer name, checked as a pair before anything uses them."""
+    lb = cfg.load_balancer
+    a, b = cfg.load_balancers
+    instances = (
+        keepalived.VrrpInstance("VI_API", lb.vrrp.api_router_id, str(lb.api_vip)),
+        keepalived.VrrpInstance("VI_INGRESS", lb.vrrp.ingress_router_id, str(lb.ingress_vip)),
+    )
+    master = max((a, b), key=lambda n: vrrp_priority(cfg, n))
+    overrides.setdefault("check_script", CHECK_SCRIPT)
+    confs = {}
+    for me, peer in ((a, b), (b, a)):
+        confs[me.name] = keepalived.render_keepalived(
+            router_name=me.name,
+            self_ip=str(me.ip),
+            peer_ip=str(peer.ip),
+            priority=vrrp_priority(cfg, me),
+            master=me is master,
+            instances=instances,
+            auth_pass=auth_pass,
+            interface=lb.vrrp.interface,
+            advert_int=lb.vrrp.advert_int,
+            preempt=lb.vrrp.preempt,
+            **overrides,
+        )
+    keepalived.check_pair(confs[a.name], confs[b.name])
+    return confs
+
+
+def keepalived_check_script(cfg: StackConfig) -> str:
+    return keepalived.render_check_script(stats_port=cfg.load_balancer.stats_port)
+
+
+def chrony_server_conf(cfg: StackConfig) -> str:
+    return chrony.render_chrony_server(
+        upstream=list(cfg.ntp.upstream), allow=[str(n.cidr) for n in cfg.networks]
+    )
+
+
+def dns_records(cfg: StackConfig, node_ips: Mapping[str, str]) -> dict[str, str]:
+    """Every node and both VIPs (api, ingress) under the one domain; '*.apps' is left to ingress."""
+    records = dict(node_ips)
+    records["api"] = str(cfg.load_balancer.api_vip)
+    records["ingress"] = str(cfg.load_balancer.ingress_vip)
+    return records
+
+
+def corefile(cfg: StackConfig) -> str:
+    return coredns.render_corefile(domain=cfg.domain, forwarders=[str(f) for f in cfg.dns.forwarders])
+
+
+def hosts_file(cfg: StackConfig, node_ips: Mapping[str, str]) -> str:
+    return coredns.render_hosts(domain=cfg.domain, records=dns_records(cfg, node_ips))

@@ -1,0 +1,166 @@
+"""Run the real program (__main__.py) under Pulumi mocks and record every registration.
+
+Used by the graph tests and by bench/program_bench.py. The recording monitor
+keeps what the engine would see: parent, dependencies, provider, options,
+and whether each input arrived as a secret.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "__main__.py"
+PROJECT = "microcloud"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def stack_config(stack: str) -> dict:
+    """The whole ``config:`` mapping of Pulumi.<stack>.yaml."""
+    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def stack_model(stack: str) -> dict:
+    return copy.deepcopy(stack_config(stack)["microcloud:config"])
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    provider: str
+    protect: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    additional_secret_outputs: list[str]
+    secret_inputs: set[str]
+    inputs: dict[str, Any]
+
+
+def _secret_keys(struct_json: dict) -> set[str]:
+    """Top-level input names whose wire value is (or contains) a secret."""
+
+    def has_secret(v: Any) -> bool:
+        if isinstance(v, dict):
+            if v.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
+                return True
+            return any(has_secret(x) for x in v.values())
+        if isinstance(v, list):
+            return any(has_secret(x) for x in v)
+        return False
+
+    return {k for k, v in struct_json.items() if has_secret(v)}
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    def __init__(self, mocks: pmocks.Mocks):
+        super().__init__(mocks)
+        self.registrations: dict[str, Registration] = {}
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        raw = json_format.MessageToDict(request.object) if request.object else {}
+        self.registrations[resp.urn] = Registration(
+            type=request.type,
+            name=request.name,
+            urn=resp.urn,
+            parent=request.parent,
+            custom=request.custom,
+            dependencies=list(request.dependencies),
+            property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+            provider=request.provider,
+            protect=request.protect,
+            delete_before_replace=request.deleteBeforeReplace,
+            ignore_changes=list(request.ignoreChanges),
+            replace_on_changes=list(request.replaceOnChanges),
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            secret_inputs=_secret_keys(raw),
+            inputs=raw,
+        )
+        return resp
+
+
+class Mocks(pmocks.Mocks):
+    """Plausible provider answers: ids, and the computed fields the program reads."""
+
+    def new_resource(self, args: pmocks.MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMockMock\n"
+            state["privateKeyOpenssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----\n"
+            state["privateKeyPem"] = "mock-pem"
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = "m0ckPass"[: int(args.inputs.get("length", 8))]
+        return f"{args.name}-id", state
+
+    def call(self, args: pmocks.MockCallArgs):
+        return {}
+
+
+@dataclass
+class Run:
+    monitor: RecordingMonitor
+    outputs: dict[str, pulumi.Output]
+    error: Optional[BaseException] = None
+
+    @property
+    def resources(self) -> list[Registration]:
+        return list(self.monitor.registrations.values())
+
+    def by_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name: str) -> Registration:
+        found = [r for r in self.resources if r.type == typ and r.name == name]
+        assert len(found) == 1, f"expected one {typ} named {name}, got {len(found)}"
+        return found[0]
+
+    def urn_of(self, typ: str, name: str) -> str:
+        return self.one(typ, name).urn
+
+    def output_value(self, name: str) -> tuple[Any, bool]:
+        """(value, is_secret) of a stack export."""
+        out = pulumi.Output.from_input(self.outputs[name])
+        return _sync_await(out.future()), _sync_await(out.is_secret())
+
+
+def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False) -> Run:
+    """Evaluate __main__.py for ``stack`` (config from Pulumi.<stack>.yaml unless ``model`` is given)."""
+    config = stack_config(stack)
+    if model is not None:
+        config = {**config, "microcloud:config": model}
+    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
+    monitor = RecordingMonitor(Mocks())
+    pulumi.runtime.settings.set_root_resource(None)  # a fresh Stack (and exports) per run
+    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    root = pulumi.runtime.get_root_resource()
+    error = None
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(MAIN), run_name="__main__")))
+    except Exception as exc:  # the tests assert on it
+        error = exc
+    outputs = dict(getattr(root, "outputs", {}) or {})
+    return Run(monitor=monitor, outputs=outputs, error=error)
