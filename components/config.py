@@ -99,6 +99,18 @@ class NetworkConfig(_Model):
             raise ValueError(f"{v!r} is not a valid name; use lowercase letters, digits and '-'")
         return v
 
+    @field_validator("cidr", mode="before")
+    @classmethod
+    def _cidr(cls, v: Any) -> Any:
+        try:
+            ipaddress.IPv4Network(v)
+        except ValueError as err:
+            if "host bits set" in str(err):
+                exact = ipaddress.IPv4Network(v, strict=False)
+                raise ValueError(f"{v} has host bits set; did you mean {exact}?") from None
+            raise ValueError(f"{v!r} is not a valid IPv4 network like 10.17.3.0/24") from None
+        return v
+
     @field_validator("bridge")
     @classmethod
     def _bridge(cls, v: Optional[str]) -> Optional[str]:
@@ -552,6 +564,8 @@ def _format_validation_error(err: ValidationError) -> ConfigError:
     first = err.errors()[0]
     parts: list[str] = []
     for p in first["loc"]:
+        if p == "[key]":
+            continue
         if isinstance(p, int):
             parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
         else:

@@ -1,0 +1,231 @@
+"""The resource graph of the real program under mocks: parents, edges, secrets, protection, counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.config import parse_config
+from harness import Run, run_program, stack_model
+
+DOMAIN = "libvirt:index/domain:Domain"
+VOLUME = "libvirt:index/volume:Volume"
+NETWORK = "libvirt:index/network:Network"
+IGNITION = "libvirt:index/ignition:Ignition"
+CLOUDINIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
+COMMAND = "command:remote:Command"
+NODE = "microcloud:compute:Node"
+
+
+@pytest.fixture(scope="module")
+def dev() -> Run:
+    run = run_program("dev")
+    assert run.error is None, run.error
+    return run
+
+
+@pytest.fixture(scope="module")
+def prod() -> Run:
+    run = run_program("prod")
+    assert run.error is None, run.error
+    return run
+
+
+def _runs(dev, prod):
+    return {"dev": dev, "prod": prod}
+
+
+def test_every_resource_has_a_component_parent(dev, prod):
+    for stack, run in _runs(dev, prod).items():
+        types = {r.urn: r.type for r in run.resources}
+        for r in run.resources:
+            if r.type == "pulumi:pulumi:Stack":
+                continue
+            if r.type.startswith("pulumi:providers:"):
+                # Providers are made once in __main__ and passed down (DESIGN 4).
+                assert types.get(r.parent) == "pulumi:pulumi:Stack"
+                continue
+            parent_type = types.get(r.parent, "")
+            if r.type.startswith("microcloud:"):
+                assert parent_type == "pulumi:pulumi:Stack", f"{stack}: component {r.name} under {parent_type}"
+            else:
+                assert parent_type.startswith("microcloud:"), f"{stack}: {r.type} {r.name} has parent {parent_type!r}"
+
+
+def test_libvirt_resources_use_the_explicit_provider(dev):
+    for r in dev.resources:
+        if r.type.startswith("libvirt:index/"):
+            assert "$pulumi:providers:libvirt::libvirt::" in r.provider, (r.name, r.provider)
+            # physical names are fixed: replacement must delete first
+            assert r.delete_before_replace, r.name
+
+
+def test_physical_names_carry_project_and_stack(dev):
+    for r in dev.resources:
+        if r.type in (DOMAIN, VOLUME, NETWORK, IGNITION, CLOUDINIT):
+            assert r.inputs["name"].startswith("microcloud-dev-"), r.inputs["name"]
+
+
+def _deps(run: Run, r) -> set[str]:
+    return set(r.dependencies) | {u for us in r.property_dependencies.values() for u in us}
+
+
+def test_domain_depends_on_volumes_first_boot_and_network(prod):
+    cfg = parse_config(stack_model("prod"))
+    for node in cfg.nodes:
+        dom = prod.one(DOMAIN, node.name)
+        pd = dom.property_dependencies
+        assert prod.urn_of(VOLUME, f"{node.name}-root") in pd["disks"]
+        for d in node.data_disks:
+            assert prod.urn_of(VOLUME, f"{node.name}-{d.name}") in pd["disks"]
+        assert prod.urn_of(NETWORK, node.network) in pd["networkInterfaces"]
+        if node.is_flatcar:
+            assert prod.urn_of(IGNITION, f"{node.name}-ignition") in pd["coreosIgnition"]
+        else:
+            assert prod.urn_of(CLOUDINIT, f"{node.name}-cloudinit") in pd["cloudinit"]
+            assert "cloudinit" in dom.replace_on_changes
+        root = prod.one(VOLUME, f"{node.name}-root")
+        assert prod.urn_of(VOLUME, f"base-{node.os}") in root.property_dependencies["baseVolumeId"]
+
+
+def test_lb_config_depends_on_lb_domains_and_every_backend(prod):
+    cfg = parse_config(stack_model("prod"))
+    backends = {n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes}
+    for lb in cfg.load_balancers:
+        cmd = prod.one(COMMAND, f"{lb.name}-haproxy")
+        deps = _deps(prod, cmd)
+        assert prod.urn_of(DOMAIN, lb.name) in deps
+        for b in backends:
+            assert prod.urn_of(DOMAIN, b) in deps, f"haproxy on {lb.name} does not wait for {b}"
+        assert prod.urn_of(DOMAIN, "storage1") not in deps
+        ka = prod.one(COMMAND, f"{lb.name}-keepalived")
+        assert prod.urn_of(DOMAIN, lb.name) in _deps(prod, ka)
+
+
+def test_dns_records_depend_on_every_node(prod):
+    cfg = parse_config(stack_model("prod"))
+    deps = _deps(prod, prod.one(COMMAND, "coredns-hosts"))
+    for node in cfg.nodes:
+        assert prod.urn_of(DOMAIN, node.name) in deps, node.name
+    hosts = prod.one(COMMAND, "coredns-hosts").inputs["stdin"]
+    for node in cfg.nodes:
+        assert f"{node.ip} {node.name}.microcloud.lan" in hosts
+
+
+def test_secrets_are_secret(dev, prod):
+    for run in (dev, prod):
+        value, secret = run.output_value("ssh_private_key")
+        assert secret and "PRIVATE KEY" in value
+        key = run.one("tls:index/privateKey:PrivateKey", "secrets-ssh")
+        assert {"privateKeyOpenssh", "privateKeyPem"} <= set(key.additional_secret_outputs)
+        for lb in parse_config(stack_model("dev" if run is dev else "prod")).load_balancers:
+            ka = run.one(COMMAND, f"{lb.name}-keepalived")
+            assert {"stdin", "triggers"} <= ka.secret_inputs
+        for cmd in run.by_type(COMMAND):
+            assert "connection" in cmd.secret_inputs
+            assert {"stdout", "stderr"} <= set(cmd.additional_secret_outputs)
+
+
+def test_generated_secrets_never_travel_in_clear(dev):
+    """The mock VRRP password and private key appear in no non-secret input of any resource."""
+    for r in dev.resources:
+        for name, value in r.inputs.items():
+            if name in r.secret_inputs:
+                continue
+            text = json.dumps(value)
+            assert "m0ckPass" not in text, (r.name, name)
+            assert "PRIVATE KEY" not in text, (r.name, name)
+
+
+def test_prod_data_disks_are_protected_dev_not(dev, prod):
+    for stack, run in _runs(dev, prod).items():
+        cfg = parse_config(stack_model(stack))
+        data = {f"{n.name}-{d.name}" for n in cfg.nodes for d in n.data_disks}
+        assert data
+        for v in run.by_type(VOLUME):
+            if v.name in data:
+                assert v.protect is cfg.protect_data, (stack, v.name)
+            else:
+                assert not v.protect, (stack, v.name)
+    assert parse_config(stack_model("prod")).protect_data is True
+
+
+def expected_counts(stack: str) -> dict[str, int]:
+    cfg = parse_config(stack_model(stack))
+    flatcar = sum(n.is_flatcar for n in cfg.nodes)
+    return {
+        DOMAIN: len(cfg.nodes),
+        NODE: len(cfg.nodes),
+        VOLUME: len(cfg.images) + len(cfg.nodes) + sum(len(n.data_disks) for n in cfg.nodes),
+        NETWORK: len(cfg.networks),
+        IGNITION: flatcar,
+        CLOUDINIT: len(cfg.nodes) - flatcar,
+        # per LB: haproxy, check script, keepalived; infra: chrony, hosts, Corefile, unit
+        COMMAND: 3 * 2 + 4,
+        "libvirt:index/pool:Pool": 1,
+    }
+
+
+@pytest.mark.parametrize("stack,total", [("dev", 51), ("prod", 73)])
+def test_resource_counts(stack, total, dev, prod):
+    run = _runs(dev, prod)[stack]
+    for typ, n in expected_counts(stack).items():
+        assert len(run.by_type(typ)) == n, typ
+    assert len(run.resources) == total
+
+
+def _inputs_by_urn(run: Run) -> dict[str, dict]:
+    return {r.urn: r.inputs for r in run.resources}
+
+
+def test_adding_a_worker_touches_only_day2_configs(dev):
+    """A new worker: its own resources, new haproxy backends and DNS records; no existing VM, disk or network changes."""
+    model = stack_model("dev")
+    worker = next(n for n in model["nodes"] if n["name"] == "worker1")
+    model["nodes"].append({**worker, "name": "worker2", "ip": "10.27.4.25"})
+    grown = run_program("dev", model)
+    assert grown.error is None, grown.error
+    before, after = _inputs_by_urn(dev), _inputs_by_urn(grown)
+    assert set(before) <= set(after)
+    changed = {urn.rsplit("::", 1)[1] for urn in before if before[urn] != after[urn]}
+    assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"}
+    added = {urn.rsplit("::", 1)[1] for urn in set(after) - set(before)}
+    assert added == {"worker2", "worker2-root", "worker2-longhorn", "worker2-ignition"}
+    assert "worker2" in after[dev.urn_of(COMMAND, "lb1-haproxy")]["stdin"]
+
+
+def test_day2_commands_are_keyed_on_content_hash(dev):
+    import hashlib
+
+    for cmd in dev.by_type(COMMAND):
+        if "stdin" in cmd.secret_inputs:
+            continue
+        digest = hashlib.sha256(cmd.inputs["stdin"].encode()).hexdigest()
+        assert cmd.inputs["triggers"][0] == digest, cmd.name
+    hap = dev.one(COMMAND, "lb1-haproxy")
+    assert "haproxy -c" in hap.inputs["create"]
+
+
+def test_no_vnc_beyond_localhost_and_serial_console(dev):
+    for dom in dev.by_type(DOMAIN):
+        g = dom.inputs["graphics"]
+        assert g["listenType"] == "address" and g["listenAddress"] == "127.0.0.1"
+        assert dom.inputs["consoles"][0]["targetType"] == "serial"
+
+
+def test_nodes_are_created_in_parallel(prod):
+    """No domain waits on another domain: every VM can be created at once."""
+    domains = {r.urn for r in prod.by_type(DOMAIN)}
+    for dom in prod.by_type(DOMAIN):
+        assert not (_deps(prod, dom) & domains), dom.name
+
+
+def test_outputs(dev):
+    nodes, secret = dev.output_value("nodes")
+    assert not secret and nodes["server1"] == "10.27.4.21"
+    vips, _ = dev.output_value("vips")
+    assert vips == {"api": "10.27.0.32", "ingress": "10.27.0.33"}
+    cmds, _ = dev.output_value("ssh_commands")
+    assert cmds["lb1"] == "ssh -i ~/.ssh/microcloud-dev core@10.27.0.30"
+    assert "--show-secrets ssh_private_key" in cmds["save_key"]

@@ -1,0 +1,409 @@
+"""Every rendered artifact, for dev, prod and edge topologies, checked by the program that reads it.
+
+ignition-validate, cloud-init (schema and its own network renderer),
+haproxy -c, keepalived -t (in a network namespace with the real interface
+name), chronyd -p and xsltproc come from Debian packages installed by .ci/run.
+A missing validator is a failure, not a skip: these tests are the point.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import topology
+from components.config import StackConfig, parse_config
+from components.day2 import install_script
+from components.render import keepalived as ka
+from components.render.libvirt_xml import render_dhcp_range_xslt
+from harness import stack_model
+
+KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1vyS0Qf5zM1I2r3Xq7C8Rk3W1tWgYbq0bSVvP3nHk test@microcloud",)
+
+
+def _edge_models() -> dict[str, dict]:
+    """Topologies beyond dev/prod that stress the renderers."""
+    big = stack_model("dev")
+    base_server = next(n for n in big["nodes"] if n["name"] == "server1")
+    base_worker = next(n for n in big["nodes"] if n["name"] == "worker1")
+    for i in range(2, 6):
+        big["nodes"].append({**base_server, "name": f"server{i}", "ip": f"10.27.4.{10 + i}"})
+    for i in range(2, 21):
+        big["nodes"].append({**base_worker, "name": f"worker{i}", "ip": f"10.27.4.{30 + i}"})
+    big["load_balancer"]["vrrp"] = {"preempt": False, "api_router_id": 7, "ingress_router_id": 200, "advert_int": 3}
+
+    alma = stack_model("dev")
+    alma["images"] = {"alma9": {"source": "/srv/images/AlmaLinux-9-GenericCloud-9.6-20250522.x86_64.qcow2", "version": "9.6-20250522"}}
+    for n in alma["nodes"]:
+        n["os"] = "alma9"
+    # isolated networks, no DHCP, custom MTU, storage node taking ingress
+    for net in alma["networks"]:
+        net.update(mode="isolated", mtu=1450)
+        net.pop("dhcp", None)
+    next(n for n in alma["nodes"] if n["name"] == "storage1")["ingress"] = True
+    alma["ssh"] = {"user": "ops", "public_keys": [KEYS[0]]}
+    alma["updates"] = {"strategy": "off"}
+
+    # one small routed network for everything, no DHCP, no storage node
+    tiny = stack_model("dev")
+    tiny["networks"] = [{"name": "lan", "mode": "route", "cidr": "172.30.8.0/28"}]
+    ips = iter(["172.30.8.2", "172.30.8.3", "172.30.8.4", "172.30.8.5", "172.30.8.6"])
+    tiny["nodes"] = [{**n, "network": "lan", "ip": next(ips)} for n in tiny["nodes"] if n["name"] != "storage1"]
+    tiny["load_balancer"].update(network="lan", api_vip="172.30.8.13", ingress_vip="172.30.8.14")
+    return {"edge-big": big, "edge-alma-isolated": alma, "edge-tiny": tiny}
+
+
+def _configs() -> dict[str, StackConfig]:
+    models = {"dev": stack_model("dev"), "prod": stack_model("prod"), **_edge_models()}
+    return {name: parse_config(m) for name, m in models.items()}
+
+
+CONFIGS = _configs()
+NAMES = sorted(CONFIGS)
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    assert path, f"{tool} is not installed; run .ci/run (it installs the validators from Debian packages)"
+    return path
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+def node_ips(cfg: StackConfig) -> dict[str, str]:
+    return {n.name: str(n.ip) for n in cfg.nodes}
+
+
+# ------------------------------------------------------------------ Ignition
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ignition_validates(name, tmp_path):
+    tool = need("ignition-validate")
+    cfg = CONFIGS[name]
+    flatcar = [n for n in cfg.nodes if n.is_flatcar]
+    if not flatcar:
+        pytest.skip(f"{name} has no Flatcar node")
+    for node in flatcar:
+        path = tmp_path / f"{node.name}.ign"
+        path.write_text(topology.ignition_json(cfg, node, KEYS))
+        res = run([tool, str(path)])
+        assert res.returncode == 0, f"{name}/{node.name}: {res.stdout}{res.stderr}"
+        assert res.stdout.strip() == "" and res.stderr.strip() == "", "ignition-validate warned"
+
+
+def test_ignition_validator_rejects_broken(tmp_path):
+    """The check can fail: a relative path is what a template slip would produce."""
+    cfg = CONFIGS["dev"]
+    node = next(n for n in cfg.nodes if n.is_flatcar)
+    doc = json.loads(topology.ignition_json(cfg, node, KEYS))
+    doc["storage"]["files"][0]["path"] = "etc/hostname"
+    path = tmp_path / "broken.ign"
+    path.write_text(json.dumps(doc))
+    assert run([need("ignition-validate"), str(path)]).returncode != 0
+
+
+def _ignition_files(text: str) -> dict[str, str]:
+    doc = json.loads(text)
+    return {
+        f["path"]: urllib.parse.unquote(f["contents"]["source"].removeprefix("data:,"))
+        for f in doc["storage"]["files"]
+    }
+
+
+def test_ignition_content_prod_master():
+    cfg = CONFIGS["prod"]
+    master = next(n for n in cfg.nodes if n.name == "master2")
+    files = _ignition_files(topology.ignition_json(cfg, master, KEYS))
+    net = files["/etc/systemd/network/00-microcloud.network"]
+    assert "Address=10.17.4.22/24" in net and "Gateway=10.17.4.1" in net
+    # internal resolver first, then the network's router; no public fallback
+    assert net.index("DNS=10.17.3.11") < net.index("DNS=10.17.4.1")
+    assert "FallbackDNS=\n" in files["/etc/systemd/resolved.conf.d/10-microcloud.conf"]
+    assert "Destination=192.168.0.0/24" in net and "Destination=10.17.3.0/24" in net
+    assert "net.ipv4.ip_nonlocal_bind = 1" in files["/etc/sysctl.d/90-microcloud.conf"]
+    assert "NTP=10.17.3.11" in files["/etc/systemd/timesyncd.conf.d/10-microcloud.conf"]
+    assert files["/etc/hostname"] == "master2.microcloud.lan\n"
+    update = files["/etc/flatcar/update.conf"]
+    assert "REBOOT_STRATEGY=reboot" in update
+    doc = json.loads(topology.ignition_json(cfg, master, KEYS))
+    assert {"name": "swap.target", "mask": True} in doc["systemd"]["units"]
+    assert not any(u["name"].startswith("locksmithd") for u in doc["systemd"]["units"])
+    assert doc["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": list(KEYS)}]
+
+
+def test_reboot_windows_differ_between_servers():
+    cfg = CONFIGS["prod"]
+    windows = [
+        _ignition_files(topology.ignition_json(cfg, n, KEYS))["/etc/flatcar/update.conf"] for n in cfg.servers
+    ]
+    assert len(set(windows)) == len(windows)
+
+
+# ------------------------------------------------------------------ cloud-init
+
+
+def _el9_docs(cfg: StackConfig):
+    for node in cfg.nodes:
+        if not node.is_flatcar:
+            yield node, topology.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cloud_init_user_data_schema(name, tmp_path):
+    tool = need("cloud-init")
+    for node, docs in _el9_docs(CONFIGS[name]):
+        path = tmp_path / f"{node.name}.user-data"
+        path.write_text(docs["user_data"])
+        res = run([tool, "schema", "--config-file", str(path)])
+        assert res.returncode == 0 and "Valid cloud-config" in res.stdout, f"{name}/{node.name}: {res.stdout}{res.stderr}"
+        assert "DEPRECATED" not in res.stdout + res.stderr, f"{name}/{node.name}: {res.stdout}{res.stderr}"
+
+
+def test_cloud_init_schema_rejects_broken(tmp_path):
+    cfg = CONFIGS["dev"]
+    _, docs = next(_el9_docs(cfg))
+    doc = yaml.safe_load(docs["user_data"])
+    doc["runcmd"] = 5
+    path = tmp_path / "broken.user-data"
+    path.write_text("#cloud-config\n" + yaml.safe_dump(doc))
+    assert run([need("cloud-init"), "schema", "--config-file", str(path)]).returncode != 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cloud_init_network_config_renders_for_networkmanager(name, tmp_path):
+    """cloud-init's own v2 parser and NetworkManager renderer, as on the EL9 guest."""
+    tool = need("cloud-init")
+    cfg = CONFIGS[name]
+    for node, docs in _el9_docs(cfg):
+        src = tmp_path / f"{node.name}.network-config"
+        src.write_text(docs["network_config"])
+        out = tmp_path / node.name
+        distro = "almalinux" if node.os == "alma9" else "rocky"
+        res = run([tool, "devel", "net-convert", "-p", str(src), "-k", "yaml", "-d", str(out), "-D", distro, "-O", "network-manager"])
+        assert res.returncode == 0, f"{name}/{node.name}: {res.stderr}"
+        conn = next(out.rglob("*.nmconnection")).read_text()
+        net = cfg.network_by_name[node.network]
+        assert f"address1={node.ip}/{net.cidr.prefixlen}" in conn
+        assert f"mac-address={cfg.mac_of(node).upper()}" in conn
+        dns = conn.split("dns=")[1].split("\n")[0].split(";")
+        assert dns[0] == (str(cfg.infra_node.ip) if node.role != "infra" else str(node.ip))
+
+
+def test_cloud_init_user_data_content_lb():
+    cfg = CONFIGS["prod"]
+    lb = next(n for n in cfg.load_balancers)
+    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user_data"])
+    assert doc["ssh_pwauth"] is False and doc["users"][0]["lock_passwd"] is True
+    assert "passwd" not in doc["users"][0] and "hashed_passwd" not in doc["users"][0]
+    assert {"haproxy", "keepalived", "chrony"} <= set(doc["packages"])
+    # day-1 only: no haproxy/keepalived config in first-boot data
+    paths = [f["path"] for f in doc["write_files"]]
+    assert not any("haproxy" in p or "keepalived" in p for p in paths)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chrony_configs_parse(name, tmp_path):
+    tool = need("chronyd")
+    cfg = CONFIGS[name]
+    confs = {"server": topology.chrony_server_conf(cfg)}
+    for node, docs in _el9_docs(cfg):
+        for f in yaml.safe_load(docs["user_data"])["write_files"]:
+            if f["path"] == "/etc/chrony.conf":
+                confs[node.name] = f["content"]
+    assert len(confs) >= 2
+    for who, text in confs.items():
+        path = tmp_path / f"{who}.conf"
+        path.write_text(text)
+        res = run([tool, "-p", "-f", str(path)])
+        assert res.returncode == 0, f"{name}/{who}: {res.stderr}"
+    for net in cfg.networks:
+        assert f"allow {net.cidr}" in confs["server"]
+
+
+def test_chronyd_rejects_broken(tmp_path):
+    path = tmp_path / "broken.conf"
+    path.write_text(topology.chrony_server_conf(CONFIGS["dev"]).replace("allow ", "alow ", 1))
+    assert run([need("chronyd"), "-p", "-f", str(path)]).returncode != 0
+
+
+# ------------------------------------------------------------------ HAProxy
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_haproxy_config_valid(name, tmp_path):
+    tool = need("haproxy")
+    cfg = CONFIGS[name]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(topology.haproxy_cfg(cfg, node_ips(cfg)))
+    res = run([tool, "-c", "-f", str(path)])
+    assert res.returncode == 0, f"{name}: {res.stdout}{res.stderr}"
+    text = path.read_text()
+    for s in cfg.servers:
+        assert f"server {s.name} {s.ip}:{cfg.load_balancer.api_port} check" in text
+    for n in cfg.ingress_nodes:
+        assert f"server {n.name} {n.ip}:{cfg.load_balancer.ingress_https_nodeport} check" in text
+    assert "bind 127.0.0.1:" in text and "bind *:" not in text
+
+
+def test_haproxy_rejects_broken(tmp_path):
+    cfg = CONFIGS["dev"]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(topology.haproxy_cfg(cfg, node_ips(cfg)).replace("balance roundrobin", "balance nosuchalgo", 1))
+    assert run([need("haproxy"), "-c", "-f", str(path)]).returncode != 0
+
+
+def test_haproxy_prod_ingress_excludes_storage():
+    cfg = CONFIGS["prod"]
+    text = topology.haproxy_cfg(cfg, node_ips(cfg))
+    assert "storage1" not in text
+    assert "inter 3s fall 3 rise 2" in text
+
+
+# ------------------------------------------------------------------ Keepalived
+
+
+@pytest.fixture
+def netns_with_iface():
+    """A network namespace of our own holding a dummy link with the configured interface name."""
+    made = []
+
+    def make(ifname: str) -> str:
+        ns = f"mc-kt-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        made.append(ns)
+        # veth, not dummy: the dummy module may not be loadable in a sandbox.
+        subprocess.run(["ip", "-n", ns, "link", "add", ifname, "type", "veth", "peer", "name", "peer0"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", ifname, "up"], check=True)
+        return ns
+
+    yield make
+    for ns in made:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keepalived_configs_valid(name, tmp_path, netns_with_iface):
+    tool = need("keepalived")
+    cfg = CONFIGS[name]
+    script = tmp_path / "chk_haproxy"
+    script.write_text(topology.keepalived_check_script(cfg))
+    script.chmod(0o755)
+    ns = netns_with_iface(cfg.load_balancer.vrrp.interface)
+    confs = topology.keepalived_confs(cfg, "s3cr3t!x", check_script=str(script))
+    assert len(confs) == 2
+    for lb, text in confs.items():
+        path = tmp_path / f"{lb}.conf"
+        path.write_text(text)
+        res = run(["ip", "netns", "exec", ns, tool, "-t", "-f", str(path)])
+        assert res.returncode == 0, f"{name}/{lb}: {res.stdout}{res.stderr}"
+    states = sorted(t.split("state ")[1].split()[0] for t in confs.values())
+    assert states == (["BACKUP", "MASTER"] if cfg.load_balancer.vrrp.preempt else ["BACKUP", "BACKUP"])
+
+
+def test_keepalived_rejects_broken(tmp_path, netns_with_iface):
+    cfg = CONFIGS["dev"]
+    ns = netns_with_iface("eth0")
+    script = tmp_path / "chk"
+    script.write_text(topology.keepalived_check_script(cfg))
+    script.chmod(0o755)
+    text = topology.keepalived_confs(cfg, "abc", check_script=str(script))["lb1"]
+    path = tmp_path / "broken.conf"
+    path.write_text(text.replace("virtual_router_id 51", "virtual_router_id 300", 1))
+    assert run(["ip", "netns", "exec", ns, need("keepalived"), "-t", "-f", str(path)]).returncode != 0
+
+
+def test_keepalived_pair_check_catches_wrong_unicast_peer():
+    cfg = CONFIGS["dev"]
+    confs = topology.keepalived_confs(cfg, "abc")
+    wrong = confs["lb2"].replace("        10.27.0.30\n", "        10.27.0.99\n")
+    assert wrong != confs["lb2"]
+    with pytest.raises(ValueError, match="unicast peers"):
+        ka.check_pair(confs["lb1"], wrong)
+    with pytest.raises(ValueError, match="priority"):
+        ka.check_pair(confs["lb1"], confs["lb1"].replace("10.27.0.30", "X").replace("10.27.0.31", "10.27.0.30").replace("X", "10.27.0.31"))
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_check_script_follows_haproxy_liveness(tmp_path):
+    """The tracked script succeeds only while something answers the monitor URI on loopback."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    port = server.server_address[1]
+    script = tmp_path / "chk"
+    script.write_text(ka.render_check_script(stats_port=port))
+    script.chmod(0o755)
+    assert run(["bash", "-n", str(script)]).returncode == 0
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        assert run([str(script)]).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run([str(script)]).returncode != 0
+
+
+# ------------------------------------------------------------------ libvirt network XSLT
+
+
+def test_dhcp_range_xslt_applies(tmp_path):
+    tool = need("xsltproc")
+    xsl = tmp_path / "range.xsl"
+    xsl.write_text(render_dhcp_range_xslt(start="10.27.3.100", end="10.27.3.200"))
+    # The shape the provider generates for a NAT network with DHCP enabled.
+    src = tmp_path / "net.xml"
+    src.write_text(
+        "<network><name>x</name><forward mode='nat'/><domain name='dev.microcloud.lan'/>"
+        "<ip address='10.27.3.1' netmask='255.255.255.0'><dhcp>"
+        "<range start='10.27.3.2' end='10.27.3.254'/></dhcp></ip></network>"
+    )
+    res = run([tool, str(xsl), str(src)])
+    assert res.returncode == 0, res.stderr
+    assert "start=\"10.27.3.100\"" in res.stdout and "end=\"10.27.3.200\"" in res.stdout
+    assert "10.27.3.254" not in res.stdout and "forward mode=\"nat\"" in res.stdout
+
+
+# ------------------------------------------------------------------ day-2 install script
+
+
+def _run_install(tmp_path: Path, content: str, target: Path) -> subprocess.CompletedProcess:
+    script = install_script(
+        path=str(target), mode="0644", validate=f"{need('haproxy')} -c -q -f {{file}}", activate=f"touch {tmp_path}/activated"
+    )
+    return subprocess.run(["sh", "-c", script], input=content, capture_output=True, text=True, timeout=60)
+
+
+def test_day2_install_validates_before_activating(tmp_path):
+    need("sudo")
+    cfg = CONFIGS["dev"]
+    good = topology.haproxy_cfg(cfg, node_ips(cfg))
+    target = tmp_path / "etc" / "haproxy.cfg"
+    res = _run_install(tmp_path, good, target)
+    assert res.returncode == 0, res.stderr
+    assert target.read_text() == good and (tmp_path / "activated").exists()
+    (tmp_path / "activated").unlink()
+    res = _run_install(tmp_path, good.replace("balance roundrobin", "balance bogus"), target)
+    assert res.returncode != 0
+    # the running config is untouched and nothing was reloaded
+    assert target.read_text() == good and not (tmp_path / "activated").exists()
