@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what the program and its tests need on a fresh Debian 12 machine.
+# Idempotent: a second run only checks. Prints no secret.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The real programs that read our rendered files, and the tools the tests drive.
+DEBIAN_PACKAGES=(
+  haproxy keepalived chrony cloud-init ignition  # validators (and daemons for the LB tests)
+  xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
+)
+if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
+  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage)
+fi
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  # Services must not start from package scripts: tests start their own daemons.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x venv/bin/python ]; then
+  "$PY" -m venv venv
+fi
+# pip only checks when everything pinned is already there.
+venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+echo "install: ok (python $(venv/bin/python -c 'import sys; print(sys.version.split()[0])'), pulumi SDK $(venv/bin/python -c 'import pulumi, importlib.metadata as m; print(m.version("pulumi"))'))"
