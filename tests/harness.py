@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import runpy
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 

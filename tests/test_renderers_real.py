@@ -8,7 +8,6 @@ A missing validator is a failure, not a skip: these tests are the point.
 
 from __future__ import annotations
 
-import copy
 import http.server
 import json
 import os

@@ -8,7 +8,6 @@ applied in place later by day-2 commands.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import yaml
 

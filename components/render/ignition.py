@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
 from urllib.parse import quote
 
 IGNITION_VERSION = "3.3.0"

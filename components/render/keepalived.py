@@ -68,7 +68,6 @@ def render_keepalived(
         check_fall=check_fall,
         check_rise=check_rise,
         script_user=script_user,
-        pid_dir=None,
     )
 
 

@@ -61,7 +61,7 @@ def main() -> None:
         times, count = measure(stack, model, args.repeat)
         medians[label] = (statistics.median(times), count)
         print(f"{label:<26} {count:>9} {statistics.median(times):>9.3f} {min(times):>7.3f} {max(times):>7.3f}")
-    (t10, r10), (t100, r100) = medians["3 servers + 10 workers"], medians["3 servers + 100 workers"]
+    t10, t100 = medians["3 servers + 10 workers"][0], medians["3 servers + 100 workers"][0]
     per_node_small = medians["3 servers + 50 workers"][0] - t10
     per_node_large = t100 - medians["3 servers + 50 workers"][0]
     print(f"per added worker: {1000 * (t100 - t10) / 90:.1f} ms; "
