@@ -58,7 +58,7 @@ fi
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [[ -x $GO ]] || { log "no go toolchain (looked for go on PATH and $GO)"; exit 1; }
 # Never fetch another toolchain: build with the installed one or fail.
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 log "building CoreDNS $VERSION with $("$GO" env GOVERSION) (plugins: ${PLUGINS[*]})"
 start=$SECONDS
 

@@ -1,0 +1,408 @@
+"""The rendered Corefile and hosts file, served by a real CoreDNS and queried with dig.
+
+The binary is built from Go modules by .ci/coredns.sh (Debian has no
+coredns package) at the version of the container image the stack runs.
+A missing binary is a failure, not a skip, unless MICROCLOUD_SKIP_COREDNS=1.
+dig comes from the Debian package bind9-dnsutils.
+
+No query ever leaves this machine: CoreDNS binds 127.0.0.1 on a free high
+port and its forwarder is a loopback UDP socket owned by the test that
+records what it receives and never answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from components import topology
+from components.config import DnsConfig, parse_config
+from components.render.coredns import render_corefile, render_hosts
+from harness import stack_model
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = ROOT / ".ci" / "coredns.sh"
+HOSTS_RELOAD = 5.0  # the hosts plugin's "reload 5s" in Corefile.j2
+LOOPBACK = "127.0.0.1"
+
+
+def _pinned_version() -> str:
+    m = re.search(r"^VERSION=(v[0-9.]+)$", BUILD_SCRIPT.read_text(), re.M)
+    assert m, f"no VERSION=vX.Y.Z line in {BUILD_SCRIPT}"
+    return m.group(1)
+
+
+VERSION = _pinned_version()
+
+
+def binary_path() -> Path:
+    cache = os.environ.get("MICROCLOUD_TOOLCHAIN_CACHE") or str(Path.home() / ".cache" / "microcloud-toolchain")
+    return Path(cache) / f"coredns-{VERSION}" / "coredns"
+
+
+# ------------------------------------------------------------------ records
+
+
+def _dev_stack() -> tuple[str, dict[str, str]]:
+    """Domain and records exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
+    cfg = parse_config(stack_model("dev"))
+    return cfg.domain, topology.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes})
+
+
+DOMAIN, RECORDS = _dev_stack()
+
+
+def fqdn(name: str) -> str:
+    return f"{name}.{DOMAIN}"
+
+
+# ------------------------------------------------------------------ tools
+
+
+@pytest.fixture(scope="module")
+def coredns_bin() -> Path:
+    path = binary_path()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        if os.environ.get("MICROCLOUD_SKIP_COREDNS") == "1":
+            pytest.skip(f"MICROCLOUD_SKIP_COREDNS=1 and no CoreDNS binary at {path}")
+        pytest.fail(f"no CoreDNS binary at {path}; run .ci/coredns.sh to build it (about a minute on 2 cores)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dig_bin(coredns_bin) -> str:
+    path = shutil.which("dig")
+    assert path, "dig is not installed; install the Debian package bind9-dnsutils"
+    return path
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on loopback (CoreDNS listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((LOOPBACK, 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free loopback port")
+
+
+def _qname(packet: bytes) -> str:
+    """Question name of a DNS query (uncompressed, as every query carries it)."""
+    labels, i = [], 12
+    while i < len(packet) and packet[i]:
+        n = packet[i]
+        labels.append(packet[i + 1 : i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    return ".".join(labels).lower() + "."
+
+
+class Sink:
+    """The forwarder: a loopback UDP socket that records query names and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.settimeout(0.2)
+        self.addr = f"{LOOPBACK}:{self.sock.getsockname()[1]}"
+        self.names: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, _ = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            self.names.append(_qname(data))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@dataclass
+class Answer:
+    status: str
+    flags: set[str]
+    answer: list[tuple[str, str, str]] = field(default_factory=list)  # (name, type, data)
+    authority: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def data(self, rtype: str) -> list[str]:
+        return [d for _, t, d in self.answer if t == rtype]
+
+
+def dig(dig_bin: str, port: int, *query: str, wait: float = 2.0) -> Answer:
+    res = subprocess.run(
+        [dig_bin, f"@{LOOPBACK}", "-p", str(port), "+tries=1", f"+time={int(wait)}", "+noall", "+comments", "+answer", "+authority", *query],
+        capture_output=True,
+        text=True,
+        timeout=wait + 10,
+    )
+    status = re.search(r"status: (\w+)", res.stdout)
+    if not status:
+        return Answer(status="NO-RESPONSE", flags=set())
+    flags = re.search(r";; flags: ([a-z ]*);", res.stdout)
+    out = Answer(status=status.group(1), flags=set(flags.group(1).split()) if flags else set())
+    section = None
+    for line in res.stdout.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            section = out.answer
+        elif line.startswith(";; AUTHORITY SECTION"):
+            section = out.authority
+        elif line.startswith(";") or not line.strip():
+            continue
+        elif section is not None:
+            name, _ttl, _cls, rtype, data = line.split(None, 4)
+            section.append((name, rtype, data))
+    return out
+
+
+# ------------------------------------------------------------------ server
+
+
+@dataclass
+class Server:
+    port: int
+    hosts: Path
+    corefile: Path
+    log: Path
+    sink: Sink
+    pid: int
+
+
+def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] = RECORDS) -> tuple[Path, Path]:
+    hosts = workdir / "hosts"
+    hosts.write_text(render_hosts(domain=DOMAIN, records=records))
+    corefile = workdir / "Corefile"
+    corefile.write_text(
+        render_corefile(domain=DOMAIN, forwarders=[sink.addr], hosts_path=str(hosts), port=port, bind=LOOPBACK)
+    )
+    return hosts, corefile
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop our CoreDNS by its PID: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_coredns(coredns_bin: Path, dig_bin: str, workdir: Path) -> Iterator[Server]:
+    """CoreDNS on the rendered config, answering; always stopped on exit, also when startup fails."""
+    sink = Sink()
+    try:
+        for attempt in range(3):
+            port = free_port()
+            hosts, corefile = write_config(workdir, port, sink)
+            log = workdir / f"coredns-{attempt}.log"
+            with log.open("w") as out:
+                proc = subprocess.Popen(
+                    [str(coredns_bin), "-conf", str(corefile)], cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+                )
+            try:
+                probe = fqdn(sorted(RECORDS)[0])
+                deadline = time.monotonic() + 20
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if dig(dig_bin, port, probe, "A", wait=1).status == "NOERROR":
+                        break
+                    time.sleep(0.2)
+                else:
+                    if proc.poll() is not None and "address already in use" in log.read_text():
+                        continue  # lost the port to someone else between free_port() and bind
+                    pytest.fail(f"CoreDNS did not start answering (exit {proc.poll()}):\n{log.read_text()}")
+                yield Server(port=port, hosts=hosts, corefile=corefile, log=log, sink=sink, pid=proc.pid)
+                return
+            finally:
+                _stop(proc)
+        pytest.fail("CoreDNS could not bind a free port three times")
+    finally:
+        sink.close()
+
+
+@pytest.fixture(scope="module")
+def server(coredns_bin, dig_bin, tmp_path_factory) -> Iterator[Server]:
+    with running_coredns(coredns_bin, dig_bin, tmp_path_factory.mktemp("coredns")) as srv:
+        yield srv
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_pinned_version_is_the_image_tag():
+    """.ci/coredns.sh builds the version the stack runs, so these tests check what production parses."""
+    image = DnsConfig.model_fields["coredns_image"].default
+    assert image.rsplit(":", 1)[-1] == VERSION.lstrip("v"), f"{BUILD_SCRIPT} builds {VERSION}, the stack runs {image}"
+
+
+def test_binary_is_the_pinned_version(coredns_bin):
+    res = subprocess.run([str(coredns_bin), "-version"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.splitlines()[0] == f"CoreDNS-{VERSION.lstrip('v')}", res.stdout
+
+
+def test_record_set_is_the_dev_stack():
+    assert {"lb1": "10.27.0.30", "api": "10.27.0.32", "server1": "10.27.4.21"}.items() <= RECORDS.items()
+    assert len(RECORDS) >= 8  # every node and both VIPs
+
+
+def test_renders_loopback_forwarder_with_port():
+    """The renderer passes host:port forwarders through; that keeps these tests on loopback."""
+    text = render_corefile(domain=DOMAIN, forwarders=["127.0.0.1:5399"], port=15353, bind=LOOPBACK)
+    assert "forward . 127.0.0.1:5399 {" in text
+    assert f"{DOMAIN}:15353 {{" in text and ".:15353 {" in text
+
+
+@pytest.mark.parametrize("name", sorted(RECORDS))
+def test_a_record_for_every_fqdn(server, dig_bin, name):
+    res = dig(dig_bin, server.port, fqdn(name), "A")
+    assert res.status == "NOERROR", res
+    assert "aa" in res.flags, f"the domain zone must answer authoritatively: {res}"
+    assert res.data("A") == [RECORDS[name]], res
+
+
+def test_names_resolve_case_insensitively(server, dig_bin):
+    res = dig(dig_bin, server.port, fqdn("lb1").upper(), "A")
+    assert res.data("A") == [RECORDS["lb1"]], res
+
+
+def test_known_name_without_aaaa_is_nodata_not_an_error(server, dig_bin):
+    res = dig(dig_bin, server.port, fqdn("api"), "AAAA")
+    assert res.status == "NOERROR" and res.answer == [], res
+
+
+@pytest.mark.parametrize("name", ["lb1", "api", "server1"])
+def test_ptr_answers_the_fqdn(server, dig_bin, name):
+    res = dig(dig_bin, server.port, "-x", RECORDS[name])
+    assert res.status == "NOERROR", res
+    assert fqdn(name) + "." in res.data("PTR"), res
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="render_hosts also lists the short name ('10.27.0.30 lb1.dev.microcloud.lan lb1'), so the hosts "
+    "plugin answers a second PTR 'lb1.' (and an A for the single-label name 'lb1.'). Fix: render_hosts emits "
+    "only the FQDN. Remove this xfail when fixed.",
+)
+def test_ptr_is_only_the_fqdn(server, dig_bin):
+    res = dig(dig_bin, server.port, "-x", RECORDS["lb1"])
+    assert res.data("PTR") == [fqdn("lb1") + "."], res
+
+
+def test_unknown_name_in_domain_is_not_forwarded(server, dig_bin):
+    """No fallthrough in the domain zone: a typo never reaches the forwarders."""
+    typo = f"nosuchnode-{uuid.uuid4().hex[:8]}"
+    res = dig(dig_bin, server.port, fqdn(typo), "A")
+    assert res.status in ("NXDOMAIN", "SERVFAIL") and res.answer == [], res
+    # The check can fail: a name outside the domain does reach the sink.
+    canary = f"canary-{uuid.uuid4().hex[:8]}.example."
+    dig(dig_bin, server.port, canary, "A", wait=1)
+    deadline = time.monotonic() + 10
+    while canary not in server.sink.names and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert canary in server.sink.names, f"forwarder sink saw {server.sink.names}; {server.log.read_text()}"
+    assert not [n for n in server.sink.names if n.startswith(typo)], server.sink.names
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the hosts plugin without fallthrough answers SERVFAIL, not NXDOMAIN, for a name it lacks "
+    "(it has no SOA). Fix: 'fallthrough' in the domain zone's hosts block followed by "
+    "'file <SOA-only zone file>' (a rendered zone with just SOA and NS). Remove this xfail when fixed.",
+)
+def test_unknown_name_in_domain_is_nxdomain(server, dig_bin):
+    res = dig(dig_bin, server.port, fqdn(f"nosuchnode-{uuid.uuid4().hex[:8]}"), "A")
+    assert res.status == "NXDOMAIN", res
+
+
+def test_hosts_edit_is_picked_up_within_reload_interval(coredns_bin, dig_bin, tmp_path):
+    """A new node only rewrites the hosts file: no restart, visible within the hosts plugin's reload interval.
+
+    Names are queried only after the interval, so the cache plugin never holds
+    a stale answer for them.
+    """
+    with running_coredns(coredns_bin, dig_bin, tmp_path) as srv:
+        probe = sorted(RECORDS)[0]  # queried by startup; left unchanged
+        changed = dict(RECORDS)
+        changed["server2"] = "10.27.4.22"  # added
+        changed["worker1"] = "10.27.4.99"  # moved
+        del changed["storage1"]  # removed
+        srv.hosts.write_text(render_hosts(domain=DOMAIN, records=changed))
+        time.sleep(HOSTS_RELOAD + 1.5)
+
+        assert dig(dig_bin, srv.port, fqdn("server2"), "A").data("A") == ["10.27.4.22"], srv.log.read_text()
+        assert dig(dig_bin, srv.port, fqdn("worker1"), "A").data("A") == ["10.27.4.99"]
+        gone = dig(dig_bin, srv.port, fqdn("storage1"), "A")
+        assert gone.status != "NOERROR" and gone.answer == [], gone
+        assert dig(dig_bin, srv.port, fqdn(probe), "A").data("A") == [RECORDS[probe]]
+        assert dig(dig_bin, srv.port, "-x", "10.27.4.22").data("PTR")[:1] == [fqdn("server2") + "."]
+
+
+def _broken(text: str, old: str, new: str) -> str:
+    assert old in text, f"{old!r} not in the rendered Corefile"
+    return text.replace(old, new, 1)
+
+
+# name: (how to break the rendered Corefile, what CoreDNS must say about it)
+BREAKAGES = {
+    "misspelled-directive": (lambda t: _broken(t, "    errors\n", "    erors\n"), "Unknown directive 'erors'"),
+    "bad-reload-duration": (lambda t: _broken(t, "reload 5s", "reload five"), "invalid duration for reload"),
+    "unbalanced-brace": (lambda t: _broken(t, "        ttl 60\n", "        ttl 60 {\n"), "Error during parsing"),
+    "forward-without-upstream": (lambda t: re.sub(r"forward \. \S+ \{", "forward . {", t), "plugin/forward"),
+    "duplicate-zone": (lambda t: t + t.split("\n\n")[0].split("\n", 1)[1] + "\n", "already defined"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_broken_corefile_exits_nonzero(coredns_bin, tmp_path, breakage):
+    """The check can fail: CoreDNS refuses a broken Corefile at startup."""
+    sink = Sink()
+    try:
+        _, corefile = write_config(tmp_path, free_port(), sink)
+        good = corefile.read_text()
+        breaker, message = BREAKAGES[breakage]
+        corefile.write_text(breaker(good))
+        assert corefile.read_text() != good
+        proc = subprocess.Popen(
+            [str(coredns_bin), "-conf", str(corefile)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            pytest.fail(f"CoreDNS accepted the {breakage} Corefile and kept running:\n{corefile.read_text()}")
+        finally:
+            _stop(proc)
+        assert proc.returncode != 0, f"{breakage}: exit 0\n{out}"
+        assert message in out, f"{breakage}: CoreDNS failed, but not for the breakage:\n{out}"
+    finally:
+        sink.close()
