@@ -78,6 +78,16 @@ class InfraServices(pulumi.ComponentResource):
             replace_with=again,
             opts=child,
         )
+        # Static for the stack's life: the SOA that turns unknown names into NXDOMAIN.
+        zone = apply_file(
+            "coredns-zone",
+            conn=conn,
+            content=topology.zone_file(cfg),
+            path=f"{COREDNS_DIR}/zone.db",
+            activate="true",
+            replace_with=again,
+            opts=child,
+        )
         # The reload plugin swaps in a changed Corefile only if it parses,
         # keeping the running one otherwise.
         corefile = apply_file(
@@ -96,7 +106,7 @@ class InfraServices(pulumi.ComponentResource):
             path="/etc/systemd/system/coredns.service",
             activate="systemctl daemon-reload && systemctl enable coredns && systemctl restart coredns",
             replace_with=again,
-            # The unit starts CoreDNS, which needs both files in place; no data flows.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts, corefile]),
+            # The unit starts CoreDNS, which needs its files in place; no data flows.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts, zone, corefile]),
         )
         self.register_outputs({"hosts_file": self.hosts_file})

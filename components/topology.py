@@ -149,5 +149,11 @@ def corefile(cfg: StackConfig) -> str:
     return coredns.render_corefile(domain=cfg.domain, forwarders=[str(f) for f in cfg.dns.forwarders])
 
 
+def zone_file(cfg: StackConfig) -> str:
+    """The domain's SOA-only zone; its nameserver is the infra node, whose address never changes."""
+    infra = cfg.infra_node
+    return coredns.render_zone(domain=cfg.domain, nameserver=infra.name, nameserver_ip=str(infra.ip))
+
+
 def hosts_file(cfg: StackConfig, node_ips: Mapping[str, str]) -> str:
     return coredns.render_hosts(domain=cfg.domain, records=dns_records(cfg, node_ips))

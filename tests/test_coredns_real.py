@@ -56,13 +56,13 @@ def binary_path() -> Path:
 # ------------------------------------------------------------------ records
 
 
-def _dev_stack() -> tuple[str, dict[str, str]]:
-    """Domain and records exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
+def _dev_stack() -> tuple[str, dict[str, str], str]:
+    """Domain, records and zone exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
     cfg = parse_config(stack_model("dev"))
-    return cfg.domain, topology.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes})
+    return cfg.domain, topology.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes}), topology.zone_file(cfg)
 
 
-DOMAIN, RECORDS = _dev_stack()
+DOMAIN, RECORDS, ZONE = _dev_stack()
 
 
 def fqdn(name: str) -> str:
@@ -194,9 +194,13 @@ class Server:
 def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] = RECORDS) -> tuple[Path, Path]:
     hosts = workdir / "hosts"
     hosts.write_text(render_hosts(domain=DOMAIN, records=records))
+    zone = workdir / "zone.db"
+    zone.write_text(ZONE)
     corefile = workdir / "Corefile"
     corefile.write_text(
-        render_corefile(domain=DOMAIN, forwarders=[sink.addr], hosts_path=str(hosts), port=port, bind=LOOPBACK)
+        render_corefile(
+            domain=DOMAIN, forwarders=[sink.addr], hosts_path=str(hosts), zone_path=str(zone), port=port, bind=LOOPBACK
+        )
     )
     return hosts, corefile
 
@@ -305,13 +309,6 @@ def test_ptr_answers_the_fqdn(server, dig_bin, name):
     assert fqdn(name) + "." in res.data("PTR"), res
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="render_hosts also lists the short name ('10.27.0.30 lb1.dev.microcloud.lan lb1'), so the hosts "
-    "plugin answers a second PTR 'lb1.' (and an A for the single-label name 'lb1.'). Fix: render_hosts emits "
-    "only the FQDN. Remove this xfail when fixed.",
-)
 def test_ptr_is_only_the_fqdn(server, dig_bin):
     res = dig(dig_bin, server.port, "-x", RECORDS["lb1"])
     assert res.data("PTR") == [fqdn("lb1") + "."], res
@@ -332,16 +329,26 @@ def test_unknown_name_in_domain_is_not_forwarded(server, dig_bin):
     assert not [n for n in server.sink.names if n.startswith(typo)], server.sink.names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the hosts plugin without fallthrough answers SERVFAIL, not NXDOMAIN, for a name it lacks "
-    "(it has no SOA). Fix: 'fallthrough' in the domain zone's hosts block followed by "
-    "'file <SOA-only zone file>' (a rendered zone with just SOA and NS). Remove this xfail when fixed.",
-)
 def test_unknown_name_in_domain_is_nxdomain(server, dig_bin):
+    """Authoritative NXDOMAIN with the zone's SOA, whose minimum bounds negative caching."""
     res = dig(dig_bin, server.port, fqdn(f"nosuchnode-{uuid.uuid4().hex[:8]}"), "A")
-    assert res.status == "NXDOMAIN", res
+    assert res.status == "NXDOMAIN" and "aa" in res.flags, res
+    soa = [d for _, t, d in res.authority if t == "SOA"]
+    assert len(soa) == 1 and soa[0].split()[-1] == "30", res
+
+
+def test_zone_apex_has_soa_and_ns(server, dig_bin):
+    soa = dig(dig_bin, server.port, DOMAIN, "SOA")
+    assert soa.status == "NOERROR" and soa.data("SOA")[0].startswith(fqdn("infra") + ". "), soa
+    ns = dig(dig_bin, server.port, DOMAIN, "NS")
+    assert ns.data("NS") == [fqdn("infra") + "."], ns
+
+
+def test_short_name_is_not_a_record(server, dig_bin):
+    """'lb1.' is not ours to answer: it goes to the forwarders (which here never answer)."""
+    res = dig(dig_bin, server.port, "lb1.", "A", wait=1)
+    assert res.data("A") == [], res
+    assert "lb1." in server.sink.names, server.sink.names
 
 
 def test_hosts_edit_is_picked_up_within_reload_interval(coredns_bin, dig_bin, tmp_path):
@@ -404,5 +411,37 @@ def test_broken_corefile_exits_nonzero(coredns_bin, tmp_path, breakage):
             _stop(proc)
         assert proc.returncode != 0, f"{breakage}: exit 0\n{out}"
         assert message in out, f"{breakage}: CoreDNS failed, but not for the breakage:\n{out}"
+    finally:
+        sink.close()
+
+
+ZONE_BREAKAGES = {
+    "no-soa": (lambda z: z.replace(" IN SOA ", " IN SOAX ", 1), "has no SOA record"),
+    "bad-address": (lambda z: z.replace(" IN A ", " IN A 999.", 1), "bad A A"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(ZONE_BREAKAGES))
+def test_broken_zone_file_exits_nonzero(coredns_bin, tmp_path, breakage):
+    """The check can fail: the file plugin refuses a zone it cannot serve, so a bad render never starts."""
+    sink = Sink()
+    try:
+        write_config(tmp_path, free_port(), sink)
+        breaker, message = ZONE_BREAKAGES[breakage]
+        zone = tmp_path / "zone.db"
+        zone.write_text(breaker(ZONE))
+        assert zone.read_text() != ZONE
+        proc = subprocess.Popen(
+            [str(coredns_bin), "-conf", str(tmp_path / "Corefile")],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            pytest.fail(f"CoreDNS served the {breakage} zone:\n{zone.read_text()}")
+        finally:
+            _stop(proc)
+        assert proc.returncode != 0 and message in out, f"{breakage}: exit {proc.returncode}\n{out}"
     finally:
         sink.close()

@@ -161,13 +161,13 @@ def expected_counts(stack: str) -> dict[str, int]:
         NETWORK: len(cfg.networks),
         IGNITION: flatcar,
         CLOUDINIT: len(cfg.nodes) - flatcar,
-        # per LB: haproxy, check script, keepalived; infra: chrony, hosts, Corefile, unit
-        COMMAND: 3 * 2 + 4,
+        # per LB: haproxy, check script, keepalived; infra: chrony, hosts, zone, Corefile, unit
+        COMMAND: 3 * 2 + 5,
         "libvirt:index/pool:Pool": 1,
     }
 
 
-@pytest.mark.parametrize("stack,total", [("dev", 51), ("prod", 73)])
+@pytest.mark.parametrize("stack,total", [("dev", 52), ("prod", 74)])
 def test_resource_counts(stack, total, dev, prod):
     run = _runs(dev, prod)[stack]
     for typ, n in expected_counts(stack).items():

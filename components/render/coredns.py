@@ -13,15 +13,18 @@ def render_corefile(
     domain: str,
     forwarders: Sequence[str],
     hosts_path: str = "/etc/coredns/hosts",
+    zone_path: str = "/etc/coredns/zone.db",
     port: int = 53,
     bind: Optional[str] = None,
     reload: bool = True,
 ) -> str:
     """The Corefile. It never lists records, so adding a node only changes the hosts file.
 
-    The domain's zone answers authoritatively (no fallthrough: a typo is
-    NXDOMAIN, not a query leaked to a public resolver); everything else is
-    forwarded in the configured order.
+    The domain's zone answers authoritatively and is never forwarded: a name
+    the hosts file lacks falls through to an SOA-only zone file, so a typo is
+    a cacheable NXDOMAIN (the hosts plugin alone, having no SOA, can only
+    answer SERVFAIL), never a query leaked to a public resolver. Everything
+    else is forwarded in the configured order.
     """
     if not forwarders:
         raise ValueError("coredns: at least one forwarder is required")
@@ -30,6 +33,7 @@ def render_corefile(
         domain=domain,
         forwarders=" ".join(forwarders),
         hosts_path=hosts_path,
+        zone_path=zone_path,
         port=port,
         bind=bind,
         reload=reload,
@@ -37,9 +41,28 @@ def render_corefile(
 
 
 def render_hosts(*, domain: str, records: Mapping[str, str]) -> str:
-    """hosts(5) file with one FQDN line per node and VIP, sorted by name for a stable hash."""
+    """hosts(5) file with one FQDN line per node and VIP, sorted by name for a stable hash.
+
+    Only the FQDN: a short alias would also become a second PTR answer and an
+    A record for a single-label name. Short names still resolve on the nodes
+    through their search domain.
+    """
     lines = ["# Rendered by microcloud: every node and VIP of the stack"]
     for name in sorted(records):
         ip = ipaddress.IPv4Address(records[name])
-        lines.append(f"{ip} {name}.{domain} {name}")
+        lines.append(f"{ip} {name}.{domain}")
     return "\n".join(lines) + "\n"
+
+
+def render_zone(*, domain: str, nameserver: str, nameserver_ip: str, negative_ttl: int = 30) -> str:
+    """The domain's SOA-only zone (plus its NS): what the hosts plugin falls through to.
+
+    It holds no node records, so it never changes when nodes come and go;
+    ``negative_ttl`` (the SOA minimum) bounds how long a resolver caches the
+    NXDOMAIN for a node that is about to be added.
+    """
+    ns = f"{nameserver}.{domain}."
+    ip = ipaddress.IPv4Address(nameserver_ip)
+    return render(
+        "zone.db.j2", domain=domain, ns=ns, ns_label=nameserver, ns_ip=ip, negative_ttl=negative_ttl
+    )
