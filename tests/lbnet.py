@@ -15,9 +15,12 @@ program rejects never reaches a namespace. Then it builds:
   route via its network's router; ``net.ipv4.ip_nonlocal_bind=1`` on the load
   balancers, as their cloud-init sets it;
 * one client namespace on the VIP network;
-* backends: a small Python TCP listener per node (6443 on servers, both
-  ingress NodePorts on ingress nodes) answering ``<name> <peer-ip> <port>``;
-  the peer address tells which load balancer forwarded the connection;
+* backends: a small Python listener per node (TLS on 6443 on servers; plain
+  TCP on the HTTP NodePort and TLS on the HTTPS NodePort of ingress nodes)
+  answering ``<name> <peer-ip> <port>``; the peer address tells which load
+  balancer forwarded the connection. The certificate (made here with openssl)
+  names the API and ingress VIPs, and the client verifies it through the VIP,
+  so TLS passes haproxy untouched, as the K3s API and Traefik need;
 * haproxy (``-db``, foreground) and keepalived (``-n``, own pid files) in each
   load-balancer namespace.
 
@@ -41,6 +44,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -58,31 +62,40 @@ from components import topology  # noqa: E402
 from components.config import StackConfig, parse_config, vrrp_priority  # noqa: E402
 
 PREFIX = f"mc-lb-{os.getpid()}-"
+# The ingress HTTPS frontend port (components/render/haproxy.py); the K3s API port comes from the config.
+HTTPS_PORT = 443
 _SEQ = itertools.count()
 CLONE_NEWNET = 0x40000000
 
 BACKEND_SRC = r'''
-import selectors, socket, sys
-name, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+import selectors, socket, ssl, sys
+# argv: name cert key port/proto...  (proto: tcp, or tls like the K3s API and Traefik's websecure)
+name, cert, key, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
 sel = selectors.DefaultSelector()
-for port in ports:
+for spec in specs:
+    port, proto = spec.split("/")
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.bind(("0.0.0.0", int(port)))
     s.listen(256)
     s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ, port)
+    sel.register(s, selectors.EVENT_READ, (int(port), proto == "tls"))
 print("ready", flush=True)
 while True:
-    for key, _ in sel.select():
+    for key_, _ in sel.select():
+        port, tls = key_.data
         try:
-            conn, peer = key.fileobj.accept()
+            conn, peer = key_.fileobj.accept()
         except OSError:
             continue
         try:
             conn.setblocking(True)
             conn.settimeout(1)
-            conn.sendall(f"{name} {peer[0]} {key.data}\n".encode())
+            if tls:  # haproxy's connect-only health check ends here, with a failed handshake
+                conn = ctx.wrap_socket(conn, server_side=True)
+            conn.sendall(f"{name} {peer[0]} {port}\n".encode())
         except OSError:
             pass
         finally:
@@ -253,24 +266,50 @@ class Answer:
     name: str  # the backend that answered
     via: str  # the address it saw the connection from: the forwarding load balancer
     port: int
+    tls: Optional[str] = None  # negotiated TLS version, when the connection was TLS end to end
 
 
-def _fetch(ip: str, port: int, timeout: float) -> Optional[Answer]:
+@dataclass(frozen=True)
+class Tls:
+    cafile: str
+    server_name: str  # SNI and the name the certificate must carry
+
+
+def _fetch(ip: str, port: int, timeout: float, tls: Optional[Tls] = None) -> Optional[Answer]:
+    """One connection; with ``tls`` a verified handshake (SNI, certificate, hostname) through the VIP first."""
     try:
-        with socket.create_connection((ip, port), timeout=timeout) as s:
-            s.settimeout(timeout)
+        with socket.create_connection((ip, port), timeout=timeout) as raw:
+            raw.settimeout(timeout)
+            s, version = raw, None
+            if tls:
+                ctx = ssl.create_default_context(cafile=tls.cafile)
+                s = ctx.wrap_socket(raw, server_hostname=tls.server_name)
+                version = s.version()
             data = b""
             while len(data) < 512:
                 chunk = s.recv(512)
                 if not chunk:
                     break
                 data += chunk
-    except OSError:
+    except OSError:  # includes ssl.SSLError: a failed handshake or verification is a failed request
         return None
     parts = data.decode(errors="replace").split()
     if len(parts) != 3:
         return None
-    return Answer(parts[0], parts[1], int(parts[2]))
+    return Answer(parts[0], parts[1], int(parts[2]), version)
+
+
+def make_certificate(workdir: Path, names: Iterable[str], ips: Iterable[str]) -> tuple[Path, Path]:
+    """A self-signed ECDSA certificate for the VIP names and addresses, made locally with openssl."""
+    cert, key = workdir / "backend.crt", workdir / "backend.key"
+    san = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{i}" for i in ips)])
+    sh(
+        tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "1", "-subj", "/CN=microcloud-lbnet-test", "-addext", f"subjectAltName={san}",
+        "-keyout", str(key), "-out", str(cert),
+    )
+    os.chmod(key, 0o600)
+    return cert, key
 
 
 def _http_get(port: int, path: str, timeout: float) -> Optional[str]:
@@ -369,6 +408,9 @@ class LbNet:
         self.check_script.write_text(topology.keepalived_check_script(self.cfg))
         os.chmod(self.check_script, 0o755)
         (w / "backend.py").write_text(BACKEND_SRC)
+        self.api_name = f"api.{self.cfg.domain}"
+        self.ingress_name = f"ingress.{self.cfg.domain}"
+        self.cert, self.key = make_certificate(w, (self.api_name, self.ingress_name), (self.api_vip, self.ingress_vip))
         self.timers = Timers.parse(self.haproxy_text[self.master], self.keepalived_text[self.master])
 
     # ----- namespaces and links
@@ -458,10 +500,11 @@ class LbNet:
         lb = self.cfg.load_balancer
         ports = []
         if node in self.servers:
-            ports.append(lb.api_port)
+            ports.append(f"{lb.api_port}/tls")
         if node in self.ingress:
-            ports += [lb.ingress_http_nodeport, lb.ingress_https_nodeport]
-        p = self._spawn("backend", node, [sys.executable, "-u", str(self.workdir / "backend.py"), node, *map(str, ports)])
+            ports += [f"{lb.ingress_http_nodeport}/tcp", f"{lb.ingress_https_nodeport}/tls"]
+        cmd = [sys.executable, "-u", str(self.workdir / "backend.py"), node, str(self.cert), str(self.key), *ports]
+        p = self._spawn("backend", node, cmd)
         ok, _ = wait_for(lambda: "ready" in p.log.read_text() or not p.alive(), 10)
         if not (ok and p.alive()):
             raise RuntimeError(f"backend {node} did not start: {p.log.read_text()}")
@@ -522,9 +565,15 @@ class LbNet:
             self._threads[node] = NsThread(self.ns(node))
         return self._threads[node]
 
-    def fetch(self, ip: str, port: int, timeout: float = 1.0) -> Optional[Answer]:
-        """One TCP connection from the client namespace; None if it failed or got no backend answer."""
-        return self.thread("client").run(_fetch, ip, port, timeout, timeout=timeout * 3 + 5)
+    def tls_for(self, port: int) -> Optional[Tls]:
+        """The API and ingress HTTPS are TLS end to end (haproxy passes them through in TCP mode)."""
+        name = {self.cfg.load_balancer.api_port: self.api_name, HTTPS_PORT: self.ingress_name}.get(port)
+        return Tls(str(self.cert), name) if name else None
+
+    def fetch(self, ip: str, port: int, timeout: float = 1.0, tls: Optional[Tls] = None) -> Optional[Answer]:
+        """One connection from the client namespace (TLS on the TLS ports); None if it failed or got no answer."""
+        tls = tls or self.tls_for(port)
+        return self.thread("client").run(_fetch, ip, port, timeout, tls, timeout=timeout * 3 + 5)
 
     def server_status(self, lb: str) -> dict[tuple[str, str], str]:
         """(backend, server) -> status from the haproxy stats CSV on the LB's loopback."""

@@ -20,7 +20,7 @@ import pytest
 from components.config import parse_config
 from components.render import keepalived as ka
 from harness import stack_model
-from lbnet import LbNet, lb_test_model, our_namespaces, tool, wait_for
+from lbnet import LbNet, Tls, _fetch, lb_test_model, our_namespaces, tool, wait_for
 
 # Scheduling slack on a small shared CI machine, added to every timer-derived bound.
 SLACK = 2.5
@@ -97,6 +97,19 @@ class TestPairWithPreempt:
         # the NodePorts behind 80/443 are the configured ones
         assert {a.port for a in _round(net, net.ingress_vip, 80, 2)} == {lb.ingress_http_nodeport}
         assert {a.port for a in _round(net, net.ingress_vip, 443, 2)} == {lb.ingress_https_nodeport}
+
+    def test_tls_passes_through_to_the_backends(self, net):
+        """API and ingress HTTPS are TLS end to end: the client verifies the backend's certificate via the VIP."""
+        lb = net.cfg.load_balancer
+        for vip, port in ((net.api_vip, lb.api_port), (net.ingress_vip, 443)):
+            answers = _round(net, vip, port, 4)
+            assert None not in answers, f"{vip}:{port}: {answers}"
+            assert all(a.tls and a.tls.startswith("TLSv1.") for a in answers), answers
+        assert all(a.tls is None for a in _round(net, net.ingress_vip, 80, 2))
+        # The check can fail: a name the certificate does not carry is refused, as is plain text to a TLS port.
+        wrong = Tls(str(net.cert), f"nosuchname.{net.cfg.domain}")
+        assert net.fetch(net.ingress_vip, 443, CLIENT_TIMEOUT, tls=wrong) is None
+        assert net.thread("client").run(_fetch, net.api_vip, lb.api_port, CLIENT_TIMEOUT, None) is None
 
     def test_stopped_backend_leaves_rotation_within_health_window(self, net):
         t = net.timers
