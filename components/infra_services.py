@@ -67,38 +67,27 @@ class InfraServices(pulumi.ComponentResource):
             opts=child,
         )
         self.hosts_file = pulumi.Output.all(**args.node_ips).apply(lambda ips: topology.hosts_file(cfg, ips))
-        # CoreDNS re-reads the hosts file by itself (hosts plugin reload), so
-        # a new node only rewrites this file.
-        hosts = apply_file(
-            "coredns-hosts",
-            conn=conn,
-            content=self.hosts_file,
-            path=f"{COREDNS_DIR}/hosts",
-            activate="true",
-            replace_with=again,
-            opts=child,
-        )
-        # Static for the stack's life: the SOA that turns unknown names into NXDOMAIN.
-        zone = apply_file(
-            "coredns-zone",
-            conn=conn,
-            content=topology.zone_file(cfg),
-            path=f"{COREDNS_DIR}/zone.db",
-            activate="true",
-            replace_with=again,
-            opts=child,
-        )
-        # The reload plugin swaps in a changed Corefile only if it parses,
-        # keeping the running one otherwise.
-        corefile = apply_file(
-            "coredns-corefile",
-            conn=conn,
-            content=topology.corefile(cfg),
-            path=f"{COREDNS_DIR}/Corefile",
-            activate="true",
-            replace_with=again,
-            opts=child,
-        )
+        # No restart for any of these: CoreDNS re-reads the hosts file by
+        # itself (hosts plugin reload), so a new node only rewrites it; the zone
+        # (the SOA that turns unknown names into NXDOMAIN) never changes; the
+        # reload plugin swaps in a changed Corefile only if it parses.
+        coredns_files = {
+            "coredns-hosts": ("hosts", self.hosts_file),
+            "coredns-zone": ("zone.db", topology.zone_file(cfg)),
+            "coredns-corefile": ("Corefile", topology.corefile(cfg)),
+        }
+        delivered = [
+            apply_file(
+                name,
+                conn=conn,
+                content=content,
+                path=f"{COREDNS_DIR}/{file}",
+                activate="true",
+                replace_with=again,
+                opts=child,
+            )
+            for name, (file, content) in coredns_files.items()
+        ]
         apply_file(
             "coredns-unit",
             conn=conn,
@@ -107,6 +96,6 @@ class InfraServices(pulumi.ComponentResource):
             activate="systemctl daemon-reload && systemctl enable coredns && systemctl restart coredns",
             replace_with=again,
             # The unit starts CoreDNS, which needs its files in place; no data flows.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts, zone, corefile]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=delivered),
         )
         self.register_outputs({"hosts_file": self.hosts_file})

@@ -389,48 +389,27 @@ BREAKAGES = {
 }
 
 
-@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
-def test_broken_corefile_exits_nonzero(coredns_bin, tmp_path, breakage):
-    """The check can fail: CoreDNS refuses a broken Corefile at startup."""
-    sink = Sink()
-    try:
-        _, corefile = write_config(tmp_path, free_port(), sink)
-        good = corefile.read_text()
-        breaker, message = BREAKAGES[breakage]
-        corefile.write_text(breaker(good))
-        assert corefile.read_text() != good
-        proc = subprocess.Popen(
-            [str(coredns_bin), "-conf", str(corefile)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            pytest.fail(f"CoreDNS accepted the {breakage} Corefile and kept running:\n{corefile.read_text()}")
-        finally:
-            _stop(proc)
-        assert proc.returncode != 0, f"{breakage}: exit 0\n{out}"
-        assert message in out, f"{breakage}: CoreDNS failed, but not for the breakage:\n{out}"
-    finally:
-        sink.close()
-
-
 ZONE_BREAKAGES = {
     "no-soa": (lambda z: z.replace(" IN SOA ", " IN SOAX ", 1), "has no SOA record"),
     "bad-address": (lambda z: z.replace(" IN A ", " IN A 999.", 1), "bad A A"),
 }
+BROKEN = {
+    **{f"Corefile-{k}": ("Corefile", *v) for k, v in BREAKAGES.items()},
+    **{f"zone-{k}": ("zone.db", *v) for k, v in ZONE_BREAKAGES.items()},
+}
 
 
-@pytest.mark.parametrize("breakage", sorted(ZONE_BREAKAGES))
-def test_broken_zone_file_exits_nonzero(coredns_bin, tmp_path, breakage):
-    """The check can fail: the file plugin refuses a zone it cannot serve, so a bad render never starts."""
+@pytest.mark.parametrize("breakage", sorted(BROKEN))
+def test_broken_config_exits_nonzero(coredns_bin, tmp_path, breakage):
+    """The check can fail: CoreDNS refuses a broken Corefile, or a zone it cannot serve, at startup."""
     sink = Sink()
     try:
         write_config(tmp_path, free_port(), sink)
-        breaker, message = ZONE_BREAKAGES[breakage]
-        zone = tmp_path / "zone.db"
-        zone.write_text(breaker(ZONE))
-        assert zone.read_text() != ZONE
+        file, breaker, message = BROKEN[breakage]
+        target = tmp_path / file
+        good = target.read_text()
+        target.write_text(breaker(good))
+        assert target.read_text() != good
         proc = subprocess.Popen(
             [str(coredns_bin), "-conf", str(tmp_path / "Corefile")],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -439,9 +418,10 @@ def test_broken_zone_file_exits_nonzero(coredns_bin, tmp_path, breakage):
             out, _ = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             _stop(proc)
-            pytest.fail(f"CoreDNS served the {breakage} zone:\n{zone.read_text()}")
+            pytest.fail(f"CoreDNS accepted the {breakage} {file} and kept running:\n{target.read_text()}")
         finally:
             _stop(proc)
-        assert proc.returncode != 0 and message in out, f"{breakage}: exit {proc.returncode}\n{out}"
+        assert proc.returncode != 0, f"{breakage}: exit 0\n{out}"
+        assert message in out, f"{breakage}: CoreDNS failed, but not for the breakage:\n{out}"
     finally:
         sink.close()
