@@ -5,65 +5,66 @@
 #
 #   bash .ci/toolchain.sh [--with-kubernetes] [--strict] [--retry]
 #
-# The CLI, in this order:
-#   1. `pulumi` already on PATH whose `pulumi version` is exactly the pin;
+# The CLI (CLI_VERSION: the newest pkg/v3 the Go module proxy serves, never
+# older than the pinned SDK), in this order:
+#   1. `pulumi` already on PATH whose `pulumi version` is exactly CLI_VERSION;
 #   2. a finished build in the cache (stamp + `pulumi version` checked);
 #   3. the official release tarball, when its host answers within seconds;
 #   4. a build from Go modules: a wrapper module (in the cache, never in the
 #      repo) that requires github.com/pulumi/pulumi/pkg/v3 and sdk/v3 at one
 #      version and repeats pkg/v3's non-local replace directives, built like
 #      upstream's release (-trimpath, tags osusergo,grpcnotrace, version ldflag).
-#      The module proxy we reach does not serve pkg/v3 at the pin (v3.272.0),
-#      so PULUMI_GO_VERSIONS lists the pin first, then the nearest version it
-#      serves (v3.259.0). Whichever builds is what `pulumi version` reports.
 #
 # The Python language host: the upstream module
 # github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 is not
-# served by that proxy either (asked by commit and by its pseudo-version), so
-# step 4 builds a small host of our own (source below, same gRPC contract) on
-# the sdk/v3 packages the upstream host uses (python/toolchain: pip, poetry or
-# uv, and virtualenvs), next to the upstream scripts copied from the sdk/v3
+# served by that proxy (asked by commit and by its pseudo-version), so step 4
+# builds a small host of our own (source below, same gRPC contract) on the
+# sdk/v3 packages the upstream host uses (python/toolchain: pip, poetry or uv,
+# and virtualenvs), next to the upstream scripts copied from the sdk/v3
 # module: pulumi-language-python-exec (runs the program) and
 # pulumi-resource-pulumi-python (dynamic providers).
 #
 # Provider plugins, each installed into the project-local PULUMI_HOME
-# ($repo/.pulumi-home) with `pulumi plugin install resource NAME VERSION --file`:
-# from the cache, else the official download when reachable, else a build from
-# the provider's Go module (commit = the one of the provider's sdk tag,
-# resolved to a pseudo-version; bridged providers get their schema-embed.json
-# from the committed schema.json). That last path has not run for real yet: the
-# proxy we reach serves none of these provider modules (nor the sdk tags of
-# random, tls and kubernetes). A plugin none of these can supply is reported
-# as MISSING and retried after a day (or with --retry); --strict (or
-# MICROCLOUD_TOOLCHAIN_STRICT=1) makes that an error (exit 3).
+# ($repo/.pulumi-home) with `pulumi plugin install resource NAME VERSION --file`
+# from the plugin directory:
+#
+#   $MICROCLOUD_PLUGIN_DIR/NAME-vVERSION/pulumi-resource-NAME
+#
+# (default $MICROCLOUD_TOOLCHAIN_CACHE/plugins). That directory is how an
+# air-gapped site brings the binaries of its own mirror, and the only source
+# of libvirt, command, random and tls here: their provider modules are not
+# served by the Go module proxy. kubernetes is built into it from Go modules
+# (--with-kubernetes; heavy: ~10 min and ~4 GB on 2 cores). A plugin that is
+# not there is reported as MISSING; --strict (or MICROCLOUD_TOOLCHAIN_STRICT=1)
+# makes that an error (exit 3).
 #
 # Idempotent. A warm run only checks stamps and versions (seconds). Progress
-# goes to stderr; the final report (`pulumi version`, `pulumi plugin ls`) to
-# stdout. Prints and stores no secret.
+# goes to stderr as short lines; Go's own output to $CACHE/logs/; the final
+# report (`pulumi version`, `pulumi plugin ls`) to stdout. Prints and stores
+# no secret.
 #
 #   MICROCLOUD_TOOLCHAIN_CACHE   cache root (default ~/.cache/microcloud-toolchain)
-#   MICROCLOUD_WITH_KUBERNETES=1 same as --with-kubernetes (heavy; not needed yet)
-#   PULUMI_GO_VERSIONS           CLI versions to try building, in order
+#   MICROCLOUD_PLUGIN_DIR        plugin binaries (default $MICROCLOUD_TOOLCHAIN_CACHE/plugins)
+#   MICROCLOUD_WITH_KUBERNETES=1 same as --with-kubernetes
 #   GO                           go binary (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # --- pins (requirements.txt; each wheel's pulumi-plugin.json names the same plugin version)
-PULUMI_VERSION=3.272.0
-read -r -a GO_VERSIONS <<<"${PULUMI_GO_VERSIONS:-3.272.0 3.259.0}"
-# name version sdk-module provider-module version-variable
-PROVIDERS=(
-  "command 1.2.1 github.com/pulumi/pulumi-command/sdk github.com/pulumi/pulumi-command/provider github.com/pulumi/pulumi-command/provider/pkg/version.Version"
-  "libvirt 0.5.4 github.com/pulumi/pulumi-libvirt/sdk github.com/pulumi/pulumi-libvirt/provider github.com/pulumi/pulumi-libvirt/provider/pkg/version.Version"
-  "random 4.21.4 github.com/pulumi/pulumi-random/sdk/v4 github.com/pulumi/pulumi-random/provider/v4 github.com/pulumi/pulumi-random/provider/v4/pkg/version.Version"
-  "tls 5.6.2 github.com/pulumi/pulumi-tls/sdk/v5 github.com/pulumi/pulumi-tls/provider/v5 github.com/pulumi/pulumi-tls/provider/v5/pkg/version.Version"
-)
+PULUMI_VERSION=3.272.0   # the Python SDK
+CLI_VERSION=3.274.1      # the CLI: newest pkg/v3 the module proxy serves, >= the SDK
+# name version
+PROVIDERS=("command 1.2.1" "libvirt 0.5.4" "random 4.21.1" "tls 5.5.1")
+KUBERNETES="kubernetes 4.25.0"
+# pulumi-kubernetes has no provider tags: the commit of release 4.25.0, and the
+# sdk module its go.mod replaces with ../sdk.
+K8S_PROVIDER_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.0-20260115033456-f47bc2d6f199
+K8S_SDK_MODULE=github.com/pulumi/pulumi-kubernetes/sdk/v4@v4.25.0
 req_pin=$(sed -n 's/^pulumi==\([0-9.]*\).*/\1/p' "$REPO/requirements.txt" 2>/dev/null || true)
 if [[ -n $req_pin && $req_pin != "$PULUMI_VERSION" ]]; then
   echo "toolchain.sh: WARNING: requirements.txt pins pulumi==$req_pin, this script $PULUMI_VERSION" >&2
 fi
-KUBERNETES="kubernetes 4.34.2 github.com/pulumi/pulumi-kubernetes/sdk/v4 github.com/pulumi/pulumi-kubernetes/provider/v4 github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version"
 
 WITH_K8S=${MICROCLOUD_WITH_KUBERNETES:-0}
 STRICT=${MICROCLOUD_TOOLCHAIN_STRICT:-0}
@@ -77,9 +78,10 @@ for arg in "$@"; do
     *) echo "toolchain.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
-[[ $WITH_K8S == 1 ]] && PROVIDERS+=("$KUBERNETES")
 
 CACHE=${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}
+PLUGIN_DIR=${MICROCLOUD_PLUGIN_DIR:-$CACHE/plugins}
+LOGS=$CACHE/logs
 export PULUMI_HOME=$REPO/.pulumi-home
 POINTER=$PULUMI_HOME/toolchain-bin   # read by .ci/env.sh
 NEGATIVE_TTL=$((24 * 3600))          # how long a refused download is not retried
@@ -93,7 +95,7 @@ case $(uname -m) in
   *) die "unsupported machine $(uname -m)" ;;
 esac
 
-mkdir -p "$CACHE" "$PULUMI_HOME"
+mkdir -p "$CACHE" "$PULUMI_HOME" "$LOGS"
 
 # "Don't ask again for a while" markers for things the network refused.
 refused_recently() { # key
@@ -544,7 +546,7 @@ cli_current() { # version -> 0 if $CACHE/pulumi-v$version is complete and curren
 official_reachable() {
   refused_recently official && return 1
   if curl -fsSI --connect-timeout 3 --max-time 6 -o /dev/null \
-      "https://get.pulumi.com/releases/sdk/pulumi-v$PULUMI_VERSION-linux-$ARCH.tar.gz" 2>/dev/null; then
+      "https://get.pulumi.com/releases/sdk/pulumi-v$CLI_VERSION-linux-$ARCH.tar.gz" 2>/dev/null; then
     return 0
   fi
   mark_refused official "get.pulumi.com unreachable"
@@ -608,19 +610,22 @@ cli_from_go() { # version
   } >"$work/cli/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' >"$work/cli/tools.go"
   log "wrapper go.mod: go $gover; replaces: ${replaces:-none}"
-  (cd "$work/cli" && "$GO" mod tidy >&2 &&
+  local golog=$LOGS/pulumi-v$v.log
+  log "building the CLI (go output: $golog)"
+  (cd "$work/cli" && "$GO" mod tidy &&
     "$GO" "${GOBUILD[@]}" -tags osusergo,grpcnotrace \
       -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$v" \
-      -o "$dir.tmp/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi >&2) ||
-    { log "building the Pulumi CLI v$v failed"; return 1; }
+      -o "$dir.tmp/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi) >"$golog" 2>&1 ||
+    { log "building the Pulumi CLI v$v failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1; }
 
   # Language host (see the header) against the same sdk/v3.
   printf '%s\n' "$LANGHOST_SRC" >"$work/langhost/main.go"
   printf 'module microcloud.local/pulumi-language-python\n\ngo %s\n\nrequire github.com/pulumi/pulumi/sdk/v3 v%s\n' \
     "$gover" "$v" >"$work/langhost/go.mod"
-  (cd "$work/langhost" && "$GO" mod tidy >&2 &&
-    "$GO" "${GOBUILD[@]}" -ldflags "-X main.version=v$v" -o "$dir.tmp/bin/pulumi-language-python" . >&2) ||
-    { log "building the Python language host failed"; return 1; }
+  log "building the Python language host"
+  (cd "$work/langhost" && "$GO" mod tidy &&
+    "$GO" "${GOBUILD[@]}" -ldflags "-X main.version=v$v" -o "$dir.tmp/bin/pulumi-language-python" .) >>"$golog" 2>&1 ||
+    { log "building the Python language host failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1; }
 
   install -m 0755 "$sdkdir/python/cmd/pulumi-language-python-exec" "$dir.tmp/bin/"
   install -m 0755 "$sdkdir/python/dist/pulumi-resource-pulumi-python" "$dir.tmp/bin/"
@@ -630,26 +635,20 @@ cli_from_go() { # version
 }
 
 find_cli() { # sets BIN
-  local p v
+  local p
   # 1. exactly the pin on PATH (not one of our own builds of another version)
   if p=$(command -v pulumi 2>/dev/null) &&
-     [[ $(PULUMI_SKIP_UPDATE_CHECK=true pulumi version 2>/dev/null) == "v$PULUMI_VERSION" ]]; then
-    BIN=$(dirname "$(readlink -f "$p")"); log "using pulumi v$PULUMI_VERSION on PATH ($BIN)"; return 0
+     [[ $(PULUMI_SKIP_UPDATE_CHECK=true pulumi version 2>/dev/null) == "v$CLI_VERSION" ]]; then
+    BIN=$(dirname "$(readlink -f "$p")"); log "using pulumi v$CLI_VERSION on PATH ($BIN)"; return 0
   fi
-  # 2. a finished build in the cache, preferring the pin
-  for v in "$PULUMI_VERSION" "${GO_VERSIONS[@]}"; do
-    if cli_current "$v"; then BIN=$CACHE/pulumi-v$v/bin; return 0; fi
-  done
-  # 3./4. the official release, else Go modules (pin first, then the fallbacks)
+  # 2. a finished build in the cache; 3./4. the official release, else Go modules
+  if cli_current "$CLI_VERSION"; then BIN=$CACHE/pulumi-v$CLI_VERSION/bin; return 0; fi
   exec 9>"$CACHE/.lock"; flock 9
-  for v in "$PULUMI_VERSION" "${GO_VERSIONS[@]}"; do
-    if cli_current "$v"; then BIN=$CACHE/pulumi-v$v/bin; return 0; fi
-  done
-  if cli_from_official "$PULUMI_VERSION"; then BIN=$CACHE/pulumi-v$PULUMI_VERSION/bin; return 0; fi
-  for v in "${GO_VERSIONS[@]}"; do
-    if cli_from_go "$v" && cli_current "$v"; then BIN=$CACHE/pulumi-v$v/bin; return 0; fi
-  done
-  die "no Pulumi CLI: not on PATH, not cached, official download unreachable, no buildable version among ${GO_VERSIONS[*]}"
+  if cli_current "$CLI_VERSION"; then BIN=$CACHE/pulumi-v$CLI_VERSION/bin; return 0; fi
+  if cli_from_official "$CLI_VERSION" || { cli_from_go "$CLI_VERSION" && cli_current "$CLI_VERSION"; }; then
+    BIN=$CACHE/pulumi-v$CLI_VERSION/bin; return 0
+  fi
+  die "no Pulumi CLI v$CLI_VERSION: not on PATH, not cached, official download unreachable, Go build failed (log: $LOGS)"
 }
 
 BIN=
@@ -657,9 +656,7 @@ find_cli
 printf '%s\n' "$BIN" >"$POINTER"
 # shellcheck source-path=SCRIPTDIR source=env.sh
 source "$REPO/.ci/env.sh"
-CLI_VERSION=$(pulumi version)
-[[ $CLI_VERSION == "v$PULUMI_VERSION" ]] ||
-  log "NOTE: Pulumi CLI is $CLI_VERSION, requirements.txt pins the SDK at $PULUMI_VERSION (pkg/v3@v$PULUMI_VERSION is not buildable here)"
+[[ $(pulumi version) == "v$CLI_VERSION" ]] || die "pulumi on PATH after env.sh is $(pulumi version), not v$CLI_VERSION"
 [[ -x $BIN/pulumi-language-python ]] || command -v pulumi-language-python >/dev/null ||
   log "WARNING: no pulumi-language-python next to $BIN/pulumi or on PATH"
 
@@ -669,81 +666,58 @@ plugin_installed() { # name version
   [[ -x $d/pulumi-resource-$1 && ! -e $d.partial ]]
 }
 
-# Pseudo-version of the commit that the provider's sdk tag names.
-provider_pseudo_version() { # sdk-module version provider-module
-  local info major=0
-  info=$(go_mod_field "$1@v$2" '{{if .Time}}{{.Time.UTC.Format "20060102150405"}}{{end}} {{with .Origin}}{{.Hash}}{{end}}') || return 1
-  read -r ts hash <<<"$info"
-  [[ -n ${ts:-} && ${#hash} -ge 12 ]] || return 1
-  [[ $3 =~ /v([0-9]+)$ ]] && major=${BASH_REMATCH[1]}
-  printf 'v%s.0.0-%s-%s\n' "$major" "$ts" "${hash:0:12}"
-}
-
-# Build one provider from its Go module. Bridged providers embed a generated
-# schema (schema-embed.json from the committed schema.json): made with the
-# module's own `go generate`, else minified here with the version set.
-provider_from_go() { # name version sdk-module provider-module version-var out
-  local name=$1 ver=$2 pv dir work main
+# pulumi-resource-kubernetes from Go modules into the plugin directory: the
+# provider module at the commit of the release, its ../sdk replace swapped for
+# the served sdk module, the schema embedded by the module's own go generate.
+kubernetes_from_go() { # version out
+  local ver=$1 out=$2 dir work golog=$LOGS/kubernetes-v$1.log start=$SECONDS
   go_env
-  pv=$(provider_pseudo_version "$3" "$ver" "$4") ||
-    { log "$name: the module proxy does not serve $3@v$ver (needed to find the commit)"; return 1; }
-  dir=$(go_mod_dir "$4@$pv")
-  [[ -n $dir ]] || { log "$name: the module proxy does not serve $4@$pv"; return 1; }
-  log "$name: building $4@$pv"
-  work=$CACHE/work/$name-v$ver
+  dir=$(go_mod_dir "$K8S_PROVIDER_MODULE")
+  [[ -n $dir ]] || { log "kubernetes: the module proxy does not serve $K8S_PROVIDER_MODULE"; return 1; }
+  log "kubernetes: building v$ver from $K8S_PROVIDER_MODULE (go output: $golog)"
+  work=$CACHE/work/kubernetes-v$ver
   rm -rf "$work"; mkdir -p "$(dirname "$work")"
   cp -r "$dir" "$work"; chmod -R u+w "$work"
-  main=./cmd/pulumi-resource-$name
-  if [[ -f $work/$main/schema.json && ! -f $work/$main/schema-embed.json ]]; then
-    (cd "$work" && VERSION=$ver "$GO" generate "$main" >&2) || true
-    if [[ ! -f $work/$main/schema-embed.json ]]; then
-      python3 - "$work/$main/schema.json" "$work/$main/schema-embed.json" "$ver" <<'PY'
-import json, sys
-schema = json.load(open(sys.argv[1]))
-schema["version"] = sys.argv[3]
-json.dump(schema, open(sys.argv[2], "w"), separators=(",", ":"))
-PY
-    fi
-  fi
-  (cd "$work" && "$GO" "${GOBUILD[@]}" -ldflags "-X $5=$ver" -o "$6" "$main" >&2)
+  (cd "$work" &&
+    "$GO" mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4 -require="$K8S_SDK_MODULE" &&
+    "$GO" mod tidy &&
+    VERSION=$ver "$GO" generate ./cmd/pulumi-resource-kubernetes &&
+    "$GO" "${GOBUILD[@]}" -ldflags "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$ver" \
+      -o "$out" ./cmd/pulumi-resource-kubernetes) >"$golog" 2>&1 ||
+    { log "kubernetes: build failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1; }
+  rm -rf "$work"
+  log "kubernetes: built v$ver in $((SECONDS - start))s"
 }
 
 MISSING=()
-ensure_plugin() { # name version sdk-module provider-module version-var
-  local name=$1 ver=$2 cached=$CACHE/plugins/$1-v$2/pulumi-resource-$1
+ensure_plugin() { # name version
+  local name=$1 ver=$2 bin=$PLUGIN_DIR/$1-v$2/pulumi-resource-$1
   if plugin_installed "$name" "$ver"; then return 0; fi
-  if [[ ! -x $cached ]]; then
-    if official_reachable; then
-      log "$name: installing v$ver from the official plugin download"
-      pulumi plugin install resource "$name" "$ver" >&2 && return 0
-    fi
-    if refused_recently "plugin-$name-v$ver"; then
-      log "$name v$ver: unavailable (refused within the last day; --retry to ask again)"
-      MISSING+=("$name@$ver"); return 0
-    fi
-    mkdir -p "$(dirname "$cached")"
-    if ! provider_from_go "$@" "$cached.tmp"; then
-      mark_refused "plugin-$name-v$ver" "no served module"
-      MISSING+=("$name@$ver"); return 0
-    fi
-    mv -f "$cached.tmp" "$cached"
+  if [[ ! -x $bin && $name == kubernetes ]]; then
+    mkdir -p "$(dirname "$bin")"
+    kubernetes_from_go "$ver" "$bin.tmp" && mv -f "$bin.tmp" "$bin"
   fi
-  log "$name: installing v$ver into $PULUMI_HOME"
-  pulumi plugin install resource "$name" "$ver" --file "$cached" >&2
+  if [[ ! -x $bin ]]; then
+    log "$name v$ver: no $bin"
+    MISSING+=("$name@$ver"); return 0
+  fi
+  log "$name: installing v$ver from $bin into $PULUMI_HOME"
+  pulumi plugin install resource "$name" "$ver" --file "$bin" >>"$LOGS/plugin-install.log" 2>&1 ||
+    { log "$name: pulumi plugin install failed (see $LOGS/plugin-install.log)"; MISSING+=("$name@$ver"); }
 }
 
+[[ $WITH_K8S == 1 ]] && PROVIDERS+=("$KUBERNETES")
 for p in "${PROVIDERS[@]}"; do
-  read -r name ver _ <<<"$p"
+  read -r name ver <<<"$p"
   if ! plugin_installed "$name" "$ver"; then
     exec 9>"$CACHE/.lock"; flock 9   # one builder/installer at a time
-    # shellcheck disable=SC2086
-    ensure_plugin $p
+    ensure_plugin "$name" "$ver"
   fi
 done
 
 # Cross-check against the installed wheels (the venv may not exist yet).
-for p in "${PROVIDERS[@]}"; do
-  read -r name ver _ <<<"$p"
+for p in "${PROVIDERS[@]}" "$KUBERNETES"; do
+  read -r name ver <<<"$p"
   for json in "$REPO"/venv/lib/python3*/site-packages/pulumi_"$name"/pulumi-plugin.json; do
     [[ -f $json ]] || continue
     got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$json")
@@ -757,7 +731,7 @@ echo "language host: $(command -v pulumi-language-python || echo "$BIN/pulumi-la
 echo "PULUMI_HOME=$PULUMI_HOME"
 pulumi plugin ls
 if ((${#MISSING[@]})); then
-  echo "MISSING provider plugins (not obtainable here): ${MISSING[*]}"
+  echo "MISSING provider plugins: ${MISSING[*]} (put each binary at $PLUGIN_DIR/NAME-vVERSION/pulumi-resource-NAME; see README, Toolchain)"
   [[ $STRICT == 1 ]] && exit 3
 fi
 exit 0
