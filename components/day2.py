@@ -1,14 +1,54 @@
-"""Day-2 file delivery: one idempotent remote command per config file, keyed on its hash."""
+"""Day-2 file delivery: one idempotent remote command per config file, keyed on its hash.
+
+Every command, on the node, as root:
+
+1. waits until first boot has finished (``cloud-init status --wait``; on
+   Flatcar, Ignition ran before sshd started) and fails naming the node if
+   cloud-init reported an error;
+2. validates the new file with the program that will read it; nothing is
+   installed when that fails;
+3. installs it, activates it (reload/restart) and VERIFIES that the service
+   runs it: a reload that failed behind a zero exit status (haproxy keeps its
+   old workers) fails the command, the previous file is put back and
+   re-activated, so the node keeps serving what it served before.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import shlex
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
+
+# Shell helpers every day-2 script can use in ``activate`` and ``verify``.
+# Times are seconds since boot (/proc/uptime, /proc/PID/stat), so a clock
+# step on the node (chrony's first sync) cannot fool them.
+_HELPERS = r"""
+uptime_now() { cut -d' ' -f1 /proc/uptime; }
+started_at() { awk -v hz="$(getconf CLK_TCK)" '{print $22 / hz}' "/proc/$1/stat" 2>/dev/null; }
+after() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && a + 0 >= b + 0) }'; }
+main_pid() { systemctl show -p MainPID --value "$1"; }
+# The unit is active and its main process was started after the install.
+restarted() {
+  systemctl is-active -q "$1" || return 1
+  pid=$(main_pid "$1"); [ "${pid:-0}" -gt 0 ] || return 1
+  after "$(started_at "$pid")" "$since"
+}
+# haproxy (master-worker): a reload that worked forks a new worker; one that
+# failed ('Loading failure!', exit status 0) leaves only the old workers.
+new_worker() {
+  systemctl is-active -q "$1" || return 1
+  pid=$(main_pid "$1"); [ "${pid:-0}" -gt 0 ] || return 1
+  for w in $(pgrep -P "$pid"); do
+    if after "$(started_at "$w")" "$since"; then return 0; fi
+  done
+  return 1
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -28,52 +68,107 @@ class Connection:
         )
 
 
-def install_script(*, path: str, mode: str, validate: Optional[str], activate: str) -> str:
-    """Shell run on the node: stdin -> temp file -> validate -> install -> activate.
+def install_script(
+    *,
+    node: str,
+    path: str,
+    mode: str,
+    validate: Optional[str],
+    activate: str,
+    verify: Optional[str] = None,
+    verify_timeout: int = 30,
+) -> str:
+    """Shell run on the node: wait for first boot -> stdin -> validate -> install -> activate -> verify.
 
-    ``validate`` gets the temp file as {file}; nothing is installed when it fails.
+    ``validate`` gets the temp file as {file}; nothing is installed when it
+    fails. ``verify`` (shell, may use the helpers above and ``$since``) is
+    retried for ``verify_timeout`` seconds after ``activate``; when
+    activation or verification fails, the previous file (or none) is
+    restored and re-activated, and the script exits 1 naming node and file.
     """
+    q_node, q_path = shlex.quote(node), shlex.quote(path)
     steps = [
         "set -eu",
         "umask 077",
-        'tmp=$(mktemp)',
-        'trap \'rm -f "$tmp"\' EXIT',
+        _HELPERS,
+        f"node={q_node}",
+        f"path={q_path}",
+        "fail() { echo \"microcloud: $node: $path: $*\" >&2; exit 1; }",
+        # Only where cloud-init runs at boot (its generator leaves this file);
+        # exit status: 0 done, 2 done with warnings (deprecated keys), 1 error.
+        "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then",
+        "  rc=0; cloud-init status --wait >/dev/null 2>&1 || rc=$?",
+        "  if [ \"$rc\" -eq 1 ]; then",
+        "    echo \"microcloud: $node: first boot failed: cloud-init reported an error"
+        " (run 'cloud-init status --long' on the node)\" >&2; exit 1",
+        "  fi",
+        "fi",
+        'tmp=$(mktemp); prev=$(mktemp)',
+        'trap \'rm -f "$tmp" "$prev"\' EXIT',
         'cat > "$tmp"',
     ]
     if validate:
-        steps.append(validate.format(file='"$tmp"'))
+        check = validate.format(file='"$tmp"')
+        steps.append(f"( {check} ) || fail 'rejected by its validator; nothing installed'")
     steps += [
-        f"install -D -m {mode} -o root -g root \"$tmp\" {shlex.quote(path)}",
-        activate,
+        'had_prev=0; if [ -e "$path" ]; then cp -p "$path" "$prev"; had_prev=1; fi',
+        "since=$(uptime_now)",
+        f'install -D -m {mode} -o root -g root "$tmp" "$path"',
+        f"activate() {{ {activate}; }}",
+        f"verify() {{ {verify or 'true'}; }}",
+        "ok=0",
+        "if activate; then",
+        f"  i=0; while [ $i -lt {verify_timeout} ]; do if verify; then ok=1; break; fi; i=$((i + 1)); sleep 1; done",
+        "fi",
+        '[ "$ok" = 1 ] && exit 0',
+        'if [ "$had_prev" = 1 ]; then install -m "$(stat -c %a "$prev")" -o root -g root "$prev" "$path"; else rm -f "$path"; fi',
+        "since=$(uptime_now); activate >/dev/null 2>&1 || true",
+        "fail 'validated but could not be activated (the service does not run it); the previous file is back in place'",
     ]
     return "sudo sh -c " + shlex.quote("\n".join(steps))
+
+
+def trigger_digest(content: str, key: str) -> str:
+    """HMAC-SHA256 of a file under a stack secret.
+
+    It changes exactly when the file does, but says nothing about a secret
+    inside it (a plain hash of a file holding an 8-character VRRP password
+    could be brute-forced), so it can sit in state and in the ``triggers``
+    list in clear: a secret there next to an unknown value (a new VM's id)
+    makes the real engine fail the preview with "malformed RPC secret".
+    """
+    return hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
 
 
 def apply_file(
     name: str,
     *,
     conn: Connection,
+    node: str,
     content: pulumi.Input[str],
     path: str,
     activate: str,
     validate: Optional[str] = None,
+    verify: Optional[str] = None,
     mode: str = "0644",
     replace_with: Sequence[pulumi.Input[str]] = (),
     opts: pulumi.ResourceOptions,
 ) -> remote.Command:
-    """Deliver ``content`` to ``path`` on the node and activate it in place.
+    """Deliver ``content`` to ``path`` on ``node`` and activate it in place.
 
-    The command's trigger is the content's hash (plus ``replace_with``, e.g.
-    the domain id so a new VM gets the file again): an unchanged file is a
-    no-op on re-runs, a changed one is validated on the node before it
-    replaces the old one.
+    The command's trigger is the content's keyed digest (plus
+    ``replace_with``, e.g. the domain id so a new VM gets the file again): an
+    unchanged file is a no-op on re-runs, a changed one is validated on the
+    node before it replaces the old one, and verified after.
     """
     content = pulumi.Output.from_input(content)
-    digest = content.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+    digest = pulumi.Output.unsecret(
+        pulumi.Output.all(content, conn.private_key).apply(lambda a: trigger_digest(a[0], a[1]))
+    )
     return remote.Command(
         name,
         connection=conn.args(),
-        create=install_script(path=path, mode=mode, validate=validate, activate=activate),
+        create=install_script(node=node, path=path, mode=mode, validate=validate, activate=activate, verify=verify),
         stdin=content,
         triggers=[digest, *replace_with],
         opts=pulumi.ResourceOptions.merge(

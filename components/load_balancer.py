@@ -1,4 +1,4 @@
-"""LoadBalancerPair: HAProxy + Keepalived on the two EL9 load balancers, configured in place."""
+"""LoadBalancerPair: HAProxy + Keepalived on the two load balancers (EL9 or Debian), configured in place."""
 
 from __future__ import annotations
 
@@ -49,16 +49,21 @@ class LoadBalancerPair(pulumi.ComponentResource):
         apply_file(
             f"{lb}-haproxy",
             conn=conn,
+            node=lb,
             content=self.haproxy_cfg,
             path="/etc/haproxy/haproxy.cfg",
             validate="haproxy -c -q -f {file}",
-            activate="systemctl enable haproxy && systemctl reload-or-restart haproxy",
+            activate="systemctl enable -q haproxy && systemctl reload-or-restart haproxy",
+            # reload-or-restart exits 0 even when haproxy could not load the
+            # file (it keeps the old workers): only a new worker proves it.
+            verify="new_worker haproxy",
             replace_with=again,
             opts=child,
         )
         script = apply_file(
             f"{lb}-chk-haproxy",
             conn=conn,
+            node=lb,
             content=check_script,
             path=topology.CHECK_SCRIPT,
             validate="bash -n {file}",
@@ -70,12 +75,14 @@ class LoadBalancerPair(pulumi.ComponentResource):
         apply_file(
             f"{lb}-keepalived",
             conn=conn,
+            node=lb,
             content=keepalived_conf,
             path="/etc/keepalived/keepalived.conf",
             # keepalived -t also checks that the tracked script exists and is safe.
             validate="keepalived -t -f {file}",
             mode="0600",
-            activate="systemctl enable keepalived && systemctl reload-or-restart keepalived",
+            activate="systemctl enable -q keepalived && systemctl reload-or-restart keepalived",
+            verify="systemctl is-active -q keepalived",
             replace_with=again,
             # keepalived -t rejects a config whose check script is missing; no data flows.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[script]),

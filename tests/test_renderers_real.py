@@ -60,7 +60,15 @@ def _edge_models() -> dict[str, dict]:
     ips = iter(["172.30.8.2", "172.30.8.3", "172.30.8.4", "172.30.8.5", "172.30.8.6"])
     tiny["nodes"] = [{**n, "network": "lan", "ip": next(ips)} for n in tiny["nodes"] if n["name"] != "storage1"]
     tiny["load_balancer"].update(network="lan", api_vip="172.30.8.13", ingress_vip="172.30.8.14")
-    return {"edge-big": big, "edge-alma-isolated": alma, "edge-tiny": tiny}
+    # the end-to-end shape: LB pair and infra on Debian 12, a non-default user
+    deb = stack_model("dev")
+    deb["images"]["debian12"] = {"source": "/srv/images/debian12-microcloud.qcow2", "version": "12.12-1"}
+    del deb["images"]["rocky9"]
+    for n in deb["nodes"]:
+        if n["role"] in ("load_balancer", "infra"):
+            n["os"] = "debian12"
+    deb["ssh"] = {"user": "ops"}
+    return {"edge-big": big, "edge-alma-isolated": alma, "edge-tiny": tiny, "edge-debian": deb}
 
 
 def _configs() -> dict[str, StackConfig]:
@@ -155,7 +163,7 @@ def test_reboot_windows_differ_between_servers():
 # ------------------------------------------------------------------ cloud-init
 
 
-def _el9_docs(cfg: StackConfig):
+def _cloud_init_docs(cfg: StackConfig):
     for node in cfg.nodes:
         if not node.is_flatcar:
             yield node, topology.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}")
@@ -164,9 +172,9 @@ def _el9_docs(cfg: StackConfig):
 @pytest.mark.parametrize("name", NAMES)
 def test_cloud_init_user_data_schema(name, tmp_path):
     tool = need("cloud-init")
-    for node, docs in _el9_docs(CONFIGS[name]):
+    for node, docs in _cloud_init_docs(CONFIGS[name]):
         path = tmp_path / f"{node.name}.user-data"
-        path.write_text(docs["user_data"])
+        path.write_text(docs["user-data"])
         res = run([tool, "schema", "--config-file", str(path)])
         assert res.returncode == 0 and "Valid cloud-config" in res.stdout, f"{name}/{node.name}: {res.stdout}{res.stderr}"
         assert "DEPRECATED" not in res.stdout + res.stderr, f"{name}/{node.name}: {res.stdout}{res.stderr}"
@@ -174,8 +182,8 @@ def test_cloud_init_user_data_schema(name, tmp_path):
 
 def test_cloud_init_schema_rejects_broken(tmp_path):
     cfg = CONFIGS["dev"]
-    _, docs = next(_el9_docs(cfg))
-    doc = yaml.safe_load(docs["user_data"])
+    _, docs = next(_cloud_init_docs(cfg))
+    doc = yaml.safe_load(docs["user-data"])
     doc["runcmd"] = 5
     path = tmp_path / "broken.user-data"
     path.write_text("#cloud-config\n" + yaml.safe_dump(doc))
@@ -187,25 +195,54 @@ def test_cloud_init_network_config_renders_for_networkmanager(name, tmp_path):
     """cloud-init's own v2 parser and NetworkManager renderer, as on the EL9 guest."""
     tool = need("cloud-init")
     cfg = CONFIGS[name]
-    for node, docs in _el9_docs(cfg):
+    for node, docs in _cloud_init_docs(cfg):
         src = tmp_path / f"{node.name}.network-config"
-        src.write_text(docs["network_config"])
+        src.write_text(docs["network-config"])
         out = tmp_path / node.name
+        net = cfg.network_by_name[node.network]
+        first_dns = str(cfg.infra_node.ip) if node.role != "infra" else str(node.ip)
+        if node.os == "debian12":
+            # Debian's cloud-init renders ifupdown (ENI) files with ifupdown installed.
+            res = run([tool, "devel", "net-convert", "-p", str(src), "-k", "yaml", "-d", str(out), "-D", "debian", "-O", "eni"])
+            assert res.returncode == 0, f"{name}/{node.name}: {res.stderr}"
+            eni = next(p for p in out.rglob("*") if p.is_file() and "interfaces" in str(p)).read_text()
+            assert f"address {node.ip}/{net.cidr.prefixlen}" in eni, eni
+            assert f"gateway {net.router}" in eni or f"via {net.router}" in eni or str(net.router) in eni, eni
+            # ENI's dns-nameservers needs resolvconf; the user-data writes resolv.conf itself
+            user = yaml.safe_load(docs["user-data"])
+            resolv = next(f["content"] for f in user["write_files"] if f["path"] == "/etc/resolv.conf")
+            assert [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")][0] == first_dns
+            continue
         distro = "almalinux" if node.os == "alma9" else "rocky"
         res = run([tool, "devel", "net-convert", "-p", str(src), "-k", "yaml", "-d", str(out), "-D", distro, "-O", "network-manager"])
         assert res.returncode == 0, f"{name}/{node.name}: {res.stderr}"
         conn = next(out.rglob("*.nmconnection")).read_text()
-        net = cfg.network_by_name[node.network]
         assert f"address1={node.ip}/{net.cidr.prefixlen}" in conn
         assert f"mac-address={cfg.mac_of(node).upper()}" in conn
         dns = conn.split("dns=")[1].split("\n")[0].split(";")
-        assert dns[0] == (str(cfg.infra_node.ip) if node.role != "infra" else str(node.ip))
+        assert dns[0] == first_dns
+
+
+def test_os_family_names_services_per_os():
+    """The same roles under each OS's own names: chrony unit and path, admin group, SELinux."""
+    cfg = CONFIGS["edge-debian"]
+    lb = next(n for n in cfg.load_balancers)
+    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
+    paths = [f["path"] for f in doc["write_files"]]
+    assert "/etc/chrony/chrony.conf" in paths and "/etc/chrony.conf" not in paths
+    assert ["systemctl", "enable", "--now", "chrony"] in doc["runcmd"]
+    assert doc["users"][0]["groups"] == ["sudo"] and doc["users"][0]["name"] == "ops"
+    assert not any("setsebool" in " ".join(c) for c in doc["runcmd"])
+    rocky = CONFIGS["dev"]
+    doc = yaml.safe_load(topology.cloud_init_docs(rocky, rocky.load_balancers[0], KEYS, "x")["user-data"])
+    assert ["systemctl", "enable", "--now", "chronyd"] in doc["runcmd"] and doc["users"][0]["groups"] == ["wheel"]
+    assert ["setsebool", "-P", "haproxy_connect_any", "1"] in doc["runcmd"]
 
 
 def test_cloud_init_user_data_content_lb():
     cfg = CONFIGS["prod"]
     lb = next(n for n in cfg.load_balancers)
-    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user_data"])
+    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
     assert doc["ssh_pwauth"] is False and doc["users"][0]["lock_passwd"] is True
     assert "passwd" not in doc["users"][0] and "hashed_passwd" not in doc["users"][0]
     assert {"haproxy", "keepalived", "chrony"} <= set(doc["packages"])
@@ -219,9 +256,9 @@ def test_chrony_configs_parse(name, tmp_path):
     tool = need("chronyd")
     cfg = CONFIGS[name]
     confs = {"server": topology.chrony_server_conf(cfg)}
-    for node, docs in _el9_docs(cfg):
-        for f in yaml.safe_load(docs["user_data"])["write_files"]:
-            if f["path"] == "/etc/chrony.conf":
+    for node, docs in _cloud_init_docs(cfg):
+        for f in yaml.safe_load(docs["user-data"])["write_files"]:
+            if f["path"] in ("/etc/chrony.conf", "/etc/chrony/chrony.conf"):
                 confs[node.name] = f["content"]
     assert len(confs) >= 2
     for who, text in confs.items():
@@ -386,11 +423,17 @@ def test_dhcp_range_xslt_applies(tmp_path):
 # ------------------------------------------------------------------ day-2 install script
 
 
-def _run_install(tmp_path: Path, content: str, target: Path) -> subprocess.CompletedProcess:
-    script = install_script(
-        path=str(target), mode="0644", validate=f"{need('haproxy')} -c -q -f {{file}}", activate=f"touch {tmp_path}/activated"
+def _run_install(tmp_path: Path, content: str, target: Path, **kw) -> subprocess.CompletedProcess:
+    args = dict(
+        node="lb1",
+        path=str(target),
+        mode="0644",
+        validate=f"{need('haproxy')} -c -q -f {{file}}",
+        activate=f"touch {tmp_path}/activated",
+        verify_timeout=3,
     )
-    return subprocess.run(["sh", "-c", script], input=content, capture_output=True, text=True, timeout=60)
+    script = install_script(**{**args, **kw})
+    return subprocess.run(["sh", "-c", script], input=content, capture_output=True, text=True, timeout=120)
 
 
 def test_day2_install_validates_before_activating(tmp_path):
@@ -404,5 +447,80 @@ def test_day2_install_validates_before_activating(tmp_path):
     (tmp_path / "activated").unlink()
     res = _run_install(tmp_path, good.replace("balance roundrobin", "balance bogus"), target)
     assert res.returncode != 0
+    assert f"microcloud: lb1: {target}: rejected by its validator; nothing installed" in res.stderr
     # the running config is untouched and nothing was reloaded
     assert target.read_text() == good and not (tmp_path / "activated").exists()
+
+
+def test_day2_activation_that_does_not_take_restores_the_previous_file(tmp_path):
+    """A file that validates but that the service does not run: exit 1 naming node and file, old file back, re-activated."""
+    need("sudo")
+    cfg = CONFIGS["dev"]
+    old = topology.haproxy_cfg(cfg, node_ips(cfg))
+    new = old.replace("maxconn", "maxconn 1 #", 1)
+    target = tmp_path / "etc" / "haproxy.cfg"
+    assert _run_install(tmp_path, old, target).returncode == 0
+    log = tmp_path / "activations"
+    # "activation" records which file it saw; "verify" accepts only the old one,
+    # as new_worker would after a reload that kept the old workers.
+    res = _run_install(
+        tmp_path,
+        new,
+        target,
+        activate=f"sha256sum {target} >> {log}",
+        verify=f"grep -q 'maxconn 1 #' {target} && false",
+    )
+    assert res.returncode == 1
+    assert f"microcloud: lb1: {target}: validated but could not be activated" in res.stderr
+    assert target.read_text() == old
+    seen = log.read_text().splitlines()
+    assert len(seen) == 2 and seen[0] != seen[1], "activated the new file, then the restored old one"
+    # a file that did not exist before is removed again
+    fresh = tmp_path / "etc" / "fresh.cfg"
+    res = _run_install(tmp_path, old, fresh, activate="true", verify="false")
+    assert res.returncode == 1 and not fresh.exists()
+
+
+def test_day2_verify_helpers_see_a_restart(tmp_path):
+    """started_at/after compare process start with the install time, as `restarted` and `new_worker` do."""
+    need("sudo")
+    target = tmp_path / "x.conf"
+    # a process started after the install passes; the shell's parent (older) does not
+    res = _run_install(
+        tmp_path, "x", target, validate=None, activate="sleep 30 & echo $! > " + str(tmp_path / "pid"),
+        verify=f'after "$(started_at "$(cat {tmp_path}/pid)")" "$since"',
+    )
+    assert res.returncode == 0, res.stderr
+    subprocess.run(["kill", (tmp_path / "pid").read_text().strip()], check=False)
+    res = _run_install(tmp_path, "y", target, validate=None, activate="true", verify='after "$(started_at 1)" "$since"')
+    assert res.returncode == 1
+
+
+def test_day2_waits_for_cloud_init_and_names_the_node_when_it_failed(tmp_path):
+    """Where cloud-init ran at boot, the script waits for it; status 1 (error) stops it before anything is installed."""
+    need("unshare")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls"
+    for rc, name in ((1, "error"), (2, "warnings"), (0, "done")):
+        (fake / "cloud-init").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexit {rc}\n")
+        (fake / "cloud-init").chmod(0o755)
+        target = tmp_path / f"{name}.conf"
+        script = install_script(node="infra", path=str(target), mode="0644", validate=None, activate="true")
+        # In a private mount namespace: a /run with the generator's marker, and
+        # the fake over the real cloud-init (sudo's secure_path finds that one).
+        wrapped = (
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/cloud-init /run/sudo && touch /run/cloud-init/enabled && "
+            f"mount --bind {fake}/cloud-init {need('cloud-init')} && {script}"
+        )
+        res = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapped],
+            input="content\n", capture_output=True, text=True, timeout=60,
+        )
+        if rc == 1:
+            assert res.returncode == 1 and not target.exists()
+            assert "microcloud: infra: first boot failed: cloud-init reported an error" in res.stderr
+        else:
+            assert res.returncode == 0, res.stderr
+            assert target.read_text() == "content\n"
+    assert calls.read_text().splitlines() == ["status --wait"] * 3
