@@ -1,5 +1,7 @@
 """FlatcarMicroCloud: one resource graph per stack. Data flow decides the order."""
 
+import os
+
 import pulumi
 import pulumi_libvirt as libvirt
 
@@ -14,6 +16,8 @@ from components.secrets import Secrets, SecretsArgs
 cfg = config.load()  # a config mistake ends the run here, in one line
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
 provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
+# NoCloud seed images are written here, on this machine, then uploaded.
+seed_dir = os.environ.get("MICROCLOUD_SEED_DIR") or os.path.expanduser(f"~/.cache/microcloud/seeds/{prefix}")
 
 secrets = Secrets("secrets", SecretsArgs(extra_public_keys=cfg.ssh.public_keys))
 networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider))
@@ -31,6 +35,7 @@ nodes = {
             pool_name=images.pool_name,
             base_volume_id=images.base_volume_ids[n.os],
             provider=provider,
+            seed_dir=seed_dir,
         ),
     )
     for n in cfg.nodes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 from functools import cached_property
 from typing import Any, Literal, Optional
@@ -18,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 CONFIG_KEY = "microcloud:config"
 
-OsName = Literal["flatcar", "rocky9", "alma9"]
+OsName = Literal["flatcar", "rocky9", "alma9", "debian12"]
 Role = Literal["load_balancer", "infra", "server", "agent", "storage", "generic"]
 NetworkMode = Literal["nat", "route", "bridge", "isolated"]
 
 EL9 = ("rocky9", "alma9")
+# OSes with a package manager and cloud-init: they can run the packaged
+# services of the load balancers and the infra node.
+PACKAGED_OS = (*EL9, "debian12")
 # DNS names the stack gives its VIPs (see topology.dns_records).
 RESERVED_NAMES = ("api", "ingress")
 K3S_ROLES = ("server", "agent", "storage")
@@ -230,18 +234,49 @@ class SshConfig(_Model):
         return v
 
 
+class CorednsBinary(_Model):
+    """The CoreDNS binary copied to the infra node: no container runtime, no registry."""
+
+    # Exact release, e.g. v1.12.1 (what `.ci/coredns.sh` builds from Go modules).
+    version: str = "v1.12.1"
+    # Absolute path on the machine that runs Pulumi. Default: the build of
+    # `.ci/coredns.sh` for this version in the toolchain cache.
+    path: Optional[str] = None
+    # Expected sha256 of the file; when set, a different file stops the run.
+    sha256: Optional[str] = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        _check_pinned(v, "CoreDNS version")
+        if not re.match(r"^v\d+\.\d+\.\d+$", v):
+            raise ValueError(f"{v!r} is not a CoreDNS release like v1.12.1")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("/", "~/")):
+            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.match(r"^[0-9a-f]{64}$", v.lower()):
+            raise ValueError(f"{v!r} is not a sha256 hex digest")
+        return v.lower() if v else v
+
+    def local_path(self) -> str:
+        if self.path:
+            return os.path.expanduser(self.path)
+        cache = os.environ.get("MICROCLOUD_TOOLCHAIN_CACHE") or os.path.expanduser("~/.cache/microcloud-toolchain")
+        return os.path.join(cache, f"coredns-{self.version}", "coredns")
+
+
 class DnsConfig(_Model):
     forwarders: tuple[ipaddress.IPv4Address, ...] = Field(min_length=1)
-    # CoreDNS runs as a container on the EL9 infra node, pinned by tag.
-    coredns_image: str = "docker.io/coredns/coredns:1.12.1"
-
-    @field_validator("coredns_image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        if ":" not in v.rsplit("/", 1)[-1] and "@sha256:" not in v:
-            raise ValueError(f"{v!r} has no tag; pin it, e.g. docker.io/coredns/coredns:1.12.1")
-        _check_pinned(v.rsplit(":", 1)[-1], "image tag")
-        return v
+    coredns: CorednsBinary = CorednsBinary()
 
 
 class NtpConfig(_Model):
@@ -495,8 +530,8 @@ def _check_nodes(c: StackConfig) -> None:
             raise ConfigError(f"{key}.longhorn", f"Longhorn runs only on K3s nodes, not on a {node.role} node")
         if node.ingress and node.role not in K3S_ROLES:
             raise ConfigError(f"{key}.ingress", f"ingress runs only on K3s nodes, not on a {node.role} node")
-        if node.role in ("load_balancer", "infra") and node.os not in EL9:
-            raise ConfigError(f"{key}.os", f"a {node.role} node runs packaged services; use rocky9 or alma9")
+        if node.role in ("load_balancer", "infra") and node.os not in PACKAGED_OS:
+            raise ConfigError(f"{key}.os", f"a {node.role} node runs packaged services; use {', '.join(PACKAGED_OS)}")
         if node.vrrp_priority is not None and node.role != "load_balancer":
             raise ConfigError(f"{key}.vrrp_priority", "only load_balancer nodes take part in VRRP")
     for name, img in c.images.items():

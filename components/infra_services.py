@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
+from pulumi_command import remote
 
 from . import topology
 from .config import StackConfig
-from .day2 import Connection, apply_file
+from .day2 import Connection, apply_file, install_script
+from .render.coredns import render_unit
+from .render.os_family import family_of
 
 COREDNS_DIR = "/etc/coredns"
+COREDNS_LIB = "/usr/local/lib/microcloud"
 
 
-def coredns_unit(image: str) -> str:
-    """systemd unit running the pinned CoreDNS image with host networking."""
-    return (
-        "[Unit]\n"
-        "Description=CoreDNS for the microcloud domain\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n\n"
-        "[Service]\n"
-        "Restart=always\n"
-        "ExecStartPre=-/usr/bin/podman rm -f coredns\n"
-        f"ExecStart=/usr/bin/podman run --rm --name coredns --network host "
-        f"-v {COREDNS_DIR}:{COREDNS_DIR}:ro,Z {image} -conf {COREDNS_DIR}/Corefile\n"
-        "ExecStop=/usr/bin/podman stop -t 10 coredns\n\n"
-        "[Install]\n"
-        "WantedBy=multi-user.target\n"
-    )
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dig(name: str, rtype: str = "A") -> str:
+    """A query to the local CoreDNS that fails unless it answers NOERROR."""
+    return f"dig +time=1 +tries=1 @127.0.0.1 {shlex.quote(name)} {rtype} | grep -q 'status: NOERROR'"
 
 
 @dataclass(frozen=True)
@@ -51,51 +52,119 @@ class InfraServices(pulumi.ComponentResource):
     def __init__(self, name: str, args: InfraServicesArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("microcloud:infra:InfraServices", name, None, opts)
         cfg = args.stack
-        self.dns_server = self.ntp_server = str(cfg.infra_node.ip)
-        conn = Connection(host=args.host, user=args.ssh_user, private_key=args.ssh_private_key)
+        infra = cfg.infra_node
+        fam = family_of(infra.os)
+        self.dns_server = self.ntp_server = str(infra.ip)
+        self._conn = Connection(host=args.host, user=args.ssh_user, private_key=args.ssh_private_key)
+        self._node = infra.name
+        self._again = [args.domain_id]
         child = pulumi.ResourceOptions(parent=self)
-        again = [args.domain_id]
 
         apply_file(
             "chrony",
-            conn=conn,
+            conn=self._conn,
+            node=infra.name,
             content=topology.chrony_server_conf(cfg),
-            path="/etc/chrony.conf",
+            path=fam.chrony_conf,
             validate="chronyd -p -f {file} >/dev/null",
-            activate="systemctl enable chronyd && systemctl restart chronyd",
-            replace_with=again,
+            activate=f"systemctl enable -q {fam.chrony_unit} && systemctl restart {fam.chrony_unit}",
+            # chronyd started from the new file and answers its control socket.
+            verify=f"restarted {fam.chrony_unit} && chronyc -n tracking >/dev/null",
+            replace_with=self._again,
             opts=child,
         )
         self.hosts_file = pulumi.Output.all(**args.node_ips).apply(lambda ips: topology.hosts_file(cfg, ips))
         # No restart for any of these: CoreDNS re-reads the hosts file by
         # itself (hosts plugin reload), so a new node only rewrites it; the zone
         # (the SOA that turns unknown names into NXDOMAIN) never changes; the
-        # reload plugin swaps in a changed Corefile only if it parses.
+        # reload plugin swaps in a changed Corefile only if it parses. Once
+        # CoreDNS runs, each is verified by a query it must answer.
+        running = "! systemctl is-active -q coredns || "
+        every_record = (
+            f"while read -r ip fqdn; do case $ip in ''|'#'*) continue;; esac; "
+            f"[ \"$(dig +short +time=1 +tries=1 @127.0.0.1 \"$fqdn\" A)\" = \"$ip\" ] || exit 1; "
+            f"done < {COREDNS_DIR}/hosts"
+        )
         coredns_files = {
-            "coredns-hosts": ("hosts", self.hosts_file),
-            "coredns-zone": ("zone.db", topology.zone_file(cfg)),
-            "coredns-corefile": ("Corefile", topology.corefile(cfg)),
+            "coredns-hosts": ("hosts", self.hosts_file, f"{running}( {every_record} )"),
+            "coredns-zone": ("zone.db", topology.zone_file(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
+            "coredns-corefile": ("Corefile", topology.corefile(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
         }
         delivered = [
             apply_file(
-                name,
-                conn=conn,
+                res_name,
+                conn=self._conn,
+                node=infra.name,
                 content=content,
                 path=f"{COREDNS_DIR}/{file}",
                 activate="true",
-                replace_with=again,
+                verify=verify,
+                replace_with=self._again,
                 opts=child,
             )
-            for name, (file, content) in coredns_files.items()
+            for res_name, (file, content, verify) in coredns_files.items()
         ]
+        binary = self._install_coredns_binary(cfg)
         apply_file(
             "coredns-unit",
-            conn=conn,
-            content=coredns_unit(cfg.dns.coredns_image),
+            conn=self._conn,
+            node=infra.name,
+            content=render_unit(binary=binary.path),
             path="/etc/systemd/system/coredns.service",
-            activate="systemctl daemon-reload && systemctl enable coredns && systemctl restart coredns",
-            replace_with=again,
-            # The unit starts CoreDNS, which needs its files in place; no data flows.
+            # systemd-analyze wants a unit name; it also checks ExecStart exists.
+            validate='d=$(mktemp -d); cp {file} "$d/coredns.service"; systemd-analyze verify "$d/coredns.service"; '
+            'rc=$?; rm -rf "$d"; exit $rc',
+            activate="systemctl daemon-reload && systemctl enable -q coredns && systemctl restart coredns",
+            verify=f"restarted coredns && {dig(cfg.fqdn(infra.name))}",
+            replace_with=[*self._again, binary.command.id],
+            # CoreDNS needs its files in place to start; no data flows.
             opts=pulumi.ResourceOptions(parent=self, depends_on=delivered),
         )
         self.register_outputs({"hosts_file": self.hosts_file})
+
+    @dataclass(frozen=True)
+    class _Binary:
+        path: str
+        command: remote.Command
+
+    def _install_coredns_binary(self, cfg: StackConfig) -> "InfraServices._Binary":
+        """Copy the pinned CoreDNS binary from the Pulumi host, check its sha256 on the node, install it."""
+        spec = cfg.dns.coredns
+        local = spec.local_path()
+        sha = file_sha256(local)
+        upload = f"/tmp/microcloud-coredns-{spec.version}-{sha[:12]}"
+        target = f"{COREDNS_LIB}/coredns-{spec.version}/coredns"
+        child = pulumi.ResourceOptions(parent=self)
+        copy = remote.CopyToRemote(
+            "coredns-upload",
+            connection=self._conn.args(),
+            source=pulumi.FileAsset(local),
+            remote_path=upload,
+            triggers=[sha, *self._again],
+            opts=child,
+        )
+        check = f"echo {sha}  {upload} | sha256sum -c --quiet"
+        script = install_script(
+            node=self._node,
+            path=target,
+            mode="0755",
+            validate=None,
+            activate=f"rm -f {upload}",
+            verify=f"{target} -version | grep -q '^CoreDNS-{spec.version[1:]}$'",
+        )
+        # The install script reads the file from stdin: feed it the upload,
+        # after checking that it arrived unchanged.
+        command = remote.Command(
+            "coredns-binary",
+            connection=self._conn.args(),
+            create=f"sudo sh -c {shlex.quote(check)} && sudo cat {upload} | {script}",
+            triggers=[sha, *self._again],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The upload must be there first; CopyToRemote has no output to pass.
+                depends_on=[copy],
+                custom_timeouts=pulumi.CustomTimeouts(create="20m"),
+                additional_secret_outputs=["stdout", "stderr"],
+            ),
+        )
+        return InfraServices._Binary(path=target, command=command)

@@ -10,6 +10,7 @@ import pulumi_libvirt as libvirt
 
 from . import topology
 from .config import NodeConfig, StackConfig
+from .render import nocloud
 
 GIB = 1024**3
 
@@ -24,6 +25,9 @@ class NodeArgs:
     pool_name: pulumi.Input[str]
     base_volume_id: pulumi.Input[str]
     provider: pulumi.ProviderResource
+    # Where the NoCloud seed images of cloud-init nodes are written before
+    # their upload (on the machine that runs Pulumi).
+    seed_dir: str = ""
 
 
 class Node(pulumi.ComponentResource):
@@ -41,8 +45,7 @@ class Node(pulumi.ComponentResource):
         self._args = args
         self._physical = f"{args.prefix}-{node.name}"
         disks = [self._create_root_volume(), *self._create_data_disks()]
-        boot = self._create_first_boot_config()
-        domain = self._create_domain(disks, boot)
+        domain = self._create_domain(disks, self._create_first_boot_config())
         self.domain_id = domain.id
         self.ip = domain.id.apply(lambda _: str(node.ip))
         self.register_outputs({"domain_id": self.domain_id, "ip": self.ip})
@@ -78,7 +81,8 @@ class Node(pulumi.ComponentResource):
             for d in a.node.data_disks
         ]
 
-    def _create_first_boot_config(self) -> libvirt.Ignition | libvirt.CloudInitDisk:
+    def _create_first_boot_config(self) -> libvirt.Ignition | libvirt.Volume:
+        """Ignition for Flatcar; a NoCloud seed volume (see render/nocloud.py) for cloud-init nodes."""
         a, node, cfg = self._args, self._args.node, self._args.stack
         if node.is_flatcar:
             content = pulumi.Output.from_input(a.ssh_public_keys).apply(
@@ -87,22 +91,32 @@ class Node(pulumi.ComponentResource):
             return libvirt.Ignition(
                 f"{node.name}-ignition", name=f"{self._physical}.ign", pool=a.pool_name, content=content, opts=self._opts()
             )
-        docs = pulumi.Output.from_input(a.ssh_public_keys).apply(
-            lambda keys: topology.cloud_init_docs(cfg, node, keys, instance_id=self._physical)
+        if not a.seed_dir:
+            raise ValueError(f"node {node.name}: NodeArgs.seed_dir is required for a cloud-init node")
+        seed_path = pulumi.Output.from_input(a.ssh_public_keys).apply(
+            lambda keys: nocloud.write_seed_iso(
+                topology.cloud_init_docs(cfg, node, keys, instance_id=self._physical), a.seed_dir, self._physical
+            )
         )
-        return libvirt.CloudInitDisk(
-            f"{node.name}-cloudinit",
-            name=f"{self._physical}-cloudinit.iso",
+        return libvirt.Volume(
+            f"{node.name}-seed",
+            name=f"{self._physical}-seed.iso",
             pool=a.pool_name,
-            user_data=docs["user_data"],
-            network_config=docs["network_config"],
-            meta_data=docs["meta_data"],
+            source=seed_path,
+            format="raw",
             opts=self._opts(),
         )
 
     def _create_domain(self, disks: list[libvirt.Volume], boot) -> libvirt.Domain:
         a, node, cfg = self._args, self._args.node, self._args.stack
-        first_boot = {"coreos_ignition": boot.id} if node.is_flatcar else {"cloudinit": boot.id}
+        if node.is_flatcar:
+            first_boot = {"coreos_ignition": boot.id}
+        else:
+            # Last, so the root volume stays the boot disk. A new seed is a
+            # new disk, and the provider replaces a domain whose disks change:
+            # cloud-init does not re-run in the guest, so that is what we want.
+            disks = [*disks, boot]
+            first_boot = {}
         return libvirt.Domain(
             node.name,
             name=self._physical,
@@ -122,9 +136,5 @@ class Node(pulumi.ComponentResource):
                 type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
             ),
             **first_boot,
-            opts=self._opts(
-                # cloud-init does not re-run in the guest, so a new cloud-init
-                # disk must mean a new VM, visible in preview.
-                replace_on_changes=["cloudinit"],
-            ),
+            opts=self._opts(),
         )

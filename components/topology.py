@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 from .config import NodeConfig, StackConfig, vrrp_priority
 from .render import chrony, cloud_init, coredns, haproxy, ignition, keepalived
+from .render.os_family import family_of
 
 CHECK_SCRIPT = "/usr/local/libexec/microcloud/chk_haproxy"
 
@@ -56,8 +57,9 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) ->
     )
 
 
-def el9_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> cloud_init.El9Node:
-    return cloud_init.El9Node(
+def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> cloud_init.CloudInitNode:
+    return cloud_init.CloudInitNode(
+        family=family_of(node.os),
         hostname=node.name,
         fqdn=cfg.fqdn(node.name),
         role=node.role,
@@ -73,12 +75,12 @@ def ignition_json(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -
 
 
 def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str], instance_id: str) -> dict[str, str]:
-    """user_data, network_config and meta_data of one EL9 node."""
-    spec = el9_node(cfg, node, ssh_keys)
+    """The NoCloud documents (user-data, network-config, meta-data) of one cloud-init (EL9 or Debian) node."""
+    spec = cloud_init_node(cfg, node, ssh_keys)
     return {
-        "user_data": cloud_init.render_user_data(spec),
-        "network_config": cloud_init.render_network_config(spec.network),
-        "meta_data": cloud_init.render_meta_data(instance_id=instance_id, hostname=node.name),
+        "user-data": cloud_init.render_user_data(spec),
+        "network-config": cloud_init.render_network_config(spec.network),
+        "meta-data": cloud_init.render_meta_data(instance_id=instance_id, hostname=node.name),
     }
 
 

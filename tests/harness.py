@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import runpy
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -146,11 +148,20 @@ class Run:
         return _sync_await(out.future()), _sync_await(out.is_secret())
 
 
+# Stands in for the CoreDNS binary the program uploads (it only hashes it here).
+FAKE_COREDNS = Path(tempfile.gettempdir()) / "microcloud-tests-coredns"
+
+
 def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False) -> Run:
     """Evaluate __main__.py for ``stack`` (config from Pulumi.<stack>.yaml unless ``model`` is given)."""
     config = stack_config(stack)
-    if model is not None:
-        config = {**config, "microcloud:config": model}
+    model = copy.deepcopy(model if model is not None else config["microcloud:config"])
+    if not model.get("dns", {}).get("coredns", {}).get("path"):
+        FAKE_COREDNS.write_bytes(b"not really coredns\n")
+        model.setdefault("dns", {}).setdefault("coredns", {})["path"] = str(FAKE_COREDNS)
+    config = {**config, "microcloud:config": model}
+    # NoCloud seeds are written by the program: into a scratch dir, not ~/.cache.
+    os.environ.setdefault("MICROCLOUD_SEED_DIR", tempfile.mkdtemp(prefix="microcloud-seeds-"))
     pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
     monitor = RecordingMonitor(Mocks())
     pulumi.runtime.settings.set_root_resource(None)  # a fresh Stack (and exports) per run

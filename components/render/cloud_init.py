@@ -1,4 +1,4 @@
-"""cloud-init for EL9 (Rocky/Alma) nodes: user-data, network-config v2 and meta-data.
+"""cloud-init for EL9 (Rocky/Alma) and Debian 12 nodes: user-data, network-config v2 and meta-data.
 
 Only what never changes for the VM's life goes here (day 1); service configs
 that follow the cluster (haproxy, keepalived, chrony server, CoreDNS) are
@@ -13,16 +13,12 @@ import yaml
 
 from .chrony import render_chrony_client
 from .ignition import NetworkSettings
-
-ROLE_PACKAGES = {
-    "load_balancer": ("haproxy", "keepalived", "policycoreutils-python-utils"),
-    "infra": ("podman", "bind-utils"),
-}
-BASE_PACKAGES = ("chrony", "qemu-guest-agent")
+from .os_family import OsFamily
 
 
 @dataclass(frozen=True)
-class El9Node:
+class CloudInitNode:
+    family: OsFamily
     hostname: str
     fqdn: str
     role: str
@@ -38,14 +34,19 @@ def _dump(doc: dict, header: str = "") -> str:
     return header + yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
 
 
-def render_user_data(node: El9Node) -> str:
+def render_user_data(node: CloudInitNode) -> str:
     if not node.ssh_keys:
         raise ValueError("cloud-init: at least one SSH public key is required (no password login)")
-    packages = sorted(set(BASE_PACKAGES + ROLE_PACKAGES.get(node.role, ()) + node.extra_packages))
+    fam = node.family
+    packages = sorted(set(fam.packages_for(node.role) + node.extra_packages))
     sysctl = "# Rendered by microcloud\nnet.ipv4.ip_forward = 1\nnet.ipv4.ip_nonlocal_bind = 1\n"
     files = [
         {"path": "/etc/sysctl.d/90-microcloud.conf", "content": sysctl, "permissions": "0644", "owner": "root:root"},
     ]
+    if fam.write_resolv_conf:
+        resolv = "# Rendered by microcloud\n" + "".join(f"nameserver {ip}\n" for ip in node.network.dns)
+        resolv += f"search {node.network.search_domain}\n"
+        files.append({"path": "/etc/resolv.conf", "content": resolv, "permissions": "0644", "owner": "root:root"})
     runcmd: list[list[str] | str] = [
         ["sysctl", "--system"],
         # Cloud images ship without swap; make sure nothing enables it.
@@ -55,15 +56,15 @@ def render_user_data(node: El9Node) -> str:
     if node.ntp_server:
         files.append(
             {
-                "path": "/etc/chrony.conf",
+                "path": fam.chrony_conf,
                 "content": render_chrony_client(server=node.ntp_server),
                 "permissions": "0644",
                 "owner": "root:root",
             }
         )
-        runcmd.append(["systemctl", "restart", "chronyd"])
-    runcmd.append(["systemctl", "enable", "--now", "chronyd"])
-    if node.role == "load_balancer":
+        runcmd.append(["systemctl", "restart", fam.chrony_unit])
+    runcmd.append(["systemctl", "enable", "--now", fam.chrony_unit])
+    if node.role == "load_balancer" and fam.selinux:
         # SELinux keeps haproxy off the NodePort range unless allowed.
         runcmd.append(["setsebool", "-P", "haproxy_connect_any", "1"])
     doc = {
@@ -74,7 +75,7 @@ def render_user_data(node: El9Node) -> str:
         "users": [
             {
                 "name": node.user,
-                "groups": ["wheel"],
+                "groups": [fam.admin_group],
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "shell": "/bin/bash",
                 "lock_passwd": True,

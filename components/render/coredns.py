@@ -66,3 +66,44 @@ def render_zone(*, domain: str, nameserver: str, nameserver_ip: str, negative_tt
     return render(
         "zone.db.j2", domain=domain, ns=ns, ns_label=nameserver, ns_ip=ip, negative_ttl=negative_ttl
     )
+
+
+def render_unit(*, binary: str, conf_dir: str = "/etc/coredns") -> str:
+    """systemd unit for the CoreDNS binary: no container runtime, no registry.
+
+    A transient user of its own (DynamicUser), only CAP_NET_BIND_SERVICE (port
+    53), read-only view of the system: CoreDNS only reads its files and
+    answers on the network.
+    """
+    return (
+        "# Rendered by microcloud (components/render/coredns.py).\n"
+        "[Unit]\n"
+        "Description=CoreDNS for the microcloud domain\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n\n"
+        "[Service]\n"
+        f"ExecStart={binary} -conf {conf_dir}/Corefile\n"
+        "Restart=on-failure\n"
+        "RestartSec=2s\n"
+        "DynamicUser=yes\n"
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE\n"
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+        "NoNewPrivileges=yes\n"
+        "ProtectSystem=strict\n"
+        "ProtectHome=yes\n"
+        "PrivateTmp=yes\n"
+        "PrivateDevices=yes\n"
+        "ProtectKernelTunables=yes\n"
+        "ProtectKernelModules=yes\n"
+        "ProtectControlGroups=yes\n"
+        "ProtectClock=yes\n"
+        "ProtectHostname=yes\n"
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n"
+        "RestrictNamespaces=yes\n"
+        "RestrictRealtime=yes\n"
+        "LockPersonality=yes\n"
+        "MemoryDenyWriteExecute=yes\n"
+        "SystemCallArchitectures=native\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
