@@ -45,6 +45,11 @@ if is_current; then
     echo "$BIN"
     exit 0
 fi
+# --cached-only: answer whether it is built, never build (the e2e tests ask).
+if [[ ${1:-} == --cached-only ]]; then
+    log "$BIN is not built"
+    exit 1
+fi
 
 mkdir -p "$DIR"
 # Two concurrent runs (parallel CI jobs sharing a cache) build once.

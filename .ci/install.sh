@@ -10,7 +10,7 @@ DEBIAN_PACKAGES=(
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
-  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage)
+  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux openssh-client)
 fi
 
 missing=()

@@ -55,7 +55,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PULUMI_VERSION=3.272.0   # the Python SDK
 CLI_VERSION=3.274.1      # the CLI: newest pkg/v3 the module proxy serves, >= the SDK
 # name version
-PROVIDERS=("command 1.2.1" "libvirt 0.5.4" "random 4.21.1" "tls 5.5.1")
+PROVIDERS=("command 1.2.1" "libvirt 0.5.4" "random 4.21.1" "tls 5.3.1")
 KUBERNETES="kubernetes 4.25.0"
 # pulumi-kubernetes has no provider tags: the commit of release 4.25.0, and the
 # sdk module its go.mod replaces with ../sdk.

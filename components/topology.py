@@ -7,6 +7,8 @@ call them directly with the same configs, so what is checked is what ships.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Mapping, Sequence
 
 from .config import NodeConfig, StackConfig, vrrp_priority
@@ -37,8 +39,18 @@ def network_settings(cfg: StackConfig, node: NodeConfig) -> ignition.NetworkSett
     )
 
 
+def reboot_slot(name: str) -> int:
+    """A node's reboot weekday slot, from its name alone.
+
+    First-boot config must not depend on the node's position in the list
+    (inserting a node would replace the ones after it). A trailing number
+    spreads server1..serverN over consecutive days; other names hash.
+    """
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else int(hashlib.sha256(name.encode()).hexdigest(), 16)
+
+
 def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> ignition.FlatcarNode:
-    flatcar = [n for n in cfg.nodes if n.is_flatcar]
     u = cfg.updates
     return ignition.FlatcarNode(
         hostname=node.name,
@@ -51,7 +63,7 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) ->
         updates=ignition.UpdatePolicy(
             group=u.group,
             strategy=u.strategy,
-            window_start=ignition.reboot_window(u.window_start, flatcar.index(node)),
+            window_start=ignition.reboot_window(u.window_start, reboot_slot(node.name)),
             window_length=u.window_length,
         ),
     )

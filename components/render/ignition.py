@@ -141,5 +141,5 @@ def render_ignition(node: FlatcarNode) -> str:
 
 
 def reboot_window(start: str, index: int) -> str:
-    """Give node ``index`` its own weekday so no two nodes reboot in the same window."""
+    """The weekday of slot ``index``: consecutive slots reboot on different days."""
     return f"{WEEKDAYS[index % 7]} {start}"

@@ -1,0 +1,298 @@
+"""End to end: the real Pulumi engine brings a dev-shaped stack up on booted VMs, changes it, and tears it down.
+
+libvirtd runs in a network and mount namespace this module makes (see
+sandbox.py): every bridge, NAT rule and VM lives there, and pulumi, ssh and
+dig run inside it too. The LB pair and the infra node boot the Debian 12
+image that .ci/debian-image.sh builds from Debian packages; the K3s nodes get
+blank disks (their OS cannot boot here yet). Software emulation unless
+MICROCLOUD_E2E_KVM=1.
+
+Skipped, naming what is missing, when the provider plugins, the toolchain,
+the image or libvirt are not installed. The tests run in order on one stack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import ROOT
+
+from .sandbox import Sandbox, tools_missing
+from .stack import Stack, e2e_model, missing_plugins, toolchain_bin
+
+pytestmark = pytest.mark.e2e
+
+DEBIAN_NODES = ("lb1", "lb2", "infra")
+VIPS = ("10.27.0.32", "10.27.0.33")
+DOMAIN = "dev.microcloud.lan"
+
+
+def _prerequisites() -> tuple[Path, Path]:
+    plugins = missing_plugins()
+    if plugins:
+        pytest.skip(f"provider plugins not installed: {', '.join(plugins)} (put them in MICROCLOUD_PLUGIN_DIR, run .ci/toolchain.sh)")
+    if toolchain_bin() is None:
+        pytest.skip("no Pulumi toolchain: run bash .ci/toolchain.sh")
+    tools = tools_missing()
+    if tools:
+        pytest.skip(f"not installed: {', '.join(tools)} (MICROCLOUD_WITH_LIBVIRT=1 bash .ci/install.sh)")
+    image = subprocess.run(["bash", str(ROOT / ".ci" / "debian-image.sh"), "--cached-only"], capture_output=True, text=True)
+    if image.returncode != 0:
+        pytest.skip(f"no Debian 12 image: run bash .ci/debian-image.sh ({image.stderr.strip()[-200:]})")
+    coredns = subprocess.run(["bash", str(ROOT / ".ci" / "coredns.sh"), "--cached-only"], capture_output=True, text=True)
+    if coredns.returncode != 0:
+        pytest.skip("no CoreDNS binary: run bash .ci/coredns.sh")
+    return Path(image.stdout.strip()), Path(coredns.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    _prerequisites()
+    with Sandbox(tmp_path_factory.mktemp("sandbox")) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def stack(sandbox, tmp_path_factory) -> Stack:
+    image, coredns = _prerequisites()
+    base = tmp_path_factory.mktemp("stack")
+    blank = base / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
+    model = e2e_model(image, blank, coredns, base / "pool")
+    st = Stack.create(sandbox, base, model)
+    st.model = model  # type: ignore[attr-defined]
+    st.state = {}  # type: ignore[attr-defined]
+    yield st
+    # Whatever happened above: tear the stack down (the sandbox then kills the rest).
+    if not st.state.get("destroyed"):
+        st.pulumi("destroy", "--yes", "--skip-preview", timeout=900)
+
+
+def _need_up(stack) -> None:
+    if not stack.state.get("up"):
+        pytest.fail("pulumi up did not succeed earlier in this module")
+
+
+def _node_ips(stack) -> dict[str, str]:
+    return {n["name"]: n["ip"] for n in stack.model["nodes"]}
+
+
+def _vip_holders(stack) -> dict[str, list[str]]:
+    ips = _node_ips(stack)
+    held = {}
+    for lb in ("lb1", "lb2"):
+        res = stack.ssh(ips[lb], "ip -4 -o addr show")
+        assert res.returncode == 0, res.stderr
+        held[lb] = [v for v in VIPS if re.search(rf"\binet {re.escape(v)}/", res.stdout)]
+    return held
+
+
+def _wait(pred, timeout: float, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    return pred()
+
+
+def _tcp_open(stack, ip: str, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(('{ip}', {port}), timeout=3).close()"
+    return stack.sandbox.run(["python3", "-c", probe], timeout=30).returncode == 0
+
+
+# ------------------------------------------------------------------ the run, in order
+
+
+def test_preview_succeeds(stack):
+    res, secs = stack.timed("preview", "--diff")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "malformed RPC secret" not in res.stdout + res.stderr
+    assert re.search(r"\+ \d+ to create", res.stdout), res.stdout[-1500:]
+    stack.state["preview_s"] = secs
+
+
+def test_up_succeeds(stack):
+    res, secs = stack.timed("up", "--yes", "--skip-preview", timeout=2400)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
+    stack.state["up"] = True
+    stack.state["up_s"] = secs
+
+
+def test_booted_nodes_have_their_identity(stack):
+    _need_up(stack)
+    ips = _node_ips(stack)
+    infra = ips["infra"]
+    for name in DEBIAN_NODES:
+        res = stack.ssh(ips[name], "hostname -f; ip -4 -o addr show eth0; cat /etc/resolv.conf; cloud-init status")
+        assert res.returncode == 0, f"{name}: {res.stderr}"
+        lines = res.stdout.splitlines()
+        assert lines[0] == f"{name}.{DOMAIN}", (name, lines[0])
+        assert f"inet {ips[name]}/24" in lines[1], (name, lines[1])
+        servers = [line.split()[1] for line in lines if line.startswith("nameserver")]
+        router = ".".join(ips[name].split(".")[:3]) + ".1"
+        first = ips[name] if name == "infra" else infra
+        assert servers[:2] == [first, router], (name, servers)
+        assert "status: done" in res.stdout, (name, res.stdout)
+
+
+def test_vips_on_exactly_one_lb_and_haproxy_answers(stack):
+    _need_up(stack)
+    held = _wait(lambda: (lambda h: h if sorted(h["lb1"] + h["lb2"]) == sorted(VIPS) else None)(_vip_holders(stack)), 60)
+    assert held, f"VIPs not held: {_vip_holders(stack)}"
+    owners = [lb for lb, vips in held.items() if vips]
+    assert len(owners) == 1 and sorted(held[owners[0]]) == sorted(VIPS), held
+    stack.state["master"] = owners[0]
+    # haproxy listens on both VIPs (API and ingress frontends)
+    assert _tcp_open(stack, VIPS[0], 6443)
+    assert _tcp_open(stack, VIPS[1], 80)
+
+
+def test_infra_answers_dns_and_ntp(stack):
+    _need_up(stack)
+    ips = _node_ips(stack)
+    infra = ips["infra"]
+    want = {**{f"{n}.{DOMAIN}": ip for n, ip in ips.items()}, f"api.{DOMAIN}": VIPS[0], f"ingress.{DOMAIN}": VIPS[1]}
+    for fqdn, ip in want.items():
+        res = stack.sandbox.run(["dig", "+short", "+time=2", "+tries=2", f"@{infra}", fqdn, "A"])
+        assert res.stdout.strip() == ip, (fqdn, res.stdout, res.stderr)
+    res = stack.sandbox.run(["dig", "+time=2", f"@{infra}", f"nosuchhost.{DOMAIN}", "A"])
+    assert "status: NXDOMAIN" in res.stdout, res.stdout
+    # SNTP: one client packet, the server must answer with a stratum and a transmit time.
+    sntp = (
+        "import socket,struct; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); "
+        f"s.sendto(b'\\x23' + 47 * b'\\0', ('{infra}', 123)); d=s.recvfrom(48)[0]; "
+        "print(d[1], struct.unpack('!I', d[40:44])[0])"
+    )
+    res = _wait(lambda: (lambda r: r if r.returncode == 0 and 0 < int(r.stdout.split()[0]) < 16 else None)(
+        stack.sandbox.run(["python3", "-c", sntp], timeout=30)), 60, step=3)
+    assert res, "the infra node's chrony does not serve time"
+    stratum, tx = map(int, res.stdout.split())
+    assert 0 < stratum < 16 and tx > 0
+
+
+def test_stopping_haproxy_on_master_moves_both_vips(stack):
+    _need_up(stack)
+    ips = _node_ips(stack)
+    master = stack.state.get("master") or next(lb for lb, v in _vip_holders(stack).items() if v)
+    backup = "lb2" if master == "lb1" else "lb1"
+    assert stack.ssh(ips[master], "sudo systemctl stop haproxy").returncode == 0
+    try:
+        moved = _wait(lambda: (lambda h: h if sorted(h[backup]) == sorted(VIPS) and not h[master] else None)(_vip_holders(stack)), 30)
+        assert moved, f"VIPs did not move to {backup}: {_vip_holders(stack)}"
+        assert _tcp_open(stack, VIPS[0], 6443), "API VIP does not answer through the BACKUP"
+    finally:
+        assert stack.ssh(ips[master], "sudo systemctl start haproxy").returncode == 0
+    back = _wait(lambda: (lambda h: h if sorted(h[master]) == sorted(VIPS) else None)(_vip_holders(stack)), 30)
+    assert back, f"preempt: VIPs did not return to {master}: {_vip_holders(stack)}"
+
+
+def test_re_preview_shows_no_changes(stack):
+    _need_up(stack)
+    res, secs = stack.timed("preview", "--expect-no-changes", "--diff")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    stack.state["repreview_s"] = secs
+
+
+def _plan(stack, model) -> list[dict]:
+    stack.write_config(model)
+    try:
+        res = stack.pulumi("preview", "--json")
+    finally:
+        stack.write_config(stack.model)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    return json.loads(res.stdout)["steps"]
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
+    _need_up(stack)
+    model = json.loads(json.dumps(stack.model))
+    worker = next(n for n in model["nodes"] if n["name"] == "worker1")
+    new = {**worker, "name": "worker2", "ip": "10.27.4.25"}
+    if where == "end":
+        model["nodes"].append(new)
+    else:
+        model["nodes"].insert(model["nodes"].index(worker), new)
+    steps = _plan(stack, model)
+    day2 = {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"}
+    changed = {}
+    for s in steps:
+        name = s["urn"].rsplit("::", 1)[1]
+        if s["op"] == "same":
+            continue
+        changed.setdefault(name, set()).add(s["op"])
+    created = {n for n, ops in changed.items() if ops == {"create"}}
+    assert {"worker2", "worker2-root", "worker2-ignition", "worker2-longhorn"} <= created, changed
+    others = {n: ops for n, ops in changed.items() if n not in created}
+    assert set(others) <= day2, f"unexpected changes: {others}"
+    assert {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"} <= set(others), changed
+    for ops in others.values():
+        assert not ops & {"delete"}, ops
+
+
+def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
+    """haproxy -c accepts a frontend on the SSH port; binding it cannot work: up fails, the old config keeps serving."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    before = {lb: stack.ssh(ips[lb], "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0] for lb in ("lb1", "lb2")}
+    model = json.loads(json.dumps(stack.model))
+    model["load_balancer"]["api_port"] = 22
+    stack.write_config(model)
+    try:
+        res = stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+    finally:
+        stack.write_config(stack.model)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert re.search(r"microcloud: lb[12]: /etc/haproxy/haproxy.cfg: validated but could not be activated", out), out[-3000:]
+    for lb in ("lb1", "lb2"):
+        now = stack.ssh(ips[lb], "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0]
+        assert now == before[lb], f"{lb} does not have its previous haproxy.cfg back"
+    assert _tcp_open(stack, VIPS[0], 6443), "the API VIP stopped answering"
+    # Back to the real config: converged, nothing to do.
+    res = stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    res = stack.pulumi("preview", "--expect-no-changes")
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+def test_no_generated_secret_in_clear(stack):
+    _need_up(stack)
+    ips = _node_ips(stack)
+    key = stack.output("ssh_private_key", secret=True)
+    body = [line for line in key.splitlines() if line and "PRIVATE KEY" not in line]
+    res = stack.ssh(ips["lb1"], "sudo awk '/auth_pass/ {print $2; exit}' /etc/keepalived/keepalived.conf")
+    vrrp = res.stdout.strip()
+    assert len(vrrp) == 8, res.stderr
+    export = stack.pulumi("stack", "export", "--stack", stack.name)
+    assert export.returncode == 0
+    # the CLI's own output of every command so far, except the one --show-secrets call
+    transcript = "\n".join(t for t in stack.transcript if "--show-secrets" not in t.split("\n", 1)[0])
+    for where, text in (("state", export.stdout), ("CLI output", transcript)):
+        assert vrrp not in text, f"VRRP password in clear in the {where}"
+        for line in body:
+            assert line not in text, f"SSH private key in clear in the {where}"
+
+
+def test_destroy_leaves_nothing(stack):
+    _need_up(stack)
+    res, secs = stack.timed("destroy", "--yes", "--skip-preview", timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    stack.state["destroyed"] = True
+    stack.state["destroy_s"] = secs
+    sb = stack.sandbox
+    assert sb.virsh("list", "--all", "--name").stdout.split() == []
+    assert [n for n in sb.virsh("net-list", "--all", "--name").stdout.split() if n.startswith("microcloud")] == []
+    assert [p for p in sb.virsh("pool-list", "--all", "--name").stdout.split() if p.startswith("microcloud")] == []
+    pool = Path(stack.model["pool_path"])
+    assert not pool.exists() or not any(pool.iterdir()), list(pool.iterdir())
