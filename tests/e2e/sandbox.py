@@ -82,11 +82,13 @@ class Sandbox:
         # `ip netns exec` execs unshare, which execs sh: same PID.
         return self.holder.pid
 
-    def run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    def run(self, cmd: list[str], cwd: Optional[Path] = None, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         kw.setdefault("timeout", 120)
-        return subprocess.run(["nsenter", "-t", str(self._ns_pid()), "-m", "-n", "--", *cmd], **kw)
+        # Entering a mount namespace resets the working directory: cd there.
+        wd = ["sh", "-c", 'cd "$0" && exec "$@"', str(cwd)] if cwd else []
+        return subprocess.run(["nsenter", "-t", str(self._ns_pid()), "-m", "-n", "--", *wd, *cmd], **kw)
 
     def virsh(self, *args: str) -> subprocess.CompletedProcess:
         return self.run(["virsh", "-c", "qemu:///system", *args])
