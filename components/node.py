@@ -103,7 +103,8 @@ class Node(pulumi.ComponentResource):
             name=f"{self._physical}-seed.iso",
             pool=a.pool_name,
             source=seed_path,
-            format="raw",
+            # No format: libvirt probes it ("iso") and the provider reads that
+            # back; a given "raw" would differ and replace the VM on every plan.
             opts=self._opts(),
         )
 
