@@ -18,8 +18,8 @@
 #   GO                          go binary (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
-# Keep in sync with the tag of coredns_image in components/config.py
-# (tests/test_coredns_real.py checks that they agree).
+# Keep in sync with dns.coredns.version in components/config.py (the binary the
+# infra node runs; tests/test_coredns_real.py checks that they agree).
 VERSION=v1.12.1
 MODULE=github.com/coredns/coredns
 # Everything the rendered Corefile uses, plus what an operator would add
