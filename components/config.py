@@ -630,6 +630,27 @@ def parse_config(raw: Any) -> StackConfig:
     return cfg
 
 
+def check_local_files(cfg: StackConfig) -> None:
+    """Files on the machine that runs Pulumi which the config names: present, and as pinned."""
+    spec = cfg.dns.coredns
+    path = spec.local_path()
+    if not os.path.isfile(path):
+        key = "dns.coredns.path" if spec.path else "dns.coredns"
+        raise ConfigError(key, f"no CoreDNS binary at {path}; run bash .ci/coredns.sh or set dns.coredns.path")
+    if spec.sha256:
+        got = file_sha256(path)
+        if got != spec.sha256:
+            raise ConfigError("dns.coredns.sha256", f"{path} has sha256 {got}, not the pinned {spec.sha256}")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load() -> StackConfig:
     """Read ``microcloud:config`` from the stack; config mistakes end the run in one line."""
     import pulumi  # local import keeps parse_config usable without Pulumi
@@ -638,6 +659,8 @@ def load() -> StackConfig:
     if raw is None:
         raise pulumi.RunError(f"{CONFIG_KEY}: is not set; copy the shape of Pulumi.dev.yaml into Pulumi.<stack>.yaml")
     try:
-        return parse_config(raw)
+        cfg = parse_config(raw)
+        check_local_files(cfg)
+        return cfg
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -11,21 +10,13 @@ import pulumi
 from pulumi_command import remote
 
 from . import topology
-from .config import StackConfig
+from .config import StackConfig, file_sha256
 from .day2 import Connection, apply_file, install_script
 from .render.coredns import render_unit
 from .render.os_family import family_of
 
 COREDNS_DIR = "/etc/coredns"
 COREDNS_LIB = "/usr/local/lib/microcloud"
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dig(name: str, rtype: str = "A") -> str:

@@ -167,3 +167,28 @@ def test_program_reports_missing_config():
     pulumi.runtime.set_all_config({k: json.dumps(v) for k, v in cfg.items()})
     with pytest.raises(pulumi.RunError, match="Pulumi.dev.yaml"):
         load()
+
+
+def test_program_checks_the_coredns_binary_it_uploads(tmp_path):
+    """The binary the infra node gets: present, and the pinned sha256 when one is set; else one RunError line."""
+    import hashlib
+
+    import pulumi
+
+    binary = tmp_path / "coredns"
+    binary.write_bytes(b"a CoreDNS build\n")
+    good = hashlib.sha256(binary.read_bytes()).hexdigest()
+    cases = [
+        ({"path": str(tmp_path / "absent")}, "dns.coredns.path", "no CoreDNS binary at"),
+        ({"path": str(binary), "sha256": "0" * 64}, "dns.coredns.sha256", f"has sha256 {good}, not the pinned"),
+    ]
+    for coredns, key, words in cases:
+        model = stack_model("dev")
+        model["dns"]["coredns"] = coredns
+        run = run_program("dev", model)
+        assert isinstance(run.error, pulumi.RunError), run.error
+        assert str(run.error).startswith(f"microcloud:config.{key}: ") and words in str(run.error), run.error
+        assert [r.type for r in run.resources] == ["pulumi:pulumi:Stack"]
+    model = stack_model("dev")
+    model["dns"]["coredns"] = {"path": str(binary), "sha256": good.upper()}
+    assert run_program("dev", model).error is None
