@@ -522,8 +522,6 @@ go_env() {
   # Never fetch another toolchain; static binaries; 2 cores.
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 }
-# go list -m -f TEMPLATE MODULE@VERSION; empty (and status 1) if the proxy refuses it.
-go_mod_field() { "$GO" list -m -f "$2" "$1" 2>/dev/null; }
 go_mod_dir() { "$GO" mod download -json "$1" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
 GOBUILD=(build -p 2 -trimpath)
 

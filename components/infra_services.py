@@ -95,31 +95,29 @@ class InfraServices(pulumi.ComponentResource):
             )
             for res_name, (file, content, verify) in coredns_files.items()
         ]
-        binary = self._install_coredns_binary(cfg)
+        binary_path, binary_installed = self._install_coredns_binary(cfg)
         apply_file(
             "coredns-unit",
             conn=self._conn,
             node=infra.name,
-            content=render_unit(binary=binary.path),
+            content=render_unit(binary=binary_path),
             path="/etc/systemd/system/coredns.service",
             # systemd-analyze wants a unit name; it also checks ExecStart exists.
             validate='d=$(mktemp -d); cp {file} "$d/coredns.service"; systemd-analyze verify "$d/coredns.service"; '
             'rc=$?; rm -rf "$d"; exit $rc',
             activate="systemctl daemon-reload && systemctl enable -q coredns && systemctl restart coredns",
             verify=f"restarted coredns && {dig(cfg.fqdn(infra.name))}",
-            replace_with=[*self._again, binary.command.id],
+            replace_with=[*self._again, binary_installed.id],
             # CoreDNS needs its files in place to start; no data flows.
             opts=pulumi.ResourceOptions(parent=self, depends_on=delivered),
         )
         self.register_outputs({"hosts_file": self.hosts_file})
 
-    @dataclass(frozen=True)
-    class _Binary:
-        path: str
-        command: remote.Command
+    def _install_coredns_binary(self, cfg: StackConfig) -> tuple[str, remote.Command]:
+        """Copy the pinned CoreDNS binary from the Pulumi host, check its sha256 on the node, install it.
 
-    def _install_coredns_binary(self, cfg: StackConfig) -> "InfraServices._Binary":
-        """Copy the pinned CoreDNS binary from the Pulumi host, check its sha256 on the node, install it."""
+        Returns where it is installed and the command that installs it.
+        """
         spec = cfg.dns.coredns
         local = spec.local_path()
         sha = file_sha256(local)
@@ -158,4 +156,4 @@ class InfraServices(pulumi.ComponentResource):
                 additional_secret_outputs=["stdout", "stderr"],
             ),
         )
-        return InfraServices._Binary(path=target, command=command)
+        return target, command

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,18 +24,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ROOT, stack_config
+from cli import POINTER, project_copy, toolchain_bin
+from harness import stack_config
 from test_config import CASES
 
-PULUMI_HOME = ROOT / ".pulumi-home"
-POINTER = PULUMI_HOME / "toolchain-bin"
-
-
 def _toolchain_bin() -> Path:
-    if POINTER.is_file():
-        bin_dir = Path(POINTER.read_text().strip())
-        if (bin_dir / "pulumi").is_file() and (bin_dir / "pulumi-language-python").is_file():
-            return bin_dir
+    bin_dir = toolchain_bin()
+    if bin_dir is not None:
+        return bin_dir
     if os.environ.get("MICROCLOUD_SKIP_ENGINE") == "1":
         pytest.skip("MICROCLOUD_SKIP_ENGINE=1 and no Pulumi toolchain: run bash .ci/toolchain.sh")
     pytest.fail("no Pulumi toolchain for this checkout: run bash .ci/toolchain.sh (a few minutes cold, seconds warm)")
@@ -45,27 +40,7 @@ def _toolchain_bin() -> Path:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """Environment for the CLI: our binaries first on PATH, project PULUMI_HOME, file backend, no downloads."""
-    bin_dir = _toolchain_bin()
-    base = tmp_path_factory.mktemp("engine")
-    (base / "state").mkdir()
-    work = base / "project"
-    work.mkdir()
-    for f in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy2(ROOT / f, work / f)
-    shutil.copytree(ROOT / "components", work / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    (work / "venv").symlink_to(ROOT / "venv")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-    env.update(
-        PATH=f"{bin_dir}:{env.get('PATH', '')}",
-        PULUMI_HOME=str(PULUMI_HOME),
-        PULUMI_BACKEND_URL=f"file://{base / 'state'}",
-        # A throwaway passphrase for a throwaway backend; no secret of any real stack.
-        PULUMI_CONFIG_PASSPHRASE=uuid.uuid4().hex,
-        PULUMI_SKIP_UPDATE_CHECK="true",
-        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-        PULUMI_IGNORE_AMBIENT_PLUGINS="true",
-    )
-    return work, env
+    return project_copy(tmp_path_factory.mktemp("engine"), _toolchain_bin())
 
 
 def pulumi(engine, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

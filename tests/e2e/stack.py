@@ -1,9 +1,7 @@
 """A dev-shaped stack under the real Pulumi CLI, inside a Sandbox: used by the e2e tier and its benchmark.
 
-The program is copied into a temp dir (the passphrase provider writes its
-salt into the stack file) and uses the checkout's venv; state goes to a file
-backend in the temp dir, the passphrase is a throwaway one, plugins come
-from the project's PULUMI_HOME (installed by .ci/toolchain.sh).
+The CLI runs on a throwaway copy of the program (see tests/cli.py), inside
+the sandbox's namespaces so it reaches libvirt's socket and the VMs.
 """
 
 from __future__ import annotations
@@ -11,22 +9,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
+from cli import PULUMI_HOME, project_copy, toolchain_bin
 from harness import ROOT, stack_config
 
 from .sandbox import Sandbox
 
-PULUMI_HOME = ROOT / ".pulumi-home"
-POINTER = PULUMI_HOME / "toolchain-bin"
 PLUGINS = ("command", "libvirt", "random", "tls")
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
@@ -46,14 +40,6 @@ def missing_plugins() -> list[str]:
         if not (PULUMI_HOME / "plugins" / f"resource-{name}-v{ver}" / f"pulumi-resource-{name}").exists():
             missing.append(f"{name}@{ver}")
     return missing
-
-
-def toolchain_bin() -> Optional[Path]:
-    if POINTER.is_file():
-        b = Path(POINTER.read_text().strip())
-        if (b / "pulumi").is_file():
-            return b
-    return None
 
 
 def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:
@@ -82,33 +68,18 @@ class Stack:
     sandbox: Sandbox
     work: Path
     env: dict
+    model: dict
     name: str = "e2e"
     transcript: list[str] = field(default_factory=list)
+    # What earlier steps of an ordered run found (up succeeded, timings, the MASTER).
+    state: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, sandbox: Sandbox, base: Path, model: dict) -> "Stack":
         bin_dir = toolchain_bin()
         assert bin_dir, "no Pulumi toolchain: run bash .ci/toolchain.sh"
-        work = base / "project"
-        work.mkdir(parents=True)
-        (base / "state").mkdir()
-        for f in ("Pulumi.yaml", "__main__.py"):
-            shutil.copy2(ROOT / f, work / f)
-        shutil.copytree(ROOT / "components", work / "components", ignore=shutil.ignore_patterns("__pycache__"))
-        (work / "venv").symlink_to(ROOT / "venv")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-        env.update(
-            PATH=f"{bin_dir}:{env.get('PATH', '')}",
-            PULUMI_HOME=str(PULUMI_HOME),
-            PULUMI_BACKEND_URL=f"file://{base / 'state'}",
-            # A throwaway passphrase for a throwaway backend.
-            PULUMI_CONFIG_PASSPHRASE=uuid.uuid4().hex,
-            PULUMI_SKIP_UPDATE_CHECK="true",
-            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-            PULUMI_IGNORE_AMBIENT_PLUGINS="true",
-            MICROCLOUD_SEED_DIR=str(base / "seeds"),
-        )
-        stack = cls(sandbox=sandbox, work=work, env=env)
+        work, env = project_copy(base, bin_dir, MICROCLOUD_SEED_DIR=str(base / "seeds"))
+        stack = cls(sandbox=sandbox, work=work, env=env, model=model)
         stack.write_config(model)
         res = stack.pulumi("stack", "init", stack.name, "--secrets-provider", "passphrase")
         assert res.returncode == 0, res.stderr

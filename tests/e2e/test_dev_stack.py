@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +24,9 @@ import pytest
 from harness import ROOT
 
 from .sandbox import Sandbox, tools_missing
-from .stack import Stack, e2e_model, missing_plugins, toolchain_bin
+from cli import toolchain_bin
+
+from .stack import Stack, e2e_model, missing_plugins
 
 pytestmark = pytest.mark.e2e
 
@@ -54,22 +54,24 @@ def _prerequisites() -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    _prerequisites()
+def prerequisites() -> tuple[Path, Path]:
+    return _prerequisites()
+
+
+@pytest.fixture(scope="module")
+def sandbox(prerequisites, tmp_path_factory):
     with Sandbox(tmp_path_factory.mktemp("sandbox")) as sb:
         yield sb
 
 
 @pytest.fixture(scope="module")
-def stack(sandbox, tmp_path_factory) -> Stack:
-    image, coredns = _prerequisites()
+def stack(prerequisites, sandbox, tmp_path_factory) -> Stack:
+    image, coredns = prerequisites
     base = tmp_path_factory.mktemp("stack")
     blank = base / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
     model = e2e_model(image, blank, coredns, base / "pool")
     st = Stack.create(sandbox, base, model)
-    st.model = model  # type: ignore[attr-defined]
-    st.state = {}  # type: ignore[attr-defined]
     yield st
     # Whatever happened above: tear the stack down (the sandbox then kills the rest).
     if not st.state.get("destroyed"):
