@@ -27,7 +27,7 @@ EL9 = ("rocky9", "alma9")
 # OSes with a package manager and cloud-init: they can run the packaged
 # services of the load balancers and the infra node.
 PACKAGED_OS = (*EL9, "debian12")
-# DNS names the stack gives its VIPs (see topology.dns_records).
+# DNS names the stack gives its VIPs (see specs.dns_records).
 RESERVED_NAMES = ("api", "ingress")
 K3S_ROLES = ("server", "agent", "storage")
 # Smallest memory each role is known to run with; below it K3s, Longhorn or

@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 import pulumi
 from pulumi_command import remote
 
-from . import topology
+from . import specs
 from .config import StackConfig, file_sha256
 from .day2 import Connection, apply_file, install_script
 from .render.coredns import render_unit
@@ -55,7 +55,7 @@ class InfraServices(pulumi.ComponentResource):
             "chrony",
             conn=self._conn,
             node=infra.name,
-            content=topology.chrony_server_conf(cfg),
+            content=specs.chrony_server_conf(cfg),
             path=fam.chrony_conf,
             validate="chronyd -p -f {file} >/dev/null",
             activate=f"systemctl enable -q {fam.chrony_unit} && systemctl restart {fam.chrony_unit}",
@@ -64,7 +64,7 @@ class InfraServices(pulumi.ComponentResource):
             replace_with=self._again,
             opts=child,
         )
-        self.hosts_file = pulumi.Output.all(**args.node_ips).apply(lambda ips: topology.hosts_file(cfg, ips))
+        self.hosts_file = pulumi.Output.all(**args.node_ips).apply(lambda ips: specs.hosts_file(cfg, ips))
         # No restart for any of these: CoreDNS re-reads the hosts file by
         # itself (hosts plugin reload), so a new node only rewrites it; the zone
         # (the SOA that turns unknown names into NXDOMAIN) never changes; the
@@ -78,8 +78,8 @@ class InfraServices(pulumi.ComponentResource):
         )
         coredns_files = {
             "coredns-hosts": ("hosts", self.hosts_file, f"{running}( {every_record} )"),
-            "coredns-zone": ("zone.db", topology.zone_file(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
-            "coredns-corefile": ("Corefile", topology.corefile(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
+            "coredns-zone": ("zone.db", specs.zone_file(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
+            "coredns-corefile": ("Corefile", specs.corefile(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
         }
         delivered = [
             apply_file(

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 
 import pulumi
 
-from . import topology
+from . import specs
 from .config import StackConfig
 from .day2 import Connection, apply_file
 
@@ -34,10 +34,10 @@ class LoadBalancerPair(pulumi.ComponentResource):
         cfg = args.stack
         self.api_vip = str(cfg.load_balancer.api_vip)
         self.ingress_vip = str(cfg.load_balancer.ingress_vip)
-        self.haproxy_cfg = pulumi.Output.all(**args.backend_ips).apply(lambda ips: topology.haproxy_cfg(cfg, ips))
+        self.haproxy_cfg = pulumi.Output.all(**args.backend_ips).apply(lambda ips: specs.haproxy_cfg(cfg, ips))
         # Rendered together and checked as a pair (unicast peers, ids, priorities).
-        keepalived = pulumi.Output.secret(args.vrrp_auth).apply(lambda pw: topology.keepalived_confs(cfg, pw))
-        check_script = topology.keepalived_check_script(cfg)
+        keepalived = pulumi.Output.secret(args.vrrp_auth).apply(lambda pw: specs.keepalived_confs(cfg, pw))
+        check_script = specs.keepalived_check_script(cfg)
         for lb in cfg.load_balancers:
             self._configure(lb.name, args, keepalived[lb.name], check_script)
         self.register_outputs({"haproxy_cfg": self.haproxy_cfg})
@@ -65,7 +65,7 @@ class LoadBalancerPair(pulumi.ComponentResource):
             conn=conn,
             node=lb,
             content=check_script,
-            path=topology.CHECK_SCRIPT,
+            path=specs.CHECK_SCRIPT,
             validate="bash -n {file}",
             mode="0755",
             activate="true",

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_libvirt as libvirt
 
-from . import topology
+from . import specs
 from .config import NodeConfig, StackConfig
 from .render import nocloud
 
@@ -86,7 +86,7 @@ class Node(pulumi.ComponentResource):
         a, node, cfg = self._args, self._args.node, self._args.stack
         if node.is_flatcar:
             content = pulumi.Output.from_input(a.ssh_public_keys).apply(
-                lambda keys: topology.ignition_json(cfg, node, keys)
+                lambda keys: specs.ignition_json(cfg, node, keys)
             )
             return libvirt.Ignition(
                 f"{node.name}-ignition", name=f"{self._physical}.ign", pool=a.pool_name, content=content, opts=self._opts()
@@ -95,7 +95,7 @@ class Node(pulumi.ComponentResource):
             raise ValueError(f"node {node.name}: NodeArgs.seed_dir is required for a cloud-init node")
         seed_path = pulumi.Output.from_input(a.ssh_public_keys).apply(
             lambda keys: nocloud.write_seed_iso(
-                topology.cloud_init_docs(cfg, node, keys, instance_id=self._physical), a.seed_dir, self._physical
+                specs.cloud_init_docs(cfg, node, keys, instance_id=self._physical), a.seed_dir, self._physical
             )
         )
         return libvirt.Volume(

@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import runpy
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,20 @@ MAIN = ROOT / "__main__.py"
 PROJECT = "microcloud"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+STACKS = Path(__file__).resolve().parent / "stacks"
+# The edge topologies (tests/stacks/Pulumi.<name>.yaml), used by every tier.
+EDGE_STACKS = tuple(sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS.glob("Pulumi.*.yaml")))
+
+
+def stack_file(stack: str) -> Path:
+    """Pulumi.<stack>.yaml: dev and prod at the project root, the edge topologies in tests/stacks/."""
+    root = ROOT / f"Pulumi.{stack}.yaml"
+    return root if root.exists() else STACKS / f"Pulumi.{stack}.yaml"
 
 
 def stack_config(stack: str) -> dict:
     """The whole ``config:`` mapping of Pulumi.<stack>.yaml."""
-    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return yaml.safe_load(stack_file(stack).read_text())["config"]
 
 
 def stack_model(stack: str) -> dict:

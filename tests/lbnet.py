@@ -3,7 +3,7 @@
 ``LbNet(model)`` is a context manager. From a stack config dict (through
 ``parse_config``, so the config model validates it) it renders haproxy.cfg,
 both keepalived.conf and the check script with the program's own code
-(``components.topology``) *before* it creates anything, so a config the
+(``components.specs``) *before* it creates anything, so a config the
 program rejects never reaches a namespace. Then it builds:
 
 * one namespace holding one Linux bridge per config network in use, with the
@@ -55,10 +55,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from components import topology  # noqa: E402
+from components import specs  # noqa: E402
 from components.config import StackConfig, parse_config, vrrp_priority  # noqa: E402
 
 PREFIX = f"mc-lb-{os.getpid()}-"
@@ -395,17 +393,17 @@ class LbNet:
         self.check_script = w / "chk_haproxy"
         self.haproxy_text = {}
         for lb in (self.master, self.backup):
-            self.haproxy_text[lb] = topology.haproxy_cfg(
+            self.haproxy_text[lb] = specs.haproxy_cfg(
                 self.cfg, self.ip, run_as_service=False, pidfile=str(w / f"haproxy-{lb}.pid"), **self.haproxy_overrides
             )
         # Also runs keepalived.check_pair: a broken pair stops here, before any namespace exists.
-        self.keepalived_text = topology.keepalived_confs(
+        self.keepalived_text = specs.keepalived_confs(
             self.cfg, self.auth_pass, check_script=str(self.check_script), **self.keepalived_overrides
         )
         for lb in (self.master, self.backup):
             (w / f"haproxy-{lb}.cfg").write_text(self.haproxy_text[lb])
             (w / f"keepalived-{lb}.conf").write_text(self.keepalived_text[lb])
-        self.check_script.write_text(topology.keepalived_check_script(self.cfg))
+        self.check_script.write_text(specs.keepalived_check_script(self.cfg))
         os.chmod(self.check_script, 0o755)
         (w / "backend.py").write_text(BACKEND_SRC)
         self.api_name = f"api.{self.cfg.domain}"

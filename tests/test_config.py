@@ -9,6 +9,8 @@ import pytest
 from components.config import ConfigError, parse_config, vrrp_priority
 from harness import run_program, stack_model
 
+pytestmark = pytest.mark.unit
+
 
 def node(model: dict, name: str) -> dict:
     return next(n for n in model["nodes"] if n["name"] == name)

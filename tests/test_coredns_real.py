@@ -28,10 +28,12 @@ from typing import Iterator
 
 import pytest
 
-from components import topology
+from components import specs
 from components.config import DnsConfig, parse_config
 from components.render.coredns import render_corefile, render_hosts
 from harness import stack_model
+
+pytestmark = pytest.mark.validators
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / ".ci" / "coredns.sh"
@@ -59,7 +61,7 @@ def binary_path() -> Path:
 def _dev_stack() -> tuple[str, dict[str, str], str]:
     """Domain, records and zone exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
     cfg = parse_config(stack_model("dev"))
-    return cfg.domain, topology.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes}), topology.zone_file(cfg)
+    return cfg.domain, specs.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes}), specs.zone_file(cfg)
 
 
 DOMAIN, RECORDS, ZONE = _dev_stack()

@@ -28,6 +28,9 @@ from cli import POINTER, project_copy, toolchain_bin
 from harness import stack_config
 from test_config import CASES
 
+pytestmark = pytest.mark.engine
+
+
 def _toolchain_bin() -> Path:
     bin_dir = toolchain_bin()
     if bin_dir is not None:

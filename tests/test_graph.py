@@ -9,6 +9,8 @@ import pytest
 from components.config import parse_config
 from harness import Run, run_program, stack_model
 
+pytestmark = pytest.mark.graph
+
 DOMAIN = "libvirt:index/domain:Domain"
 VOLUME = "libvirt:index/volume:Volume"
 NETWORK = "libvirt:index/network:Network"

@@ -1,6 +1,6 @@
 """The load-balancer pair, for real: haproxy and keepalived in network namespaces.
 
-Configs come from the program's renderers via ``components.topology`` for a
+Configs come from the program's renderers via ``components.specs`` for a
 test topology derived from the dev stack (three K3s servers, two ingress
 agents; same addresses, which only ever exist inside our namespaces). Every
 time bound is derived from the timers in the rendered text; see lbnet.Timers.
@@ -21,6 +21,8 @@ from components.config import parse_config
 from components.render import keepalived as ka
 from harness import stack_model
 from lbnet import LbNet, Tls, _fetch, lb_test_model, our_namespaces, tool, wait_for
+
+pytestmark = pytest.mark.lbpair
 
 # Scheduling slack on a small shared CI machine, added to every timer-derived bound.
 SLACK = 2.5

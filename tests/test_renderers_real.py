@@ -21,59 +21,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import topology
+from components import specs
 from components.config import StackConfig, parse_config
 from components.day2 import install_script
 from components.render import keepalived as ka
 from components.render.libvirt_xml import render_dhcp_range_xslt
-from harness import stack_model
+from harness import EDGE_STACKS, stack_model
+
+pytestmark = pytest.mark.validators
 
 KEYS = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1vyS0Qf5zM1I2r3Xq7C8Rk3W1tWgYbq0bSVvP3nHk test@microcloud",)
 
 
-def _edge_models() -> dict[str, dict]:
-    """Topologies beyond dev/prod that stress the renderers."""
-    big = stack_model("dev")
-    base_server = next(n for n in big["nodes"] if n["name"] == "server1")
-    base_worker = next(n for n in big["nodes"] if n["name"] == "worker1")
-    for i in range(2, 6):
-        big["nodes"].append({**base_server, "name": f"server{i}", "ip": f"10.27.4.{10 + i}"})
-    for i in range(2, 21):
-        big["nodes"].append({**base_worker, "name": f"worker{i}", "ip": f"10.27.4.{30 + i}"})
-    big["load_balancer"]["vrrp"] = {"preempt": False, "api_router_id": 7, "ingress_router_id": 200, "advert_int": 3}
-
-    alma = stack_model("dev")
-    alma["images"] = {"alma9": {"source": "/srv/images/AlmaLinux-9-GenericCloud-9.6-20250522.x86_64.qcow2", "version": "9.6-20250522"}}
-    for n in alma["nodes"]:
-        n["os"] = "alma9"
-    # isolated networks, no DHCP, custom MTU, storage node taking ingress
-    for net in alma["networks"]:
-        net.update(mode="isolated", mtu=1450)
-        net.pop("dhcp", None)
-    next(n for n in alma["nodes"] if n["name"] == "storage1")["ingress"] = True
-    alma["ssh"] = {"user": "ops", "public_keys": [KEYS[0]]}
-    alma["updates"] = {"strategy": "off"}
-
-    # one small routed network for everything, no DHCP, no storage node
-    tiny = stack_model("dev")
-    tiny["networks"] = [{"name": "lan", "mode": "route", "cidr": "172.30.8.0/28"}]
-    ips = iter(["172.30.8.2", "172.30.8.3", "172.30.8.4", "172.30.8.5", "172.30.8.6"])
-    tiny["nodes"] = [{**n, "network": "lan", "ip": next(ips)} for n in tiny["nodes"] if n["name"] != "storage1"]
-    tiny["load_balancer"].update(network="lan", api_vip="172.30.8.13", ingress_vip="172.30.8.14")
-    # the end-to-end shape: LB pair and infra on Debian 12, a non-default user
-    deb = stack_model("dev")
-    deb["images"]["debian12"] = {"source": "/srv/images/debian12-microcloud.qcow2", "version": "12.12-1"}
-    del deb["images"]["rocky9"]
-    for n in deb["nodes"]:
-        if n["role"] in ("load_balancer", "infra"):
-            n["os"] = "debian12"
-    deb["ssh"] = {"user": "ops"}
-    return {"edge-big": big, "edge-alma-isolated": alma, "edge-tiny": tiny, "edge-debian": deb}
-
-
 def _configs() -> dict[str, StackConfig]:
-    models = {"dev": stack_model("dev"), "prod": stack_model("prod"), **_edge_models()}
-    return {name: parse_config(m) for name, m in models.items()}
+    return {name: parse_config(stack_model(name)) for name in ("dev", "prod", *EDGE_STACKS)}
 
 
 CONFIGS = _configs()
@@ -106,7 +67,7 @@ def test_ignition_validates(name, tmp_path):
         pytest.skip(f"{name} has no Flatcar node")
     for node in flatcar:
         path = tmp_path / f"{node.name}.ign"
-        path.write_text(topology.ignition_json(cfg, node, KEYS))
+        path.write_text(specs.ignition_json(cfg, node, KEYS))
         res = run([tool, str(path)])
         assert res.returncode == 0, f"{name}/{node.name}: {res.stdout}{res.stderr}"
         assert res.stdout.strip() == "" and res.stderr.strip() == "", "ignition-validate warned"
@@ -116,7 +77,7 @@ def test_ignition_validator_rejects_broken(tmp_path):
     """The check can fail: a relative path is what a template slip would produce."""
     cfg = CONFIGS["dev"]
     node = next(n for n in cfg.nodes if n.is_flatcar)
-    doc = json.loads(topology.ignition_json(cfg, node, KEYS))
+    doc = json.loads(specs.ignition_json(cfg, node, KEYS))
     doc["storage"]["files"][0]["path"] = "etc/hostname"
     path = tmp_path / "broken.ign"
     path.write_text(json.dumps(doc))
@@ -134,19 +95,20 @@ def _ignition_files(text: str) -> dict[str, str]:
 def test_ignition_content_prod_master():
     cfg = CONFIGS["prod"]
     master = next(n for n in cfg.nodes if n.name == "master2")
-    files = _ignition_files(topology.ignition_json(cfg, master, KEYS))
+    files = _ignition_files(specs.ignition_json(cfg, master, KEYS))
     net = files["/etc/systemd/network/00-microcloud.network"]
     assert "Address=10.17.4.22/24" in net and "Gateway=10.17.4.1" in net
     # internal resolver first, then the network's router; no public fallback
     assert net.index("DNS=10.17.3.11") < net.index("DNS=10.17.4.1")
     assert "FallbackDNS=\n" in files["/etc/systemd/resolved.conf.d/10-microcloud.conf"]
-    assert "Destination=192.168.0.0/24" in net and "Destination=10.17.3.0/24" in net
+    # Only its own network: the default route; the host routes between networks.
+    assert "[Route]" not in net and "Destination=" not in net
     assert "net.ipv4.ip_nonlocal_bind = 1" in files["/etc/sysctl.d/90-microcloud.conf"]
     assert "NTP=10.17.3.11" in files["/etc/systemd/timesyncd.conf.d/10-microcloud.conf"]
     assert files["/etc/hostname"] == "master2.microcloud.lan\n"
     update = files["/etc/flatcar/update.conf"]
     assert "REBOOT_STRATEGY=reboot" in update
-    doc = json.loads(topology.ignition_json(cfg, master, KEYS))
+    doc = json.loads(specs.ignition_json(cfg, master, KEYS))
     assert {"name": "swap.target", "mask": True} in doc["systemd"]["units"]
     assert not any(u["name"].startswith("locksmithd") for u in doc["systemd"]["units"])
     assert doc["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": list(KEYS)}]
@@ -155,7 +117,7 @@ def test_ignition_content_prod_master():
 def test_reboot_windows_differ_between_servers():
     cfg = CONFIGS["prod"]
     windows = [
-        _ignition_files(topology.ignition_json(cfg, n, KEYS))["/etc/flatcar/update.conf"] for n in cfg.servers
+        _ignition_files(specs.ignition_json(cfg, n, KEYS))["/etc/flatcar/update.conf"] for n in cfg.servers
     ]
     assert len(set(windows)) == len(windows)
 
@@ -166,7 +128,7 @@ def test_reboot_windows_differ_between_servers():
 def _cloud_init_docs(cfg: StackConfig):
     for node in cfg.nodes:
         if not node.is_flatcar:
-            yield node, topology.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}")
+            yield node, specs.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -227,14 +189,14 @@ def test_os_family_names_services_per_os():
     """The same roles under each OS's own names: chrony unit and path, admin group, SELinux."""
     cfg = CONFIGS["edge-debian"]
     lb = next(n for n in cfg.load_balancers)
-    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
+    doc = yaml.safe_load(specs.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
     paths = [f["path"] for f in doc["write_files"]]
     assert "/etc/chrony/chrony.conf" in paths and "/etc/chrony.conf" not in paths
     assert ["systemctl", "enable", "--now", "chrony"] in doc["runcmd"]
     assert doc["users"][0]["groups"] == ["sudo"] and doc["users"][0]["name"] == "ops"
     assert not any("setsebool" in " ".join(c) for c in doc["runcmd"])
     rocky = CONFIGS["dev"]
-    doc = yaml.safe_load(topology.cloud_init_docs(rocky, rocky.load_balancers[0], KEYS, "x")["user-data"])
+    doc = yaml.safe_load(specs.cloud_init_docs(rocky, rocky.load_balancers[0], KEYS, "x")["user-data"])
     assert ["systemctl", "enable", "--now", "chronyd"] in doc["runcmd"] and doc["users"][0]["groups"] == ["wheel"]
     assert ["setsebool", "-P", "haproxy_connect_any", "1"] in doc["runcmd"]
 
@@ -242,7 +204,7 @@ def test_os_family_names_services_per_os():
 def test_cloud_init_user_data_content_lb():
     cfg = CONFIGS["prod"]
     lb = next(n for n in cfg.load_balancers)
-    doc = yaml.safe_load(topology.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
+    doc = yaml.safe_load(specs.cloud_init_docs(cfg, lb, KEYS, "x")["user-data"])
     assert doc["ssh_pwauth"] is False and doc["users"][0]["lock_passwd"] is True
     assert "passwd" not in doc["users"][0] and "hashed_passwd" not in doc["users"][0]
     assert {"haproxy", "keepalived", "chrony"} <= set(doc["packages"])
@@ -255,7 +217,7 @@ def test_cloud_init_user_data_content_lb():
 def test_chrony_configs_parse(name, tmp_path):
     tool = need("chronyd")
     cfg = CONFIGS[name]
-    confs = {"server": topology.chrony_server_conf(cfg)}
+    confs = {"server": specs.chrony_server_conf(cfg)}
     for node, docs in _cloud_init_docs(cfg):
         for f in yaml.safe_load(docs["user-data"])["write_files"]:
             if f["path"] in ("/etc/chrony.conf", "/etc/chrony/chrony.conf"):
@@ -272,7 +234,7 @@ def test_chrony_configs_parse(name, tmp_path):
 
 def test_chronyd_rejects_broken(tmp_path):
     path = tmp_path / "broken.conf"
-    path.write_text(topology.chrony_server_conf(CONFIGS["dev"]).replace("allow ", "alow ", 1))
+    path.write_text(specs.chrony_server_conf(CONFIGS["dev"]).replace("allow ", "alow ", 1))
     assert run([need("chronyd"), "-p", "-f", str(path)]).returncode != 0
 
 
@@ -284,7 +246,7 @@ def test_haproxy_config_valid(name, tmp_path):
     tool = need("haproxy")
     cfg = CONFIGS[name]
     path = tmp_path / "haproxy.cfg"
-    path.write_text(topology.haproxy_cfg(cfg, node_ips(cfg)))
+    path.write_text(specs.haproxy_cfg(cfg, node_ips(cfg)))
     res = run([tool, "-c", "-f", str(path)])
     assert res.returncode == 0, f"{name}: {res.stdout}{res.stderr}"
     text = path.read_text()
@@ -298,13 +260,13 @@ def test_haproxy_config_valid(name, tmp_path):
 def test_haproxy_rejects_broken(tmp_path):
     cfg = CONFIGS["dev"]
     path = tmp_path / "haproxy.cfg"
-    path.write_text(topology.haproxy_cfg(cfg, node_ips(cfg)).replace("balance roundrobin", "balance nosuchalgo", 1))
+    path.write_text(specs.haproxy_cfg(cfg, node_ips(cfg)).replace("balance roundrobin", "balance nosuchalgo", 1))
     assert run([need("haproxy"), "-c", "-f", str(path)]).returncode != 0
 
 
 def test_haproxy_prod_ingress_excludes_storage():
     cfg = CONFIGS["prod"]
-    text = topology.haproxy_cfg(cfg, node_ips(cfg))
+    text = specs.haproxy_cfg(cfg, node_ips(cfg))
     assert "storage1" not in text
     assert "inter 3s fall 3 rise 2" in text
 
@@ -336,10 +298,10 @@ def test_keepalived_configs_valid(name, tmp_path, netns_with_iface):
     tool = need("keepalived")
     cfg = CONFIGS[name]
     script = tmp_path / "chk_haproxy"
-    script.write_text(topology.keepalived_check_script(cfg))
+    script.write_text(specs.keepalived_check_script(cfg))
     script.chmod(0o755)
     ns = netns_with_iface(cfg.load_balancer.vrrp.interface)
-    confs = topology.keepalived_confs(cfg, "s3cr3t!x", check_script=str(script))
+    confs = specs.keepalived_confs(cfg, "s3cr3t!x", check_script=str(script))
     assert len(confs) == 2
     for lb, text in confs.items():
         path = tmp_path / f"{lb}.conf"
@@ -354,9 +316,9 @@ def test_keepalived_rejects_broken(tmp_path, netns_with_iface):
     cfg = CONFIGS["dev"]
     ns = netns_with_iface("eth0")
     script = tmp_path / "chk"
-    script.write_text(topology.keepalived_check_script(cfg))
+    script.write_text(specs.keepalived_check_script(cfg))
     script.chmod(0o755)
-    text = topology.keepalived_confs(cfg, "abc", check_script=str(script))["lb1"]
+    text = specs.keepalived_confs(cfg, "abc", check_script=str(script))["lb1"]
     path = tmp_path / "broken.conf"
     path.write_text(text.replace("virtual_router_id 51", "virtual_router_id 300", 1))
     assert run(["ip", "netns", "exec", ns, need("keepalived"), "-t", "-f", str(path)]).returncode != 0
@@ -364,7 +326,7 @@ def test_keepalived_rejects_broken(tmp_path, netns_with_iface):
 
 def test_keepalived_pair_check_catches_wrong_unicast_peer():
     cfg = CONFIGS["dev"]
-    confs = topology.keepalived_confs(cfg, "abc")
+    confs = specs.keepalived_confs(cfg, "abc")
     wrong = confs["lb2"].replace("        10.27.0.30\n", "        10.27.0.99\n")
     assert wrong != confs["lb2"]
     with pytest.raises(ValueError, match="unicast peers"):
@@ -439,7 +401,7 @@ def _run_install(tmp_path: Path, content: str, target: Path, **kw) -> subprocess
 def test_day2_install_validates_before_activating(tmp_path):
     need("sudo")
     cfg = CONFIGS["dev"]
-    good = topology.haproxy_cfg(cfg, node_ips(cfg))
+    good = specs.haproxy_cfg(cfg, node_ips(cfg))
     target = tmp_path / "etc" / "haproxy.cfg"
     res = _run_install(tmp_path, good, target)
     assert res.returncode == 0, res.stderr
@@ -456,7 +418,7 @@ def test_day2_activation_that_does_not_take_restores_the_previous_file(tmp_path)
     """A file that validates but that the service does not run: exit 1 naming node and file, old file back, re-activated."""
     need("sudo")
     cfg = CONFIGS["dev"]
-    old = topology.haproxy_cfg(cfg, node_ips(cfg))
+    old = specs.haproxy_cfg(cfg, node_ips(cfg))
     new = old.replace("maxconn", "maxconn 1 #", 1)
     target = tmp_path / "etc" / "haproxy.cfg"
     assert _run_install(tmp_path, old, target).returncode == 0

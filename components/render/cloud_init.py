@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .chrony import render_chrony_client
-from .ignition import NetworkSettings
+from .network import NetworkSettings
 from .os_family import OsFamily
 
 
@@ -100,8 +100,7 @@ def render_network_config(net: NetworkSettings, interface: str = "eth0") -> str:
         "match": {"macaddress": net.mac},
         "set-name": interface,
         "addresses": [f"{net.address}/{net.prefix}"],
-        "routes": [{"to": "0.0.0.0/0", "via": net.gateway}]
-        + [{"to": r.destination, "via": r.gateway} for r in net.routes],
+        "routes": [{"to": "0.0.0.0/0", "via": net.gateway}],
         "nameservers": {"addresses": list(net.dns), "search": [net.search_domain]},
         "dhcp4": False,
         "dhcp6": False,

@@ -10,28 +10,10 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from .network import NetworkSettings
+
 IGNITION_VERSION = "3.3.0"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-@dataclass(frozen=True)
-class Route:
-    destination: str  # CIDR
-    gateway: str
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """Static addressing shared by the Ignition and cloud-init renderers."""
-
-    mac: str
-    address: str  # IPv4 address
-    prefix: int
-    gateway: str
-    dns: tuple[str, ...]  # in order: the internal resolver first
-    search_domain: str
-    routes: tuple[Route, ...] = ()
-    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +61,6 @@ def networkd_unit(net: NetworkSettings) -> str:
         "DHCP=no",
         "IPv6AcceptRA=no",
     ]
-    for r in net.routes:
-        lines += ["", "[Route]", f"Destination={r.destination}", f"Gateway={r.gateway}"]
     return "\n".join(lines) + "\n"
 
 

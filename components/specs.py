@@ -13,28 +13,27 @@ from typing import Mapping, Sequence
 
 from .config import NodeConfig, StackConfig, vrrp_priority
 from .render import chrony, cloud_init, coredns, haproxy, ignition, keepalived
+from .render.network import NetworkSettings
 from .render.os_family import family_of
 
 CHECK_SCRIPT = "/usr/local/libexec/microcloud/chk_haproxy"
 
 
-def network_settings(cfg: StackConfig, node: NodeConfig) -> ignition.NetworkSettings:
+def network_settings(cfg: StackConfig, node: NodeConfig) -> NetworkSettings:
     net = cfg.network_by_name[node.network]
     infra = cfg.infra_node
     # Internal resolver first; the network's router (libvirt dnsmasq or the LAN
     # router) only as the second choice, e.g. while CoreDNS is being set up.
     dns = (str(infra.ip), str(net.router)) if node is not infra else (str(node.ip), str(net.router))
-    routes = tuple(
-        ignition.Route(str(other.cidr), str(net.router)) for other in cfg.networks if other.name != net.name
-    )
-    return ignition.NetworkSettings(
+    # No routes to the other networks: the default route goes to the gateway
+    # (the libvirt host or the LAN router), which routes between them.
+    return NetworkSettings(
         mac=cfg.mac_of(node),
         address=str(node.ip),
         prefix=net.cidr.prefixlen,
         gateway=str(net.router),
         dns=dns,
         search_domain=cfg.domain,
-        routes=routes,
         mtu=net.mtu,
     )
 
