@@ -5,7 +5,7 @@ import os
 import pulumi
 import pulumi_libvirt as libvirt
 
-from components import config
+from components import config, specs
 from components.images import ImageStore, ImageStoreArgs
 from components.infra_services import InfraServices, InfraServicesArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
@@ -53,14 +53,13 @@ infra = InfraServices(
     ),
 )
 
-backends = {n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes}
 lbs = LoadBalancerPair(
     "load-balancers",
     LoadBalancerPairArgs(
         stack=cfg,
         lb_hosts={n.name: nodes[n.name].ip for n in cfg.load_balancers},
         lb_domain_ids={n.name: nodes[n.name].domain_id for n in cfg.load_balancers},
-        backend_ips={name: nodes[name].ip for name in sorted(backends)},
+        backend_ips={name: nodes[name].ip for name in specs.haproxy_backends(cfg)},
         ssh_user=cfg.ssh.user,
         ssh_private_key=secrets.ssh_private_key,
         vrrp_auth=secrets.vrrp_auth,

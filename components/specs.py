@@ -11,7 +11,7 @@ import hashlib
 import re
 from typing import Mapping, Sequence
 
-from .config import NodeConfig, StackConfig, vrrp_priority
+from .config import K3S_ROLES, NodeConfig, StackConfig, vrrp_priority
 from .render import chrony, cloud_init, coredns, haproxy, ignition, keepalived
 from .render.network import NetworkSettings
 from .render.os_family import family_of
@@ -58,7 +58,7 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) ->
         ssh_keys=tuple(ssh_keys),
         network=network_settings(cfg, node),
         ntp_server=str(cfg.infra_node.ip),
-        kubernetes=node.role in ("server", "agent", "storage"),
+        kubernetes=node.role in K3S_ROLES,
         updates=ignition.UpdatePolicy(
             group=u.group,
             strategy=u.strategy,
@@ -93,6 +93,11 @@ def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         "network-config": cloud_init.render_network_config(spec.network),
         "meta-data": cloud_init.render_meta_data(instance_id=instance_id, hostname=node.name),
     }
+
+
+def haproxy_backends(cfg: StackConfig) -> list[str]:
+    """Names of the nodes HAProxy sends traffic to: the K3s servers (API) and the ingress nodes."""
+    return sorted({n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes})
 
 
 def haproxy_cfg(cfg: StackConfig, node_ips: Mapping[str, str], **overrides) -> str:

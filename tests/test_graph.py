@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from components import specs
 from components.config import parse_config
 from harness import Run, run_program, stack_model
 
@@ -100,7 +101,8 @@ def test_domain_depends_on_volumes_first_boot_and_network(prod):
 
 def test_lb_config_depends_on_lb_domains_and_every_backend(prod):
     cfg = parse_config(stack_model("prod"))
-    backends = {n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes}
+    backends = specs.haproxy_backends(cfg)
+    assert {n.name for n in cfg.servers} <= set(backends)
     for lb in cfg.load_balancers:
         cmd = prod.one(COMMAND, f"{lb.name}-haproxy")
         deps = _deps(prod, cmd)
@@ -247,3 +249,87 @@ def test_outputs(dev):
     cmds, _ = dev.output_value("ssh_commands")
     assert cmds["lb1"] == "ssh -i ~/.ssh/microcloud-dev core@10.27.0.30"
     assert "--show-secrets ssh_private_key" in cmds["save_key"]
+
+
+# ------------------------------------------------------------------ first-boot identity
+# A node's first-boot config (and so its VM) is a function of the node and of
+# stack-wide settings only. Each change below leaves every other node's
+# resources - domain, volumes, Ignition / NoCloud seed - exactly as they were,
+# so the engine plans no replacement for them (DESIGN 7).
+
+
+def _node_of(resource_name: str, names: set[str]) -> str | None:
+    """The node a Node child belongs to: 'worker1-root' -> worker1 (longest matching name wins)."""
+    hits = [n for n in names if resource_name == n or resource_name.startswith(n + "-")]
+    return max(hits, key=len) if hits else None
+
+
+def _vm_inputs(run: Run, names: set[str]) -> dict[str, dict[str, dict]]:
+    """Per node: the inputs of every resource under its Node component, by resource name."""
+    nodes = {r.urn: r.name for r in run.by_type(NODE)}
+    out: dict[str, dict[str, dict]] = {n: {} for n in names}
+    for r in run.resources:
+        if r.parent in nodes:
+            out[nodes[r.parent]][r.name] = r.inputs
+    return out
+
+
+def _insert_worker(m: dict) -> set[str]:
+    nodes = m["nodes"]
+    i = next(i for i, n in enumerate(nodes) if n["role"] == "agent")
+    nodes.insert(i + 1, {**nodes[i], "name": "worker9", "ip": "10.17.4.29"})
+    return {"worker9"}
+
+
+def _remove_node(m: dict) -> set[str]:
+    victim = [n for n in m["nodes"] if n["role"] == "agent"][1]
+    m["nodes"].remove(victim)
+    return set()
+
+
+def _reorder(m: dict) -> set[str]:
+    m["nodes"].reverse()
+    return set()
+
+
+def _add_network(m: dict) -> set[str]:
+    m["networks"].append({"name": "backup", "mode": "nat", "cidr": "10.17.9.0/24"})
+    return set()
+
+
+def _add_backends(m: dict) -> set[str]:
+    """Two more K3s servers (the count stays odd) and the storage node taking ingress."""
+    server = next(n for n in m["nodes"] if n["role"] == "server")
+    pos = m["nodes"].index(server)
+    m["nodes"][pos:pos] = [{**server, "name": "master4", "ip": "10.17.4.40"}, {**server, "name": "master5", "ip": "10.17.4.41"}]
+    next(n for n in m["nodes"] if n["role"] == "storage")["ingress"] = True
+    return {"master4", "master5"}
+
+
+@pytest.mark.parametrize(
+    "change", [_insert_worker, _remove_node, _reorder, _add_network, _add_backends], ids=lambda f: f.__name__[1:]
+)
+def test_other_nodes_first_boot_and_vm_unchanged(change, prod):
+    model = stack_model("prod")
+    added = change(model)
+    changed = run_program("prod", model)
+    assert changed.error is None, changed.error
+    before_names = {n["name"] for n in stack_model("prod")["nodes"]}
+    after_names = {n["name"] for n in model["nodes"]}
+    assert after_names - before_names == added
+    kept = before_names & after_names
+    before, after = _vm_inputs(prod, before_names), _vm_inputs(changed, after_names)
+    flatcar_seen = seed_seen = 0
+    for name in sorted(kept):
+        assert before[name].keys() == after[name].keys(), name
+        for res, inputs in before[name].items():
+            assert after[name][res] == inputs, f"{change.__name__}: {res} of {name} changed"
+        flatcar_seen += f"{name}-ignition" in before[name]
+        seed_seen += f"{name}-seed" in before[name]
+    # The comparison covered both kinds of first-boot config.
+    assert flatcar_seen and seed_seen
+    # And the stack's own networks and base images are untouched too.
+    for typ in (NETWORK, "libvirt:index/pool:Pool"):
+        old = {r.name: r.inputs for r in prod.by_type(typ)}
+        new = {r.name: r.inputs for r in changed.by_type(typ)}
+        assert {k: v for k, v in new.items() if k in old} == old, typ
