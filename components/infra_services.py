@@ -12,7 +12,7 @@ from pulumi_command import remote
 from . import specs
 from .config import StackConfig, file_sha256
 from .day2 import Connection, apply_file, install_script
-from .render.coredns import render_unit
+from .render.coredns import CoreDnsUnitSpec, render_unit
 from .render.os_family import family_of
 
 COREDNS_DIR = "/etc/coredns"
@@ -100,7 +100,7 @@ class InfraServices(pulumi.ComponentResource):
             "coredns-unit",
             conn=self._conn,
             node=infra.name,
-            content=render_unit(binary=binary_path),
+            content=render_unit(CoreDnsUnitSpec(binary=binary_path)),
             path="/etc/systemd/system/coredns.service",
             # systemd-analyze wants a unit name; it also checks ExecStart exists.
             validate='d=$(mktemp -d); cp {file} "$d/coredns.service"; systemd-analyze verify "$d/coredns.service"; '

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_libvirt as libvirt
 
 from .config import NetworkConfig
-from .render.libvirt_xml import render_dhcp_range_xslt
+from .render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 
 # libvirt calls an isolated network mode "none".
 LIBVIRT_MODE = {"nat": "nat", "route": "route", "isolated": "none", "bridge": "bridge"}
@@ -51,7 +51,8 @@ class Networks(pulumi.ComponentResource):
             return libvirt.Network(net.name, name=physical, mode="bridge", bridge=net.bridge, autostart=True, opts=opts)
         xml = None
         if net.dhcp is not None:
-            xml = libvirt.NetworkXmlArgs(xslt=render_dhcp_range_xslt(start=str(net.dhcp.start), end=str(net.dhcp.end)))
+            dhcp_range = DhcpRangeSpec(start=str(net.dhcp.start), end=str(net.dhcp.end))
+            xml = libvirt.NetworkXmlArgs(xslt=render_dhcp_range_xslt(dhcp_range))
         return libvirt.Network(
             net.name,
             name=physical,

@@ -7,6 +7,7 @@ call them directly with the same configs, so what is checked is what ships.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from typing import Mapping, Sequence
@@ -16,7 +17,8 @@ from .render import chrony, cloud_init, coredns, haproxy, ignition, keepalived
 from .render.network import NetworkSettings
 from .render.os_family import family_of
 
-CHECK_SCRIPT = "/usr/local/libexec/microcloud/chk_haproxy"
+# Where the load balancers get the haproxy check; keepalived.conf tracks it.
+CHECK_SCRIPT = keepalived.CHECK_SCRIPT
 
 
 def network_settings(cfg: StackConfig, node: NodeConfig) -> NetworkSettings:
@@ -91,7 +93,7 @@ def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
     return {
         "user-data": cloud_init.render_user_data(spec),
         "network-config": cloud_init.render_network_config(spec.network),
-        "meta-data": cloud_init.render_meta_data(instance_id=instance_id, hostname=node.name),
+        "meta-data": cloud_init.render_meta_data(cloud_init.MetaDataSpec(instance_id=instance_id, hostname=node.name)),
     }
 
 
@@ -100,24 +102,28 @@ def haproxy_backends(cfg: StackConfig) -> list[str]:
     return sorted({n.name for n in cfg.servers} | {n.name for n in cfg.ingress_nodes})
 
 
-def haproxy_cfg(cfg: StackConfig, node_ips: Mapping[str, str], **overrides) -> str:
-    """haproxy.cfg from the live node addresses (``node_ips``: name -> IP of servers and ingress nodes)."""
+def haproxy_spec(cfg: StackConfig, node_ips: Mapping[str, str]) -> haproxy.HaproxySpec:
+    """The haproxy.cfg spec from the live node addresses (``node_ips``: name -> IP of servers and ingress nodes)."""
     lb = cfg.load_balancer
-    return haproxy.render_haproxy(
+    return haproxy.HaproxySpec(
         api_vip=str(lb.api_vip),
         ingress_vip=str(lb.ingress_vip),
-        servers=[haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.servers],
-        ingress_nodes=[haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.ingress_nodes],
+        servers=tuple(haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.servers),
+        ingress_nodes=tuple(haproxy.Backend(n.name, node_ips[n.name]) for n in cfg.ingress_nodes),
         api_port=lb.api_port,
         http_nodeport=lb.ingress_http_nodeport,
         https_nodeport=lb.ingress_https_nodeport,
         stats_port=lb.stats_port,
-        **overrides,
     )
 
 
-def keepalived_confs(cfg: StackConfig, auth_pass: str, **overrides) -> dict[str, str]:
-    """keepalived.conf per load balancer name, checked as a pair before anything uses them."""
+def haproxy_cfg(cfg: StackConfig, node_ips: Mapping[str, str], **overrides) -> str:
+    """haproxy.cfg; ``overrides`` replace fields of the spec (the tests run it unprivileged, with other timers)."""
+    return haproxy.render_haproxy(dataclasses.replace(haproxy_spec(cfg, node_ips), **overrides))
+
+
+def keepalived_specs(cfg: StackConfig, auth_pass: str) -> dict[str, keepalived.KeepalivedSpec]:
+    """The keepalived.conf spec of each load balancer, by name: each one's unicast peer is the other."""
     lb = cfg.load_balancer
     a, b = cfg.load_balancers
     instances = (
@@ -125,10 +131,8 @@ def keepalived_confs(cfg: StackConfig, auth_pass: str, **overrides) -> dict[str,
         keepalived.VrrpInstance("VI_INGRESS", lb.vrrp.ingress_router_id, str(lb.ingress_vip)),
     )
     master = max((a, b), key=lambda n: vrrp_priority(cfg, n))
-    overrides.setdefault("check_script", CHECK_SCRIPT)
-    confs = {}
-    for me, peer in ((a, b), (b, a)):
-        confs[me.name] = keepalived.render_keepalived(
+    return {
+        me.name: keepalived.KeepalivedSpec(
             router_name=me.name,
             self_ip=str(me.ip),
             peer_ip=str(peer.ip),
@@ -139,19 +143,32 @@ def keepalived_confs(cfg: StackConfig, auth_pass: str, **overrides) -> dict[str,
             interface=lb.vrrp.interface,
             advert_int=lb.vrrp.advert_int,
             preempt=lb.vrrp.preempt,
-            **overrides,
         )
-    keepalived.check_pair(confs[a.name], confs[b.name])
+        for me, peer in ((a, b), (b, a))
+    }
+
+
+def keepalived_confs(cfg: StackConfig, auth_pass: str, **overrides) -> dict[str, str]:
+    """keepalived.conf per load balancer name, checked as a pair before anything uses them.
+
+    ``overrides`` replace fields of both members' specs (the tests point
+    ``check_script`` at their own copy).
+    """
+    confs = {
+        name: keepalived.render_keepalived(dataclasses.replace(spec, **overrides))
+        for name, spec in keepalived_specs(cfg, auth_pass).items()
+    }
+    keepalived.check_pair(*confs.values())
     return confs
 
 
 def keepalived_check_script(cfg: StackConfig) -> str:
-    return keepalived.render_check_script(stats_port=cfg.load_balancer.stats_port)
+    return keepalived.render_check_script(keepalived.CheckScriptSpec(stats_port=cfg.load_balancer.stats_port))
 
 
 def chrony_server_conf(cfg: StackConfig) -> str:
     return chrony.render_chrony_server(
-        upstream=list(cfg.ntp.upstream), allow=[str(n.cidr) for n in cfg.networks]
+        chrony.ChronyServerSpec(upstream=tuple(cfg.ntp.upstream), allow=tuple(str(n.cidr) for n in cfg.networks))
     )
 
 
@@ -164,14 +181,16 @@ def dns_records(cfg: StackConfig, node_ips: Mapping[str, str]) -> dict[str, str]
 
 
 def corefile(cfg: StackConfig) -> str:
-    return coredns.render_corefile(domain=cfg.domain, forwarders=[str(f) for f in cfg.dns.forwarders])
+    return coredns.render_corefile(
+        coredns.CorefileSpec(domain=cfg.domain, forwarders=tuple(str(f) for f in cfg.dns.forwarders))
+    )
 
 
 def zone_file(cfg: StackConfig) -> str:
     """The domain's SOA-only zone; its nameserver is the infra node, whose address never changes."""
     infra = cfg.infra_node
-    return coredns.render_zone(domain=cfg.domain, nameserver=infra.name, nameserver_ip=str(infra.ip))
+    return coredns.render_zone(coredns.ZoneSpec(domain=cfg.domain, nameserver=infra.name, nameserver_ip=str(infra.ip)))
 
 
 def hosts_file(cfg: StackConfig, node_ips: Mapping[str, str]) -> str:
-    return coredns.render_hosts(domain=cfg.domain, records=dns_records(cfg, node_ips))
+    return coredns.render_hosts(coredns.HostsSpec(domain=cfg.domain, records=dns_records(cfg, node_ips)))

@@ -30,7 +30,7 @@ import pytest
 
 from components import specs
 from components.config import DnsConfig, parse_config
-from components.render.coredns import render_corefile, render_hosts
+from components.render.coredns import CorefileSpec, HostsSpec, render_corefile, render_hosts
 from harness import stack_model
 
 pytestmark = pytest.mark.validators
@@ -195,13 +195,20 @@ class Server:
 
 def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] = RECORDS) -> tuple[Path, Path]:
     hosts = workdir / "hosts"
-    hosts.write_text(render_hosts(domain=DOMAIN, records=records))
+    hosts.write_text(render_hosts(HostsSpec(domain=DOMAIN, records=records)))
     zone = workdir / "zone.db"
     zone.write_text(ZONE)
     corefile = workdir / "Corefile"
     corefile.write_text(
         render_corefile(
-            domain=DOMAIN, forwarders=[sink.addr], hosts_path=str(hosts), zone_path=str(zone), port=port, bind=LOOPBACK
+            CorefileSpec(
+                domain=DOMAIN,
+                forwarders=(sink.addr,),
+                hosts_path=str(hosts),
+                zone_path=str(zone),
+                port=port,
+                bind=LOOPBACK,
+            )
         )
     )
     return hosts, corefile
@@ -281,7 +288,7 @@ def test_record_set_is_the_dev_stack():
 
 def test_renders_loopback_forwarder_with_port():
     """The renderer passes host:port forwarders through; that keeps these tests on loopback."""
-    text = render_corefile(domain=DOMAIN, forwarders=["127.0.0.1:5399"], port=15353, bind=LOOPBACK)
+    text = render_corefile(CorefileSpec(domain=DOMAIN, forwarders=("127.0.0.1:5399",), port=15353, bind=LOOPBACK))
     assert "forward . 127.0.0.1:5399 {" in text
     assert f"{DOMAIN}:15353 {{" in text and ".:15353 {" in text
 
@@ -365,7 +372,7 @@ def test_hosts_edit_is_picked_up_within_reload_interval(coredns_bin, dig_bin, tm
         changed["server2"] = "10.27.4.22"  # added
         changed["worker1"] = "10.27.4.99"  # moved
         del changed["storage1"]  # removed
-        srv.hosts.write_text(render_hosts(domain=DOMAIN, records=changed))
+        srv.hosts.write_text(render_hosts(HostsSpec(domain=DOMAIN, records=changed)))
         time.sleep(HOSTS_RELOAD + 1.5)
 
         assert dig(dig_bin, srv.port, fqdn("server2"), "A").data("A") == ["10.27.4.22"], srv.log.read_text()

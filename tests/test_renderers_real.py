@@ -8,12 +8,19 @@ A missing validator is a failure, not a skip: these tests are the point.
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import http.server
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import shutil
 import subprocess
 import threading
+import types
+import typing
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -21,11 +28,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components import render as render_pkg
 from components import specs
 from components.config import StackConfig, parse_config
 from components.day2 import install_script
 from components.render import keepalived as ka
-from components.render.libvirt_xml import render_dhcp_range_xslt
+from components.render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 from harness import EDGE_STACKS, stack_model
 
 pytestmark = pytest.mark.validators
@@ -349,7 +357,7 @@ def test_check_script_follows_haproxy_liveness(tmp_path):
     server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
     port = server.server_address[1]
     script = tmp_path / "chk"
-    script.write_text(ka.render_check_script(stats_port=port))
+    script.write_text(ka.render_check_script(ka.CheckScriptSpec(stats_port=port)))
     script.chmod(0o755)
     assert run(["bash", "-n", str(script)]).returncode == 0
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -368,7 +376,7 @@ def test_check_script_follows_haproxy_liveness(tmp_path):
 def test_dhcp_range_xslt_applies(tmp_path):
     tool = need("xsltproc")
     xsl = tmp_path / "range.xsl"
-    xsl.write_text(render_dhcp_range_xslt(start="10.27.3.100", end="10.27.3.200"))
+    xsl.write_text(render_dhcp_range_xslt(DhcpRangeSpec(start="10.27.3.100", end="10.27.3.200")))
     # The shape the provider generates for a NAT network with DHCP enabled.
     src = tmp_path / "net.xml"
     src.write_text(
@@ -486,3 +494,42 @@ def test_day2_waits_for_cloud_init_and_names_the_node_when_it_failed(tmp_path):
             assert res.returncode == 0, res.stderr
             assert target.read_text() == "content\n"
     assert calls.read_text().splitlines() == ["status --wait"] * 3
+
+
+# ------------------------------------------------------------------ renderer inputs
+
+
+# Not a config renderer: it packs documents the others rendered into an ISO image.
+PACKAGERS = {"components.render.nocloud.render_seed_iso"}
+
+
+def _renderers():
+    for info in pkgutil.iter_modules(render_pkg.__path__, prefix=f"{render_pkg.__name__}."):
+        module = importlib.import_module(info.name)
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith("render_") and fn.__module__ == module.__name__:
+                yield f"{module.__name__}.{name}", fn
+
+
+def _is_sequence(hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence(h) for h in typing.get_args(hint))
+    return (origin or hint) in (list, set, frozenset, collections.abc.Sequence, collections.abc.Set)
+
+
+def test_every_renderer_takes_one_frozen_spec():
+    """One input style: ``render_x(spec)`` with a frozen dataclass whose sequences are tuples."""
+    found = dict(_renderers())
+    assert {"components.render.haproxy.render_haproxy", "components.render.coredns.render_unit"} <= found.keys()
+    for qualname, fn in sorted(found.items()):
+        if qualname in PACKAGERS:
+            continue
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        assert len(params) == 1 and params[0].kind is params[0].POSITIONAL_OR_KEYWORD, f"{qualname}{sig}"
+        spec = typing.get_type_hints(fn)[params[0].name]
+        assert dataclasses.is_dataclass(spec), f"{qualname}: {spec} is not a dataclass"
+        assert spec.__dataclass_params__.frozen, f"{qualname}: {spec.__name__} is not frozen"
+        for f, hint in typing.get_type_hints(spec).items():
+            assert not _is_sequence(hint), f"{spec.__name__}.{f}: {hint} (use a tuple)"

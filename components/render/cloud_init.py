@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .chrony import render_chrony_client
+from .chrony import ChronyClientSpec, render_chrony_client
 from .network import NetworkSettings
 from .os_family import OsFamily
 
@@ -28,6 +28,16 @@ class CloudInitNode:
     # The infra node itself runs the chrony server (day 2); others sync from it.
     ntp_server: str | None
     extra_packages: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class MetaDataSpec:
+    instance_id: str
+    hostname: str
+
+
+# The name network-config gives the NIC it matches by MAC.
+INTERFACE = "eth0"
 
 
 def _dump(doc: dict, header: str = "") -> str:
@@ -57,7 +67,7 @@ def render_user_data(node: CloudInitNode) -> str:
         files.append(
             {
                 "path": fam.chrony_conf,
-                "content": render_chrony_client(server=node.ntp_server),
+                "content": render_chrony_client(ChronyClientSpec(server=node.ntp_server)),
                 "permissions": "0644",
                 "owner": "root:root",
             }
@@ -94,11 +104,11 @@ def render_user_data(node: CloudInitNode) -> str:
     return _dump(doc, "#cloud-config\n")
 
 
-def render_network_config(net: NetworkSettings, interface: str = "eth0") -> str:
+def render_network_config(net: NetworkSettings) -> str:
     """network-config v2 with a static address; the internal resolver first."""
     eth: dict = {
         "match": {"macaddress": net.mac},
-        "set-name": interface,
+        "set-name": INTERFACE,
         "addresses": [f"{net.address}/{net.prefix}"],
         "routes": [{"to": "0.0.0.0/0", "via": net.gateway}],
         "nameservers": {"addresses": list(net.dns), "search": [net.search_domain]},
@@ -107,8 +117,8 @@ def render_network_config(net: NetworkSettings, interface: str = "eth0") -> str:
     }
     if net.mtu:
         eth["mtu"] = net.mtu
-    return _dump({"version": 2, "ethernets": {interface: eth}})
+    return _dump({"version": 2, "ethernets": {INTERFACE: eth}})
 
 
-def render_meta_data(*, instance_id: str, hostname: str) -> str:
-    return _dump({"instance-id": instance_id, "local-hostname": hostname})
+def render_meta_data(spec: MetaDataSpec) -> str:
+    return _dump({"instance-id": spec.instance_id, "local-hostname": spec.hostname})

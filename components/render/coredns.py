@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Optional
 
 from ._template import render
 
+CONF_DIR = "/etc/coredns"
 
-def render_corefile(
-    *,
-    domain: str,
-    forwarders: Sequence[str],
-    hosts_path: str = "/etc/coredns/hosts",
-    zone_path: str = "/etc/coredns/zone.db",
-    port: int = 53,
-    bind: Optional[str] = None,
-    reload: bool = True,
-) -> str:
+
+@dataclass(frozen=True)
+class CorefileSpec:
+    """The Corefile. ``port`` and ``bind`` exist for the tests (loopback, unprivileged)."""
+
+    domain: str
+    forwarders: tuple[str, ...]  # in order; host or host:port
+    hosts_path: str = f"{CONF_DIR}/hosts"
+    zone_path: str = f"{CONF_DIR}/zone.db"
+    port: int = 53
+    bind: Optional[str] = None
+    reload: bool = True
+
+
+@dataclass(frozen=True)
+class HostsSpec:
+    domain: str
+    records: Mapping[str, str]  # short name -> IPv4 address
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    domain: str
+    nameserver: str  # short name of the node that serves the zone
+    nameserver_ip: str
+    negative_ttl: int = 30
+
+
+@dataclass(frozen=True)
+class CoreDnsUnitSpec:
+    binary: str
+    conf_dir: str = CONF_DIR
+
+
+def render_corefile(spec: CorefileSpec) -> str:
     """The Corefile. It never lists records, so adding a node only changes the hosts file.
 
     The domain's zone answers authoritatively and is never forwarded: a name
@@ -26,21 +53,21 @@ def render_corefile(
     answer SERVFAIL), never a query leaked to a public resolver. Everything
     else is forwarded in the configured order.
     """
-    if not forwarders:
+    if not spec.forwarders:
         raise ValueError("coredns: at least one forwarder is required")
     return render(
         "Corefile.j2",
-        domain=domain,
-        forwarders=" ".join(forwarders),
-        hosts_path=hosts_path,
-        zone_path=zone_path,
-        port=port,
-        bind=bind,
-        reload=reload,
+        domain=spec.domain,
+        forwarders=" ".join(spec.forwarders),
+        hosts_path=spec.hosts_path,
+        zone_path=spec.zone_path,
+        port=spec.port,
+        bind=spec.bind,
+        reload=spec.reload,
     )
 
 
-def render_hosts(*, domain: str, records: Mapping[str, str]) -> str:
+def render_hosts(spec: HostsSpec) -> str:
     """hosts(5) file with one FQDN line per node and VIP, sorted by name for a stable hash.
 
     Only the FQDN: a short alias would also become a second PTR answer and an
@@ -48,27 +75,27 @@ def render_hosts(*, domain: str, records: Mapping[str, str]) -> str:
     through their search domain.
     """
     lines = ["# Rendered by microcloud: every node and VIP of the stack"]
-    for name in sorted(records):
-        ip = ipaddress.IPv4Address(records[name])
-        lines.append(f"{ip} {name}.{domain}")
+    for name in sorted(spec.records):
+        ip = ipaddress.IPv4Address(spec.records[name])
+        lines.append(f"{ip} {name}.{spec.domain}")
     return "\n".join(lines) + "\n"
 
 
-def render_zone(*, domain: str, nameserver: str, nameserver_ip: str, negative_ttl: int = 30) -> str:
+def render_zone(spec: ZoneSpec) -> str:
     """The domain's SOA-only zone (plus its NS): what the hosts plugin falls through to.
 
     It holds no node records, so it never changes when nodes come and go;
     ``negative_ttl`` (the SOA minimum) bounds how long a resolver caches the
     NXDOMAIN for a node that is about to be added.
     """
-    ns = f"{nameserver}.{domain}."
-    ip = ipaddress.IPv4Address(nameserver_ip)
+    ns = f"{spec.nameserver}.{spec.domain}."
+    ip = ipaddress.IPv4Address(spec.nameserver_ip)
     return render(
-        "zone.db.j2", domain=domain, ns=ns, ns_label=nameserver, ns_ip=ip, negative_ttl=negative_ttl
+        "zone.db.j2", domain=spec.domain, ns=ns, ns_label=spec.nameserver, ns_ip=ip, negative_ttl=spec.negative_ttl
     )
 
 
-def render_unit(*, binary: str, conf_dir: str = "/etc/coredns") -> str:
+def render_unit(spec: CoreDnsUnitSpec) -> str:
     """systemd unit for the CoreDNS binary: no container runtime, no registry.
 
     A transient user of its own (DynamicUser), only CAP_NET_BIND_SERVICE (port
@@ -82,7 +109,7 @@ def render_unit(*, binary: str, conf_dir: str = "/etc/coredns") -> str:
         "Wants=network-online.target\n"
         "After=network-online.target\n\n"
         "[Service]\n"
-        f"ExecStart={binary} -conf {conf_dir}/Corefile\n"
+        f"ExecStart={spec.binary} -conf {spec.conf_dir}/Corefile\n"
         "Restart=on-failure\n"
         "RestartSec=2s\n"
         "DynamicUser=yes\n"

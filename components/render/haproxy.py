@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from ._template import render
 
@@ -23,48 +23,57 @@ class Frontend:
     servers: tuple[Backend, ...]
 
 
-def render_haproxy(
-    *,
-    api_vip: str,
-    ingress_vip: str,
-    servers: Sequence[Backend],
-    ingress_nodes: Sequence[Backend],
-    api_port: int = 6443,
-    http_nodeport: int = 32591,
-    https_nodeport: int = 31541,
-    stats_port: int = 8404,
-    maxconn: int = 4096,
-    check_inter: str = "3s",
-    check_fall: int = 3,
-    check_rise: int = 2,
-    run_as_service: bool = True,
-    pidfile: Optional[str] = None,
-) -> str:
+@dataclass(frozen=True)
+class HaproxySpec:
+    """What haproxy.cfg says.
+
+    VIPs, backends and ports always come from the stack config
+    (``specs.haproxy_cfg``), so they have no default here; the health-check
+    timers and process settings are not in the config and default here.
+    """
+
+    api_vip: str
+    ingress_vip: str
+    servers: tuple[Backend, ...]
+    ingress_nodes: tuple[Backend, ...]
+    api_port: int
+    http_nodeport: int
+    https_nodeport: int
+    stats_port: int
+    maxconn: int = 4096
+    check_inter: str = "3s"
+    check_fall: int = 3
+    check_rise: int = 2
+    # False drops user/chroot for running it unprivileged in tests.
+    run_as_service: bool = True
+    pidfile: Optional[str] = None
+
+
+def render_haproxy(spec: HaproxySpec) -> str:
     """Render haproxy.cfg.
 
     Backends are sorted by name so the text, and the hash that triggers the
     day-2 update, only changes when the set of backends does.
-    ``run_as_service=False`` drops user/chroot for running it unprivileged in tests.
     """
-    if not servers:
+    if not spec.servers:
         raise ValueError("haproxy: at least one K3s server is required")
-    if not ingress_nodes:
+    if not spec.ingress_nodes:
         raise ValueError("haproxy: at least one ingress node is required")
-    api = tuple(sorted(servers, key=lambda b: b.name))
-    ingress = tuple(sorted(ingress_nodes, key=lambda b: b.name))
+    api = tuple(sorted(spec.servers, key=lambda b: b.name))
+    ingress = tuple(sorted(spec.ingress_nodes, key=lambda b: b.name))
     frontends = [
-        Frontend("k3s_api", api_vip, api_port, api_port, api),
-        Frontend("ingress_http", ingress_vip, 80, http_nodeport, ingress),
-        Frontend("ingress_https", ingress_vip, 443, https_nodeport, ingress),
+        Frontend("k3s_api", spec.api_vip, spec.api_port, spec.api_port, api),
+        Frontend("ingress_http", spec.ingress_vip, 80, spec.http_nodeport, ingress),
+        Frontend("ingress_https", spec.ingress_vip, 443, spec.https_nodeport, ingress),
     ]
     return render(
         "haproxy.cfg.j2",
-        maxconn=maxconn,
-        check_inter=check_inter,
-        check_fall=check_fall,
-        check_rise=check_rise,
-        stats_port=stats_port,
-        run_as_service=run_as_service,
-        pidfile=pidfile,
+        maxconn=spec.maxconn,
+        check_inter=spec.check_inter,
+        check_fall=spec.check_fall,
+        check_rise=spec.check_rise,
+        stats_port=spec.stats_port,
+        run_as_service=spec.run_as_service,
+        pidfile=spec.pidfile,
         frontends=frontends,
     )

@@ -18,60 +18,80 @@ class VrrpInstance:
     vip: str
 
 
-def render_keepalived(
-    *,
-    router_name: str,
-    self_ip: str,
-    peer_ip: str,
-    priority: int,
-    master: bool,
-    instances: tuple[VrrpInstance, ...],
-    auth_pass: str,
-    interface: str = "eth0",
-    advert_int: int = 1,
-    preempt: bool = True,
-    check_script: str = "/usr/local/libexec/microcloud/chk_haproxy",
-    check_interval: int = 1,
-    check_timeout: int = 1,
-    check_fall: int = 2,
-    check_rise: int = 2,
-    script_user: str = "root",
-) -> str:
+# Where the day-2 command installs the haproxy check (render_check_script).
+CHECK_SCRIPT = "/usr/local/libexec/microcloud/chk_haproxy"
+
+
+@dataclass(frozen=True)
+class KeepalivedSpec:
+    """One member's keepalived.conf.
+
+    Addresses, priority, instances and the VRRP settings always come from the
+    stack config (``specs.keepalived_confs``), so they have no default here;
+    the check script's path and timers are not in the config and default here.
+    """
+
+    router_name: str
+    self_ip: str
+    peer_ip: str
+    priority: int
+    master: bool
+    instances: tuple[VrrpInstance, ...]
+    auth_pass: str
+    interface: str
+    advert_int: int
+    preempt: bool
+    check_script: str = CHECK_SCRIPT
+    check_interval: int = 1
+    check_timeout: int = 1
+    check_fall: int = 2
+    check_rise: int = 2
+    script_user: str = "root"
+
+
+@dataclass(frozen=True)
+class CheckScriptSpec:
+    """The haproxy check: it asks the monitor URI on haproxy's stats port."""
+
+    stats_port: int
+
+
+def render_keepalived(spec: KeepalivedSpec) -> str:
     """Render keepalived.conf: one VRRP instance per VIP, unicast to the peer.
 
     A failing haproxy check puts both instances into FAULT, so both VIPs
     move together. With preempt off both members start as BACKUP, as
     keepalived requires for nopreempt.
     """
-    if not 1 <= len(auth_pass) <= VRRP_PASS_MAX:
+    if not 1 <= len(spec.auth_pass) <= VRRP_PASS_MAX:
         raise ValueError(f"keepalived: auth_pass must be 1-{VRRP_PASS_MAX} characters")
-    if self_ip == peer_ip:
+    if spec.self_ip == spec.peer_ip:
         raise ValueError("keepalived: unicast peer must be the other load balancer")
-    if len({i.router_id for i in instances}) != len(instances):
+    if len({i.router_id for i in spec.instances}) != len(spec.instances):
         raise ValueError("keepalived: VRRP router ids must differ between instances")
-    state = "MASTER" if (master and preempt) else "BACKUP"
+    state = "MASTER" if (spec.master and spec.preempt) else "BACKUP"
     return render(
         "keepalived.conf.j2",
-        router_name=router_name,
-        self_ip=self_ip,
-        peer_ip=peer_ip,
-        priority=priority,
+        router_name=spec.router_name,
+        self_ip=spec.self_ip,
+        peer_ip=spec.peer_ip,
+        priority=spec.priority,
         state=state,
-        instances=instances,
-        auth_pass=auth_pass,
-        interface=interface,
-        advert_int=advert_int,
-        preempt=preempt,
-        check_script=check_script,
-        check_interval=check_interval,
-        check_timeout=check_timeout,
-        check_fall=check_fall,
-        check_rise=check_rise,
-        script_user=script_user,
+        instances=spec.instances,
+        auth_pass=spec.auth_pass,
+        interface=spec.interface,
+        advert_int=spec.advert_int,
+        preempt=spec.preempt,
+        check_script=spec.check_script,
+        check_interval=spec.check_interval,
+        check_timeout=spec.check_timeout,
+        check_fall=spec.check_fall,
+        check_rise=spec.check_rise,
+        script_user=spec.script_user,
     )
 
 
-def render_check_script(*, stats_port: int = 8404) -> str:
+def render_check_script(spec: CheckScriptSpec) -> str:
     """The haproxy liveness check: HAProxy's monitor URI on loopback.
 
     Loopback is per network namespace, so unlike `pidof haproxy` this sees
@@ -80,7 +100,7 @@ def render_check_script(*, stats_port: int = 8404) -> str:
     return (
         "#!/bin/bash\n"
         "# Rendered by microcloud: exit 0 only if this host's haproxy answers.\n"
-        f"exec 3<>/dev/tcp/127.0.0.1/{stats_port} || exit 1\n"
+        f"exec 3<>/dev/tcp/127.0.0.1/{spec.stats_port} || exit 1\n"
         "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3\n"
         "read -r -t 1 status <&3 || exit 1\n"
         "[[ $status == *' 200 '* ]]\n"
