@@ -20,7 +20,7 @@ provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
 seed_dir = os.environ.get("MICROCLOUD_SEED_DIR") or os.path.expanduser(f"~/.cache/microcloud/seeds/{prefix}")
 
 secrets = Secrets("secrets", SecretsArgs(extra_public_keys=cfg.ssh.public_keys))
-networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider))
+networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider, cfg.libvirt_uri))
 images = ImageStore("images", ImageStoreArgs(prefix, cfg.pool_path, cfg.images, provider))
 
 nodes = {

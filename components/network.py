@@ -1,4 +1,4 @@
-"""Networks: the stack's libvirt networks (nat, route, bridge or isolated)."""
+"""Networks: the stack's libvirt networks (nat, route, bridge or isolated), and the host forwarding between them."""
 
 from __future__ import annotations
 
@@ -7,12 +7,27 @@ from typing import Optional, Sequence
 
 import pulumi
 import pulumi_libvirt as libvirt
+from pulumi_command import local
 
 from .config import NetworkConfig
+from .render.host_forwarding import HostForwardingSpec, render_apply, render_delete
 from .render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 
 # libvirt calls an isolated network mode "none".
 LIBVIRT_MODE = {"nat": "nat", "route": "route", "isolated": "none", "bridge": "bridge"}
+# Networks whose traffic the host forwards; isolated ones stay isolated.
+FORWARDING_MODES = ("nat", "route", "bridge")
+
+
+def forwarding_spec(prefix: str, networks: Sequence[NetworkConfig]) -> Optional[HostForwardingSpec]:
+    """The host forwarding between the stack's networks, or None when there is nothing to forward."""
+    cidrs = tuple(str(n.cidr) for n in networks if n.mode in FORWARDING_MODES)
+    return HostForwardingSpec(tag=prefix, cidrs=cidrs) if len(cidrs) > 1 else None
+
+
+def is_local(uri: str) -> bool:
+    """qemu:///system and qemu:///session run on this machine; qemu+ssh://host/... does not."""
+    return "://" in uri and uri.split("://", 1)[1].startswith("/")
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,7 @@ class NetworksArgs:
     domain: str
     networks: Sequence[NetworkConfig]
     provider: pulumi.ProviderResource
+    libvirt_uri: str = "qemu:///system"
 
 
 class Networks(pulumi.ComponentResource):
@@ -31,11 +47,36 @@ class Networks(pulumi.ComponentResource):
         super().__init__("microcloud:network:Networks", name, None, opts)
         self.ids = {}
         self.names = {}
-        for net in args.networks:
-            res = self._create_network(args, net)
-            self.ids[net.name] = res.id
-            self.names[net.name] = f"{args.prefix}-{net.name}"
+        created = {net.name: self._create_network(args, net) for net in args.networks}
+        forwarding = self._open_forwarding(args, list(created.values()))
+        for name, res in created.items():
+            # Whoever uses a network (every node) waits until the host forwards between them.
+            self.ids[name] = pulumi.Output.all(res.id, forwarding).apply(lambda v: v[0]) if forwarding else res.id
+            self.names[name] = f"{args.prefix}-{name}"
         self.register_outputs({"ids": self.ids})
+
+    def _open_forwarding(self, args: NetworksArgs, networks: list[libvirt.Network]) -> Optional[pulumi.Output[str]]:
+        """Let the stack's networks reach each other through the host (see render/host_forwarding.py)."""
+        spec = forwarding_spec(args.prefix, args.networks)
+        if spec is None:
+            return None
+        if not is_local(args.libvirt_uri):
+            pulumi.log.warn(
+                f"{args.libvirt_uri} is another host: open forwarding between {', '.join(spec.cidrs)} on it yourself "
+                "(libvirt rejects new connections into a nat network from the others); see README, Networks",
+                resource=self,
+            )
+            return None
+        script = render_apply(spec)
+        cmd = local.Command(
+            "host-forwarding",
+            create=script,
+            update=script,
+            delete=render_delete(spec),
+            interpreter=["/bin/sh", "-c"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=networks),
+        )
+        return cmd.id
 
     def _create_network(self, args: NetworksArgs, net: NetworkConfig) -> libvirt.Network:
         physical = f"{args.prefix}-{net.name}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
 from components import specs
 from components.config import parse_config
-from harness import Run, run_program, stack_model
+from harness import EDGE_STACKS, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 
@@ -19,6 +20,7 @@ IGNITION = "libvirt:index/ignition:Ignition"
 CLOUDINIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
+LOCAL = "command:local:Command"
 NODE = "microcloud:compute:Node"
 
 
@@ -84,6 +86,8 @@ def test_domain_depends_on_volumes_first_boot_and_network(prod):
         for d in node.data_disks:
             assert prod.urn_of(VOLUME, f"{node.name}-{d.name}") in pd["disks"]
         assert prod.urn_of(NETWORK, node.network) in pd["networkInterfaces"]
+        # ... and on the host forwarding between the stack's networks.
+        assert prod.urn_of(LOCAL, "host-forwarding") in pd["networkInterfaces"]
         if node.is_flatcar:
             assert prod.urn_of(IGNITION, f"{node.name}-ignition") in pd["coreosIgnition"]
         else:
@@ -167,29 +171,42 @@ def test_prod_data_disks_are_protected_dev_not(dev, prod):
 
 
 def expected_counts(stack: str) -> dict[str, int]:
+    """Every resource type the program registers for ``stack``, and how many, from its config."""
     cfg = parse_config(stack_model(stack))
     flatcar = sum(n.is_flatcar for n in cfg.nodes)
     return {
-        DOMAIN: len(cfg.nodes),
+        "pulumi:pulumi:Stack": 1,
+        "pulumi:providers:libvirt": 1,
+        # one component per layer, one Node per VM
+        "microcloud:security:Secrets": 1,
+        "microcloud:network:Networks": 1,
+        "microcloud:compute:ImageStore": 1,
+        "microcloud:infra:InfraServices": 1,
+        "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
+        "tls:index/privateKey:PrivateKey": 1,
+        "random:index/randomPassword:RandomPassword": 1,
+        "libvirt:index/pool:Pool": 1,
+        DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node
         VOLUME: len(cfg.images) + len(cfg.nodes) + sum(len(n.data_disks) for n in cfg.nodes) + len(cfg.nodes) - flatcar,
         NETWORK: len(cfg.networks),
         IGNITION: flatcar,
-        CLOUDINIT: 0,
         # per LB: haproxy, check script, keepalived; infra: chrony, hosts, zone, Corefile, CoreDNS binary, unit
-        COMMAND: 3 * 2 + 6,
+        COMMAND: 3 * len(cfg.load_balancers) + 6,
         COPY: 1,
-        "libvirt:index/pool:Pool": 1,
+        # the host's forwarding, when two or more networks forward (not isolated)
+        LOCAL: int(sum(n.mode != "isolated" for n in cfg.networks) > 1),
     }
 
 
-@pytest.mark.parametrize("stack,total", [("dev", 54), ("prod", 76)])
-def test_resource_counts(stack, total, dev, prod):
-    run = _runs(dev, prod)[stack]
-    for typ, n in expected_counts(stack).items():
-        assert len(run.by_type(typ)) == n, typ
-    assert len(run.resources) == total
+@pytest.mark.parametrize("stack", ["dev", "prod", *EDGE_STACKS])
+def test_resource_counts(stack, dev, prod):
+    run = {"dev": dev, "prod": prod}.get(stack) or run_program(stack)
+    assert run.error is None, run.error
+    want = {t: n for t, n in expected_counts(stack).items() if n}
+    got = Counter(r.type for r in run.resources)
+    assert dict(got) == want
 
 
 def _inputs_by_urn(run: Run) -> dict[str, dict]:
@@ -333,3 +350,31 @@ def test_other_nodes_first_boot_and_vm_unchanged(change, prod):
         old = {r.name: r.inputs for r in prod.by_type(typ)}
         new = {r.name: r.inputs for r in changed.by_type(typ)}
         assert {k: v for k, v in new.items() if k in old} == old, typ
+
+
+# ------------------------------------------------------------------ host forwarding
+
+
+def test_host_forwards_between_the_stack_networks_after_they_exist(dev, prod):
+    for run, stack in ((dev, "dev"), (prod, "prod")):
+        cfg = parse_config(stack_model(stack))
+        fwd = run.one(LOCAL, "host-forwarding")
+        assert {run.urn_of(NETWORK, n.name) for n in cfg.networks} <= set(fwd.dependencies)
+        script = fwd.inputs["create"]
+        assert fwd.inputs["update"] == script and "purge" in fwd.inputs["delete"]
+        cidrs = [str(n.cidr) for n in cfg.networks]
+        for a in cidrs:
+            for b in cidrs:
+                if a != b:
+                    assert f"-s {a} -d {b} -m comment --comment microcloud-{stack} -j ACCEPT" in script
+
+
+def test_no_host_forwarding_for_isolated_networks_or_a_remote_host():
+    run = run_program("edge-alma-isolated")
+    assert run.error is None, run.error
+    assert not run.by_type(LOCAL)
+    model = stack_model("dev")
+    model["libvirt_uri"] = "qemu+ssh://ops@kvm1.example.lan/system"
+    run = run_program("dev", model)
+    assert run.error is None, run.error
+    assert not run.by_type(LOCAL)

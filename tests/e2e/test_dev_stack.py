@@ -182,6 +182,27 @@ def test_infra_answers_dns_and_ntp(stack):
     assert 0 < stratum < 16 and tx > 0
 
 
+def test_nodes_reach_each_other_across_networks(stack):
+    """lb1 (network lan) uses the infra node (network infra) for DNS and time, and infra sees lb1's own address.
+
+    Both are libvirt nat networks: libvirt alone rejects a new connection from
+    one into the other; the stack's host-forwarding rules open exactly that.
+    """
+    _need_up(stack)
+    ips = _node_ips(stack)
+    lb1, infra = ips["lb1"], ips["infra"]
+    res = stack.ssh(lb1, f"dig +short +time=2 +tries=2 @{infra} lb2.{DOMAIN} A")
+    assert res.stdout.strip() == ips["lb2"], (res.stdout, res.stderr)
+    # Through the resolver order the node was given (infra first).
+    res = stack.ssh(lb1, f"getent hosts server1.{DOMAIN}")
+    assert res.stdout.split()[:1] == [ips["server1"]], (res.stdout, res.stderr)
+    # A connection from lb1 arrives at infra from lb1's address: routed, not masqueraded.
+    hold = "import socket,time; s=socket.create_connection(('%s', 22), timeout=5); s.recv(64); time.sleep(8)" % infra
+    assert stack.ssh(lb1, f"nohup python3 -c \"{hold}\" >/dev/null 2>&1 &").returncode == 0
+    seen = _wait(lambda: lb1 in stack.ssh(infra, "ss -Htn state established '( sport = :22 )'").stdout, 6)
+    assert seen, "infra saw no connection from lb1's own address"
+
+
 def test_stopping_haproxy_on_master_moves_both_vips(stack):
     _need_up(stack)
     ips = _node_ips(stack)
@@ -240,6 +261,18 @@ def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
     assert {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"} <= set(others), changed
     for ops in others.values():
         assert not ops & {"delete"}, ops
+
+
+def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stack):
+    """No node carries routes to the other networks: a new network touches no VM, only the host's forwarding."""
+    _need_up(stack)
+    model = json.loads(json.dumps(stack.model))
+    model["networks"].append({"name": "backup", "mode": "nat", "cidr": "10.27.9.0/24"})
+    changed = {}
+    for s in _plan(stack, model):
+        if s["op"] != "same":
+            changed.setdefault(s["urn"].rsplit("::", 1)[1], set()).add(s["op"])
+    assert changed == {"backup": {"create"}, "host-forwarding": {"update"}}, changed
 
 
 def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
