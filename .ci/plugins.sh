@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Install the provider plugins of pins.sh into this checkout's PULUMI_HOME
+# from the plugin directory, and name every one that is not there in ONE
+# message. Used by toolchain.sh (after it has the CLI) and by workspace.sh
+# (what `source .ci/env.sh` runs), so both say the same thing.
+#
+#   bash .ci/plugins.sh [--with-kubernetes]      exit 0: all installed
+#                                                exit 3: some missing (listed on stderr)
+#
+# Each plugin is one binary, $MICROCLOUD_PLUGIN_DIR/NAME-vVERSION/pulumi-resource-NAME
+# (default dir: $MICROCLOUD_TOOLCHAIN_CACHE/plugins, i.e. ~/.cache/microcloud-toolchain/plugins),
+# installed with `pulumi plugin install resource NAME VERSION --file`. Needs
+# the CLI on PATH (toolchain.sh, env.sh); a warm run only looks at files.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=pins.sh
+source "$REPO/.ci/pins.sh"
+
+WITH_K8S=${MICROCLOUD_WITH_KUBERNETES:-0}
+for arg in "$@"; do
+  case $arg in
+    --with-kubernetes) WITH_K8S=1 ;;
+    *) echo "plugins.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+CACHE=${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}
+PLUGIN_DIR=${MICROCLOUD_PLUGIN_DIR:-$CACHE/plugins}
+export PULUMI_HOME=${PULUMI_HOME:-$REPO/.pulumi-home}
+LOG=$PULUMI_HOME/plugin-install.log
+log() { printf 'plugins: %s\n' "$*" >&2; }
+
+installed() { # name version
+  local d=$PULUMI_HOME/plugins/resource-$1-v$2
+  [[ -x $d/pulumi-resource-$1 && ! -e $d.partial ]]
+}
+
+list=("${PROVIDERS[@]}")
+[[ $WITH_K8S == 1 ]] && list+=("$KUBERNETES")
+
+missing=()
+for p in "${list[@]}"; do
+  read -r name ver <<<"$p"
+  installed "$name" "$ver" && continue
+  bin=$PLUGIN_DIR/$name-v$ver/pulumi-resource-$name
+  if [[ ! -x $bin ]]; then
+    missing+=("$name $ver")
+    continue
+  fi
+  mkdir -p "$PULUMI_HOME"
+  log "installing $name v$ver from $bin"
+  if ! pulumi plugin install resource "$name" "$ver" --file "$bin" >>"$LOG" 2>&1; then
+    log "$name: pulumi plugin install failed (see $LOG)"
+    missing+=("$name $ver")
+  fi
+done
+
+# The versions above must be the ones the installed SDK wheels ask for (the venv may not exist yet).
+for p in "${list[@]}"; do
+  read -r name ver <<<"$p"
+  for json in "$REPO"/venv/lib/python3*/site-packages/pulumi_"$name"/pulumi-plugin.json; do
+    [[ -f $json ]] || continue
+    got=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$json")
+    [[ $got == "$ver" ]] || log "WARNING: the pulumi_$name wheel wants plugin v$got, .ci/pins.sh says v$ver"
+  done
+done
+
+if ((${#missing[@]})); then
+  names=$(printf '%s, ' "${missing[@]}")
+  {
+    echo "plugins: missing ${#missing[@]} provider plugin(s): ${names%, }."
+    echo "plugins: put each binary at MICROCLOUD_PLUGIN_DIR/NAME-vVERSION/pulumi-resource-NAME, here:"
+    for p in "${missing[@]}"; do
+      read -r name ver <<<"$p"
+      echo "plugins:   $PLUGIN_DIR/$name-v$ver/pulumi-resource-$name"
+    done
+    echo "plugins: (MICROCLOUD_PLUGIN_DIR=$PLUGIN_DIR; the providers' release archives carry these binaries;"
+    echo "plugins:  README 'Toolchain'), then run the same command again. Preview and up need all of them."
+  } >&2
+  exit 3
+fi
+exit 0
