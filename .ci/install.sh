@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   haproxy keepalived chrony cloud-init ignition  # validators (and daemons for the LB tests)
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
+  python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
   DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux openssh-client)
@@ -15,14 +16,14 @@ fi
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${missing[*]}"
+  echo "install: Debian packages: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   # Services must not start from package scripts: tests start their own daemons.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 PY=${PYTHON:-python3}
