@@ -15,7 +15,7 @@
 # progress goes to stderr.
 #
 #   MICROCLOUD_TOOLCHAIN_CACHE  cache root (default ~/.cache/microcloud-toolchain)
-#   GO                          go binary (default: go on PATH, else /usr/local/go/bin/go)
+#   GO                          go binary (default: see mc_find_go in pins.sh)
 set -euo pipefail
 
 # Keep in sync with dns.coredns.version in components/config.py (the binary the
@@ -65,8 +65,11 @@ if is_current; then
     exit 0
 fi
 
-GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-[[ -x $GO ]] || { log "no go toolchain (looked for go on PATH and $GO)"; exit 1; }
+# The same go the other builds use: $GO, else a new enough one of PATH and /usr/local/go.
+# shellcheck source-path=SCRIPTDIR source=pins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
+GO=$(mc_find_go)
+[[ -n $GO && -x $GO ]] || { log "no go toolchain (looked for \$GO, go on PATH, /usr/local/go/bin/go); bash .ci/prereqs.sh says what to install"; exit 1; }
 # Never fetch another toolchain: build with the installed one or fail.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 log "building CoreDNS $VERSION with $("$GO" env GOVERSION) (plugins: ${PLUGINS[*]})"
