@@ -1,29 +1,48 @@
 # shellcheck shell=bash
-# Source this (bash or zsh) after .ci/toolchain.sh to use the project's Pulumi:
+# Source this in the project (bash or zsh) after .ci/dev has run once:
 #
 #   source .ci/env.sh
+#   pulumi preview --diff -s dev      # and README's other plain pulumi lines
 #
-# Puts the CLI that toolchain.sh chose (and its language host) first on PATH
-# and points Pulumi at the project-local plugin store. Sets no secret: a stack
-# still needs PULUMI_CONFIG_PASSPHRASE(_FILE) and a backend (PULUMI_BACKEND_URL).
-# Safe to source repeatedly and under `set -euo pipefail`.
+# Sets, for this shell:
+#   PATH                          the CLI and Python language host of .ci/toolchain.sh first
+#   PULUMI_HOME                   $repo/.pulumi-home (the plugins installed for this checkout)
+#   PULUMI_BACKEND_URL            file://$repo/.pulumi-state, no Pulumi Cloud login
+#                                 (MICROCLOUD_BACKEND_URL to use another backend)
+#   PULUMI_CONFIG_PASSPHRASE_FILE ~/.config/microcloud/passphrase, generated once, mode 0600
+#                                 (MICROCLOUD_PASSPHRASE_FILE to use another file);
+#                                 PULUMI_CONFIG_PASSPHRASE is unset, it would win over the file
+#   no update check, no plugin downloads, no pulumi-resource-* from PATH
+# then runs .ci/workspace.sh: creates the missing stacks (dev, prod) and
+# installs the provider plugins from MICROCLOUD_PLUGIN_DIR, naming all that
+# are missing in one message. Returns its status (0 ready, 2 no CLI yet,
+# 3 plugins missing, 4 a stack could not be created). Prints no secret.
+# Safe to source repeatedly, and under `set -u`.
 
 _mc_repo=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 export PULUMI_HOME="$_mc_repo/.pulumi-home"
-if [ -r "$PULUMI_HOME/toolchain-bin" ]; then
-  _mc_bin=$(cat "$PULUMI_HOME/toolchain-bin")
+export PULUMI_BACKEND_URL="${MICROCLOUD_BACKEND_URL:-file://$_mc_repo/.pulumi-state}"
+unset PULUMI_CONFIG_PASSPHRASE
+export PULUMI_CONFIG_PASSPHRASE_FILE="${MICROCLOUD_PASSPHRASE_FILE:-${XDG_CONFIG_HOME:-$HOME/.config}/microcloud/passphrase}"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PULUMI_IGNORE_AMBIENT_PLUGINS=true
+
+# The CLI toolchain.sh chose for this checkout, else the cached build of the pinned version.
+_mc_bin=
+[ -r "$PULUMI_HOME/toolchain-bin" ] && _mc_bin=$(cat "$PULUMI_HOME/toolchain-bin")
+if [ -z "$_mc_bin" ] || [ ! -x "$_mc_bin/pulumi" ]; then
+  _mc_bin="${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}/pulumi-v$(sed -n 's/^CLI_VERSION=\([0-9.]*\).*/\1/p' "$_mc_repo/.ci/pins.sh")/bin"
+fi
+if [ -x "$_mc_bin/pulumi" ]; then
   case ":$PATH:" in
     *":$_mc_bin:"*) ;;
     *) export PATH="$_mc_bin:$PATH" ;;
   esac
-  unset _mc_bin
-else
-  echo "env.sh: no Pulumi toolchain yet: run bash .ci/toolchain.sh" >&2
 fi
-unset _mc_repo
-# No update check, no downloads behind our back, and no pulumi-resource-* from
-# PATH: only the plugins installed into PULUMI_HOME (and the language host and
-# scripts bundled next to the CLI) are used.
-export PULUMI_SKIP_UPDATE_CHECK=true
-export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
-export PULUMI_IGNORE_AMBIENT_PLUGINS=true
+
+_mc_rc=0
+bash "$_mc_repo/.ci/workspace.sh" || _mc_rc=$?
+unset _mc_repo _mc_bin
+# `exit` only when run instead of sourced.
+eval "unset _mc_rc; return $_mc_rc 2>/dev/null || exit $_mc_rc"
