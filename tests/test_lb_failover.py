@@ -10,6 +10,7 @@ packages that .ci/install.sh installs.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import subprocess
@@ -223,10 +224,10 @@ def test_wrong_backup_unicast_peer_is_rejected_before_anything_runs(monkeypatch)
 
     real = ka.render_keepalived
 
-    def backup_points_elsewhere(**kw):
-        if kw["router_name"] == probe.backup:
-            kw["peer_ip"] = wrong
-        return real(**kw)
+    def backup_points_elsewhere(spec: ka.KeepalivedSpec) -> str:
+        if spec.router_name == probe.backup:
+            spec = dataclasses.replace(spec, peer_ip=wrong)
+        return real(spec)
 
     monkeypatch.setattr(ka, "render_keepalived", backup_points_elsewhere)
     before = set(our_namespaces("mc-lb-"))
