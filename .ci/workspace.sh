@@ -30,8 +30,8 @@ fi
 # --- 2. the passphrase of this user's stacks
 pass=${PULUMI_CONFIG_PASSPHRASE_FILE:?env.sh sets PULUMI_CONFIG_PASSPHRASE_FILE}
 if [[ ! -s $pass ]]; then
-  mkdir -p "$(dirname "$pass")"
-  chmod 0700 "$(dirname "$pass")" 2>/dev/null || true
+  # Only a directory made here is tightened: never chmod one that exists (it may be /tmp).
+  if [[ ! -d $(dirname "$pass") ]]; then (umask 077; mkdir -p "$(dirname "$pass")"); fi
   legacy=$(dirname "$pass")/dev.passphrase   # where .ci/dev kept it before env.sh did this
   if [[ -z ${MICROCLOUD_PASSPHRASE_FILE:-} && -s $legacy ]]; then
     (umask 077; cp "$legacy" "$pass.tmp") && mv -f "$pass.tmp" "$pass"

@@ -101,9 +101,13 @@ def test_env_sh_then_preview_gets_past_login_stack_and_passphrase(tmp_path):
     empty = tmp_path / "no-plugins"
     empty.mkdir()
     env["MICROCLOUD_PLUGIN_DIR"] = str(empty)
+    # The passphrase goes into a directory that exists (like /tmp or ~/.config): its mode is not env.sh's business.
+    (tmp_path / "config").mkdir(mode=0o755)
+    (tmp_path / "config").chmod(0o755)
     res = _sourced(work, env, "pulumi preview -s dev")
     out = res.stdout + res.stderr
     passphrase = tmp_path / "config" / "passphrase"
+    assert stat.S_IMODE((tmp_path / "config").stat().st_mode) == 0o755, "env.sh changed the mode of an existing directory"
 
     assert "env.sh status 3" in res.stderr, out
     _assert_set_up(out, passphrase)
