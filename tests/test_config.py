@@ -194,3 +194,42 @@ def test_program_checks_the_coredns_binary_it_uploads(tmp_path):
     model = stack_model("dev")
     model["dns"]["coredns"] = {"path": str(binary), "sha256": good.upper()}
     assert run_program("dev", model).error is None
+
+
+# ---------------------------------------------------------------- README
+
+
+def _all_field_keys(model, prefix=""):
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        yield key, field
+        tp = field.annotation
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), tp)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            sep = "[]." if typing.get_origin(tp) is tuple else (".<os>." if typing.get_origin(tp) is dict else ".")
+            yield from _all_field_keys(inner, key + sep)
+
+
+def test_every_field_is_documented_in_the_table():
+    from components.config import StackConfig
+    from components.config.doc import config_table
+
+    table = config_table()
+    for key, field in _all_field_keys(StackConfig):
+        assert field.description, f"{key} has no description"
+        assert f"| `{key}` |" in table, key
+
+
+def test_readme_config_table_is_the_generated_one():
+    """Fails when a field, default or description changes without regenerating README's table."""
+    from components.config.doc import config_table, readme_table
+    from harness import ROOT
+
+    assert readme_table((ROOT / "README.md").read_text()) == config_table(), (
+        "README.md's config table is stale: run venv/bin/python -m components.config.doc --write README.md"
+    )

@@ -1,0 +1,59 @@
+"""What every part of the config model shares: the strict base model, fixed sets, and the field rules used in more than one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+OsName = Literal["flatcar", "rocky9", "alma9", "debian12"]
+Role = Literal["load_balancer", "infra", "server", "agent", "storage", "generic"]
+NetworkMode = Literal["nat", "route", "bridge", "isolated"]
+
+EL9 = ("rocky9", "alma9")
+# OSes with a package manager and cloud-init: they can run the packaged
+# services of the load balancers and the infra node.
+PACKAGED_OS = (*EL9, "debian12")
+K3S_ROLES = ("server", "agent", "storage")
+
+# A version must be exact; a source path must not name a moving alias.
+UNPINNED_VERSION = re.compile(r"^(latest|current|stable|beta|alpha|main|master|head|edge)$|^$|\*|\bx\b", re.I)
+UNPINNED_PATH = re.compile(r"(^|[/:_.-])(latest|current)($|[/:_.-])", re.I)
+# One DNS label: a hostname, a network or disk name, each label of the domain.
+HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_LABEL = HOSTNAME
+MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_pinned(value: str, what: str) -> str:
+    if UNPINNED_VERSION.search(value.strip()):
+        raise ValueError(f"{what} {value!r} is not pinned; name an exact version")
+    return value
+
+
+def check_pinned_path(value: str, what: str) -> str:
+    if UNPINNED_PATH.search(value):
+        raise ValueError(f"{what} {value!r} names a moving alias; point it at an exact release")
+    return value
+
+
+def _label(what: str) -> AfterValidator:
+    """The one hostname rule; ``what`` only names the thing in the message."""
+
+    def check(v: str) -> str:
+        if not HOSTNAME.match(v):
+            raise ValueError(f"{v!r} is not a valid {what}; use lowercase letters, digits and '-'")
+        return v
+
+    return AfterValidator(check)
+
+
+Hostname = Annotated[str, _label("hostname")]
+NetworkName = Annotated[str, _label("name")]
+DiskName = Annotated[str, _label("disk name")]

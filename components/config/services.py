@@ -1,0 +1,154 @@
+"""What the nodes run and from where: images, SSH access, DNS, NTP, K3s, Flatcar updates."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from .base import _Model, check_pinned, check_pinned_path
+
+
+class ImageConfig(_Model):
+    source: str = Field(description="URL (http/https) or absolute path on the libvirt host of the qcow2 cloud image; not a moving alias like `current`.")
+    version: str = Field(description="Exact version of the image, e.g. `4230.2.3`; `latest`, `current`, wildcards are rejected.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return check_pinned(v, "image version")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not (v.startswith(("http://", "https://", "/"))):
+            raise ValueError(f"{v!r} must be an http(s) URL or an absolute path")
+        return check_pinned_path(v, "image source")
+
+
+class SshConfig(_Model):
+    user: str = Field(default="core", description="Login user on every node (never root; no password anywhere).")
+    public_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Extra OpenSSH public keys for people. A generated ED25519 key is always installed (the day-2 commands need a private key Pulumi holds); its private key is the secret stack output `ssh_private_key`.",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", v) or v == "root":
+            raise ValueError(f"{v!r} is not a valid non-root login name")
+        return v
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for key in v:
+            if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", key):
+                raise ValueError(f"{key[:30]!r}... is not an OpenSSH public key")
+        return v
+
+
+class CorednsBinary(_Model):
+    """The CoreDNS binary copied to the infra node: no container runtime, no registry."""
+
+    version: str = Field(default="v1.12.1", description="Exact CoreDNS release, e.g. `v1.12.1` (what `.ci/coredns.sh` builds from Go modules).")
+    path: Optional[str] = Field(
+        default=None,
+        description="Absolute path of the binary on the machine that runs Pulumi. Default: the build of `.ci/coredns.sh` for `version` in the toolchain cache.",
+    )
+    sha256: Optional[str] = Field(default=None, description="Expected sha256 of the binary; when set, a different file stops the run.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        check_pinned(v, "CoreDNS version")
+        if not re.match(r"^v\d+\.\d+\.\d+$", v):
+            raise ValueError(f"{v!r} is not a CoreDNS release like v1.12.1")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("/", "~/")):
+            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.match(r"^[0-9a-f]{64}$", v.lower()):
+            raise ValueError(f"{v!r} is not a sha256 hex digest")
+        return v.lower() if v else v
+
+    def local_path(self) -> str:
+        if self.path:
+            return os.path.expanduser(self.path)
+        cache = os.environ.get("MICROCLOUD_TOOLCHAIN_CACHE") or os.path.expanduser("~/.cache/microcloud-toolchain")
+        return os.path.join(cache, f"coredns-{self.version}", "coredns")
+
+
+class DnsConfig(_Model):
+    forwarders: tuple[ipaddress.IPv4Address, ...] = Field(
+        min_length=1, description="Upstream resolvers (IPv4) of the infra node's CoreDNS for names outside `domain`."
+    )
+    coredns: CorednsBinary = Field(default=CorednsBinary(), description="The CoreDNS binary uploaded to the infra node.")
+
+
+class NtpConfig(_Model):
+    upstream: tuple[str, ...] = Field(
+        min_length=1, description="Upstream NTP servers (hostnames or IPv4) of the infra node's chrony; every other node syncs from the infra node."
+    )
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            if not re.match(r"^[A-Za-z0-9.-]+$", s):
+                raise ValueError(f"{s!r} is not a hostname or IPv4 address")
+        return v
+
+
+class K3sConfig(_Model):
+    version: str = Field(description="Exact K3s release, e.g. `v1.33.5+k3s1`.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        check_pinned(v, "K3s version")
+        if not re.match(r"^v\d+\.\d+\.\d+\+k3s\d+$", v):
+            raise ValueError(f"{v!r} is not a K3s release like v1.33.5+k3s1")
+        return v
+
+
+class UpdatesConfig(_Model):
+    """Flatcar update/reboot strategy (instead of masking locksmithd)."""
+
+    group: Literal["stable", "beta", "alpha", "lts"] = Field(default="stable", description="Flatcar release channel the nodes update from.")
+    strategy: Literal["reboot", "etcd-lock", "off"] = Field(
+        default="reboot", description="locksmithd's REBOOT_STRATEGY after an update: `reboot` (in the node's window), `etcd-lock`, or `off` (never reboot)."
+    )
+    # Each node gets its own day of the week so no two nodes of a role reboot
+    # together; the window starts at this time.
+    window_start: str = Field(
+        default="03:00",
+        description="Start (HH:MM) of each Flatcar node's reboot window. The weekday comes from the node's name (server1, server2, ... reboot on consecutive days).",
+    )
+    window_length: str = Field(default="1h", description="Length of the reboot window, e.g. `1h` or `30m`.")
+
+    @field_validator("window_start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", v):
+            raise ValueError(f"{v!r} is not a time like 03:00")
+        return v
+
+    @field_validator("window_length")
+    @classmethod
+    def _length(cls, v: str) -> str:
+        if not re.match(r"^\d+[hm]$", v):
+            raise ValueError(f"{v!r} is not a duration like 1h or 30m")
+        return v

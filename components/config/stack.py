@@ -1,0 +1,103 @@
+"""StackConfig: the whole value of ``microcloud:config``, and the views the components read."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import DOMAIN_LABEL, OsName, _Model
+from .load_balancer import LoadBalancerConfig
+from .network import NetworkConfig
+from .nodes import NodeConfig
+from .services import DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
+
+
+class StackConfig(_Model):
+    libvirt_uri: str = Field(default="qemu:///system", description="libvirt connection, e.g. `qemu:///system` or `qemu+ssh://user@host/system`.")
+    domain: str = Field(description="The one DNS domain of every node and VIP (`<node>.<domain>`, `api.<domain>`, `ingress.<domain>`).")
+    pool_path: str = Field(description="Directory of this stack's libvirt storage pool on the libvirt host, a directory of its own.")
+    ssh: SshConfig = Field(default=SshConfig(), description="Login on the nodes.")
+    images: dict[OsName, ImageConfig] = Field(
+        description="One cloud image per OS in use (`flatcar`, `rocky9`, `alma9`, `debian12`); every node's `os` needs one, unused ones are rejected."
+    )
+    networks: tuple[NetworkConfig, ...] = Field(min_length=1, description="The libvirt networks, in order.")
+    nodes: tuple[NodeConfig, ...] = Field(min_length=1, description="The VMs.")
+    load_balancer: LoadBalancerConfig = Field(description="The HAProxy + Keepalived pair and its two VIPs.")
+    dns: DnsConfig = Field(description="CoreDNS on the infra node: the zone of `domain`, forwarding the rest.")
+    ntp: NtpConfig = Field(description="chrony on the infra node.")
+    k3s: K3sConfig = Field(description="The K3s cluster.")
+    updates: UpdatesConfig = Field(default=UpdatesConfig(), description="Flatcar update and reboot policy (instead of masking locksmithd).")
+    protect_data: bool = Field(
+        default=True, description="Data disks are `protect`ed: `pulumi destroy` stops before deleting them. Set false only for throwaway (dev) stacks."
+    )
+    virt_type: Literal["kvm", "qemu"] = Field(default="kvm", description="`kvm` where the host has `/dev/kvm`; `qemu` (plain emulation) otherwise.")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        labels = v.split(".")
+        if len(v) > 253 or len(labels) < 2 or not all(DOMAIN_LABEL.match(l) for l in labels):
+            raise ValueError(f"{v!r} is not a DNS domain like microcloud.lan (lowercase labels, at least two)")
+        if labels[-1].isdigit():
+            raise ValueError(f"{v!r} ends in a number; the last label must be a name")
+        return v
+
+    @field_validator("libvirt_uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not re.match(r"^(qemu|qemu\+ssh|qemu\+tcp|qemu\+tls|test)://", v):
+            raise ValueError(f"{v!r} is not a libvirt URI like qemu:///system")
+        return v
+
+    @field_validator("pool_path")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") in ("", "/var", "/var/lib", "/home"):
+            raise ValueError(f"{v!r} must be an absolute directory of its own, e.g. /var/lib/libvirt/images/microcloud-dev")
+        return v
+
+    # ----- derived views used by the components -----
+
+    @cached_property
+    def network_by_name(self) -> dict[str, NetworkConfig]:
+        return {n.name: n for n in self.networks}
+
+    def nodes_with(self, *roles: str) -> list[NodeConfig]:
+        return [n for n in self.nodes if n.role in roles]
+
+    @property
+    def load_balancers(self) -> list[NodeConfig]:
+        return self.nodes_with("load_balancer")
+
+    @property
+    def infra_node(self) -> NodeConfig:
+        return self.nodes_with("infra")[0]
+
+    @property
+    def servers(self) -> list[NodeConfig]:
+        return self.nodes_with("server")
+
+    @property
+    def ingress_nodes(self) -> list[NodeConfig]:
+        return [n for n in self.nodes if n.role in ("agent", "storage", "server") and n.takes_ingress]
+
+    def fqdn(self, name: str) -> str:
+        return f"{name}.{self.domain}"
+
+    def mac_of(self, node: NodeConfig) -> str:
+        """Configured MAC, or a stable one derived from domain and node name."""
+        if node.mac:
+            return node.mac
+        h = hashlib.sha256(f"{self.domain}/{node.name}".encode()).digest()
+        return "52:54:00:%02x:%02x:%02x" % (h[0], h[1], h[2])
+
+
+def vrrp_priority(c: StackConfig, node: NodeConfig) -> int:
+    """Configured priority, else 110 for the first load balancer and 100 for the second."""
+    if node.vrrp_priority is not None:
+        return node.vrrp_priority
+    return 110 if c.load_balancers.index(node) == 0 else 100
