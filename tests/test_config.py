@@ -35,17 +35,17 @@ CASES = [
     ("bridge-without-name", lambda m: net(m, "lan").update(mode="bridge", dhcp=None, gateway="10.27.0.1"), "networks[0].bridge", "bridge"),
     ("dhcp-outside", lambda m: net(m, "lan").update(dhcp={"start": "10.27.0.100", "end": "10.27.1.5"}), "networks[0].dhcp.end", "10.27.0.0/24"),
     ("dhcp-reversed", lambda m: net(m, "lan").update(dhcp={"start": "10.27.0.200", "end": "10.27.0.100"}), "networks[0].dhcp", "after"),
-    ("ip-outside-network", lambda m: node(m, "worker1").update(ip="10.27.3.50"), "nodes[4].ip", "10.27.4.0/24"),
-    ("ip-in-dhcp", lambda m: node(m, "worker1").update(ip="10.27.4.150"), "nodes[4].ip", "DHCP range"),
-    ("ip-duplicated", lambda m: node(m, "storage1").update(ip="10.27.4.24"), "nodes[5].ip", "worker1"),
-    ("ip-is-gateway", lambda m: node(m, "storage1").update(ip="10.27.4.1"), "nodes[5].ip", "gateway"),
-    ("ip-is-broadcast", lambda m: node(m, "storage1").update(ip="10.27.4.255"), "nodes[5].ip", "host address"),
+    ("ip-outside-network", lambda m: node(m, "worker1").update(ip="10.27.3.50"), "nodes[worker1].ip", "10.27.4.0/24"),
+    ("ip-in-dhcp", lambda m: node(m, "worker1").update(ip="10.27.4.150"), "nodes[worker1].ip", "DHCP range"),
+    ("ip-duplicated", lambda m: node(m, "storage1").update(ip="10.27.4.24"), "nodes[storage1].ip", "worker1"),
+    ("ip-is-gateway", lambda m: node(m, "storage1").update(ip="10.27.4.1"), "nodes[storage1].ip", "gateway"),
+    ("ip-is-broadcast", lambda m: node(m, "storage1").update(ip="10.27.4.255"), "nodes[storage1].ip", "host address"),
     ("name-duplicated", lambda m: node(m, "storage1").update(name="worker1"), "nodes[5].name", "twice"),
     ("name-invalid", lambda m: node(m, "storage1").update(name="Storage_1"), "nodes[5].name", "hostname"),
-    ("name-reserved", lambda m: node(m, "storage1").update(name="api"), "nodes[5].name", "reserved"),
-    ("mac-duplicated", lambda m: (node(m, "lb1").update(mac="52:54:00:00:00:01"), node(m, "lb2").update(mac="52:54:00:00:00:01")), "nodes[1].mac", "lb1"),
-    ("mac-invalid", lambda m: node(m, "lb1").update(mac="52:54:00:zz:00:01"), "nodes[0].mac", "MAC"),
-    ("mac-multicast", lambda m: node(m, "lb1").update(mac="01:54:00:00:00:01"), "nodes[0].mac", "multicast"),
+    ("name-reserved", lambda m: node(m, "storage1").update(name="api"), "nodes[api].name", "reserved"),
+    ("mac-duplicated", lambda m: (node(m, "lb1").update(mac="52:54:00:00:00:01"), node(m, "lb2").update(mac="52:54:00:00:00:01")), "nodes[lb2].mac", "lb1"),
+    ("mac-invalid", lambda m: node(m, "lb1").update(mac="52:54:00:zz:00:01"), "nodes[lb1].mac", "MAC"),
+    ("mac-multicast", lambda m: node(m, "lb1").update(mac="01:54:00:00:00:01"), "nodes[lb1].mac", "multicast"),
     ("vip-outside", lambda m: m["load_balancer"].update(api_vip="10.27.4.32"), "load_balancer.api_vip", "outside"),
     ("vip-is-node", lambda m: m["load_balancer"].update(ingress_vip="10.27.0.30"), "load_balancer.ingress_vip", "lb1"),
     ("vip-in-dhcp", lambda m: m["load_balancer"].update(api_vip="10.27.0.150"), "load_balancer.api_vip", "DHCP"),
@@ -53,11 +53,11 @@ CASES = [
     ("vip-network-missing", lambda m: m["load_balancer"].update(network="wan"), "load_balancer.network", "no network"),
     ("servers-even", lambda m: add_server(m, "server2", "10.27.4.22"), "nodes", "quorum"),
     ("servers-zero", lambda m: node(m, "server1").update(role="agent"), "nodes", "no K3s server"),
-    ("node-network-missing", lambda m: node(m, "worker1").update(network="storage"), "nodes[4].network", "no network named 'storage'"),
+    ("node-network-missing", lambda m: node(m, "worker1").update(network="storage"), "nodes[worker1].network", "no network named 'storage'"),
     ("vrrp-id-dup", lambda m: m["load_balancer"].update(vrrp={"api_router_id": 60, "ingress_router_id": 60}), "load_balancer.vrrp.ingress_router_id", "differ"),
     ("vrrp-id-range", lambda m: m["load_balancer"].update(vrrp={"api_router_id": 256}), "load_balancer.vrrp.api_router_id", "1-255"),
-    ("vrrp-priority-equal", lambda m: (node(m, "lb1").update(vrrp_priority=100), node(m, "lb2").update(vrrp_priority=100)), "nodes[1].vrrp_priority", "MASTER"),
-    ("vrrp-priority-on-worker", lambda m: node(m, "worker1").update(vrrp_priority=100), "nodes[4].vrrp_priority", "load_balancer"),
+    ("vrrp-priority-equal", lambda m: (node(m, "lb1").update(vrrp_priority=100), node(m, "lb2").update(vrrp_priority=100)), "nodes[lb2].vrrp_priority", "MASTER"),
+    ("vrrp-priority-on-worker", lambda m: node(m, "worker1").update(vrrp_priority=100), "nodes[worker1].vrrp_priority", "load_balancer"),
     ("k3s-latest", lambda m: m["k3s"].update(version="latest"), "k3s.version", "not pinned"),
     ("k3s-wildcard", lambda m: m["k3s"].update(version="v1.33.x"), "k3s.version", "not pinned"),
     ("image-version-latest", lambda m: m["images"]["flatcar"].update(version="current"), "images.flatcar.version", "not pinned"),
@@ -70,18 +70,18 @@ CASES = [
     ("domain-single-label", lambda m: m.update(domain="lan"), "domain", "at least two"),
     ("image-missing", lambda m: m["images"].pop("rocky9"), "images.rocky9", "no image source"),
     ("image-unknown-os", lambda m: m["images"].update(ubuntu24={"source": "/x.qcow2", "version": "12"}), "images.ubuntu24", "flatcar"),
-    ("longhorn-without-disk", lambda m: node(m, "worker1").update(data_disks=[]), "nodes[4].data_disks", "Longhorn"),
-    ("storage-without-disk", lambda m: node(m, "storage1").update(data_disks=[]), "nodes[5].data_disks", "NFS"),
-    ("memory-server", lambda m: node(m, "server1").update(memory_mib=1024), "nodes[3].memory_mib", "2048"),
-    ("memory-lb", lambda m: node(m, "lb1").update(memory_mib=256), "nodes[0].memory_mib", "512"),
-    ("lb-on-flatcar", lambda m: node(m, "lb1").update(os="flatcar"), "nodes[0].os", "rocky9"),
+    ("longhorn-without-disk", lambda m: node(m, "worker1").update(data_disks=[]), "nodes[worker1].data_disks", "Longhorn"),
+    ("storage-without-disk", lambda m: node(m, "storage1").update(data_disks=[]), "nodes[storage1].data_disks", "NFS"),
+    ("memory-server", lambda m: node(m, "server1").update(memory_mib=1024), "nodes[server1].memory_mib", "2048"),
+    ("memory-lb", lambda m: node(m, "lb1").update(memory_mib=256), "nodes[lb1].memory_mib", "512"),
+    ("lb-on-flatcar", lambda m: node(m, "lb1").update(os="flatcar"), "nodes[lb1].os", "rocky9"),
     ("lb-count", lambda m: node(m, "lb2").update(role="generic"), "nodes", "exactly 2"),
-    ("lb-off-vip-network", lambda m: node(m, "lb2").update(network="infra", ip="10.27.3.31"), "nodes[1].network", "VIP network"),
+    ("lb-off-vip-network", lambda m: node(m, "lb2").update(network="infra", ip="10.27.3.31"), "nodes[lb2].network", "VIP network"),
     ("infra-missing", lambda m: node(m, "infra").update(role="generic"), "nodes", "infra"),
     ("no-ingress", lambda m: node(m, "worker1").update(ingress=False), "nodes", "ingress"),
     ("unknown-key", lambda m: m.update(dommain="x.lan"), "dommain", "unknown key"),
-    ("unknown-node-key", lambda m: node(m, "lb1").update(cpus=2), "nodes[0].cpus", "unknown key"),
-    ("role-invalid", lambda m: node(m, "lb1").update(role="master"), "nodes[0].role", "'master'"),
+    ("unknown-node-key", lambda m: node(m, "lb1").update(cpus=2), "nodes[lb1].cpus", "unknown key"),
+    ("role-invalid", lambda m: node(m, "lb1").update(role="master"), "nodes[lb1].role", "'master'"),
     ("forwarder-invalid", lambda m: m["dns"].update(forwarders=["dns.google"]), "dns.forwarders[0]", "IPv4"),
     ("nodeport-range", lambda m: m["load_balancer"].update(ingress_http_nodeport=8080), "load_balancer.ingress_http_nodeport", "30000"),
     ("ssh-key-invalid", lambda m: m.update(ssh={"public_keys": ["not a key"]}), "ssh.public_keys", "OpenSSH"),
@@ -194,6 +194,63 @@ def test_program_checks_the_coredns_binary_it_uploads(tmp_path):
     model = stack_model("dev")
     model["dns"]["coredns"] = {"path": str(binary), "sha256": good.upper()}
     assert run_program("dev", model).error is None
+
+
+# ---------------------------------------------------------------- how errors name things
+
+
+def _error(model: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(model)
+    return exc.value
+
+
+def test_node_errors_name_the_node():
+    """A node is found in Pulumi.<stack>.yaml by its name, not by counting list items."""
+    model = stack_model("dev")
+    node(model, "worker1")["memory_mib"] = 512  # a cross-field check
+    assert str(_error(model)).startswith("microcloud:config.nodes[worker1].memory_mib: 512 MiB is below the 1024 MiB")
+    model = stack_model("dev")
+    node(model, "worker1")["vcpu"] = 0  # a field check (pydantic)
+    assert _error(model).key == "nodes[worker1].vcpu"
+    model = stack_model("dev")
+    node(model, "worker1")["data_disks"][0]["size_gib"] = 0
+    assert _error(model).key == "nodes[worker1].data_disks[0].size_gib"
+
+
+@pytest.mark.parametrize(
+    "name,why",
+    [("Worker_1", "not a valid hostname"), ("server1", "used by another node"), ("7", "a number reads as an index")],
+)
+def test_node_errors_fall_back_to_the_index(name, why):
+    model = stack_model("dev")
+    node(model, "worker1").update(name=name, vrrp_priority=100)
+    key = _error(model).key
+    assert key.startswith("nodes[4]."), (why, key)
+
+
+@pytest.mark.parametrize(
+    "mutate,line",
+    [
+        (lambda m: node(m, "worker1").update(memroy_mib=4096), "nodes[worker1].memroy_mib: unknown key; did you mean memory_mib?"),
+        (lambda m: m.update(dommain="x.lan"), "dommain: unknown key; did you mean domain?"),
+        (lambda m: m["load_balancer"].update(vrrp={"intreface": "eth1"}), "load_balancer.vrrp.intreface: unknown key; did you mean interface?"),
+        (lambda m: m["images"]["flatcar"].update(sorce="/x.img"), "images.flatcar.sorce: unknown key; did you mean source?"),
+        (lambda m: net(m, "lan").update(gatway="10.27.0.1"), "networks[0].gatway: unknown key; did you mean gateway?"),
+    ],
+)
+def test_unknown_key_suggests_the_closest_valid_one(mutate, line):
+    model = stack_model("dev")
+    mutate(model)
+    assert str(_error(model)) == f"microcloud:config.{line}"
+
+
+def test_unknown_key_without_a_close_one_lists_the_valid_ones():
+    model = stack_model("dev")
+    node(model, "lb1")["colour"] = "blue"
+    err = _error(model)
+    assert err.key == "nodes[lb1].colour" and "did you mean" not in err.message
+    assert err.message.startswith("unknown key; valid keys here: name, role, os,") and "memory_mib" in err.message
 
 
 # ---------------------------------------------------------------- README

@@ -12,7 +12,7 @@ and turns any mistake into one line without a traceback.
     services       images, ssh, dns/CoreDNS, ntp, k3s, Flatcar updates
     stack          StackConfig and vrrp_priority
     checks         cross-field checks
-    errors         ConfigError
+    errors         ConfigError, key naming (nodes by name), suggestions
     loader         parse_config, load, local files
     doc            the README config table, generated from the model
 """

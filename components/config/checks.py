@@ -5,17 +5,18 @@ from __future__ import annotations
 import ipaddress
 
 from .base import K3S_ROLES, PACKAGED_OS
-from .errors import ConfigError
+from .errors import ConfigError, node_labels
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES
 from .stack import StackConfig, vrrp_priority
 
 
 def cross_check(c: StackConfig) -> None:
     """Raise the first ConfigError of a parsed config, in a fixed order: networks, nodes, roles, load balancer."""
+    labels = node_labels(c.nodes)
     _check_networks(c)
-    _check_nodes(c)
+    _check_nodes(c, labels)
     _check_roles(c)
-    _check_load_balancer(c)
+    _check_load_balancer(c, labels)
 
 
 def _check_networks(c: StackConfig) -> None:
@@ -56,16 +57,16 @@ def _check_networks(c: StackConfig) -> None:
                 raise ConfigError(f"{key}.dns_hosts[{k}].ip", f"{host.ip} is outside {net.cidr}")
 
 
-def _check_nodes(c: StackConfig) -> None:
+def _check_nodes(c: StackConfig, labels: list[str]) -> None:
     names: dict[str, int] = {}
     ips: dict[ipaddress.IPv4Address, str] = {}
     macs: dict[str, str] = {}
     for net in c.networks:
         ips[net.router] = f"the gateway of network {net.name!r}"
     for i, node in enumerate(c.nodes):
-        key = f"nodes[{i}]"
+        key = labels[i]
         if node.name in names:
-            raise ConfigError(f"{key}.name", f"node name {node.name!r} is used twice (also nodes[{names[node.name]}])")
+            raise ConfigError(f"{key}.name", f"node name {node.name!r} is used twice (also {labels[names[node.name]]})")
         names[node.name] = i
         if node.name in RESERVED_NAMES:
             raise ConfigError(f"{key}.name", f"{node.name!r} is reserved for a VIP's DNS record; pick another name")
@@ -120,14 +121,14 @@ def _check_roles(c: StackConfig) -> None:
         raise ConfigError("nodes", "no node takes ingress; add an agent or set ingress: true on a K3s node")
 
 
-def _check_load_balancer(c: StackConfig) -> None:
+def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
     lb = c.load_balancer
     net = c.network_by_name.get(lb.network)
     if net is None:
         raise ConfigError("load_balancer.network", f"no network named {lb.network!r}; defined: {', '.join(c.network_by_name)}")
     for i, node in enumerate(c.nodes):
         if node.role == "load_balancer" and node.network != lb.network:
-            raise ConfigError(f"nodes[{i}].network", f"load balancer {node.name!r} must be on the VIP network {lb.network!r}")
+            raise ConfigError(f"{labels[i]}.network", f"load balancer {node.name!r} must be on the VIP network {lb.network!r}")
     node_ips = {n.ip: n.name for n in c.nodes}
     for field in ("api_vip", "ingress_vip"):
         vip = getattr(lb, field)
@@ -150,4 +151,4 @@ def _check_load_balancer(c: StackConfig) -> None:
     prios = [vrrp_priority(c, n) for n in c.load_balancers]
     if len(set(prios)) != len(prios):
         i = c.nodes.index(c.load_balancers[1])
-        raise ConfigError(f"nodes[{i}].vrrp_priority", f"both load balancers have priority {prios[0]}; give the MASTER a higher one")
+        raise ConfigError(f"{labels[i]}.vrrp_priority", f"both load balancers have priority {prios[0]}; give the MASTER a higher one")

@@ -4,29 +4,67 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+import typing
+from inspect import isclass
+from typing import Any, Iterable, Optional
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .checks import cross_check
-from .errors import CONFIG_KEY, ConfigError
+from .errors import CONFIG_KEY, ConfigError, node_labels, unknown_key_message
 from .stack import StackConfig
 
+def _model_at(loc: Iterable[Any]) -> Optional[type[BaseModel]]:
+    """The model class that validates the value at ``loc`` (a pydantic error location), if it is a model."""
+    tp: Any = StackConfig
+    for part in loc:
+        tp = _unoptional(tp)
+        if isclass(tp) and issubclass(tp, BaseModel) and isinstance(part, str):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) is tuple and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    tp = _unoptional(tp)
+    return tp if isclass(tp) and issubclass(tp, BaseModel) else None
 
-def _format_validation_error(err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
+
+def _unoptional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Union and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _key_of(loc: tuple, raw: Any) -> str:
+    """The dotted key of a pydantic error location, nodes named as ``node_labels`` names them."""
+    loc = tuple(p for p in loc if p != "[key]")
     parts: list[str] = []
-    for p in first["loc"]:
-        if p == "[key]":
-            continue
+    for i, p in enumerate(loc):
         if isinstance(p, int):
-            parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
+            if i == 1 and loc[0] == "nodes" and isinstance(raw.get("nodes"), list) and p < len(raw["nodes"]):
+                parts[-1] = node_labels(raw["nodes"])[p]
+            else:
+                parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
         else:
             parts.append(str(p))
-    key = ".".join(parts) or "(root)"
+    return ".".join(parts) or "(root)"
+
+
+def _format_validation_error(err: ValidationError, raw: dict) -> ConfigError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = _key_of(loc, raw)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key; check its spelling against the documented config"
+        model = _model_at(loc[:-1])
+        valid = list(model.model_fields) if model is not None else []
+        msg = unknown_key_message(str(loc[-1]), valid) if valid else "unknown key; check its spelling against the documented config"
     elif first["type"] == "missing":
         msg = "is required"
     elif first["type"] == "literal_error":
@@ -43,7 +81,7 @@ def parse_config(raw: Any) -> StackConfig:
     try:
         cfg = StackConfig.model_validate(raw)
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise _format_validation_error(err, raw) from None
     cross_check(cfg)
     return cfg
 
