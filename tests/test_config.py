@@ -253,6 +253,49 @@ def test_unknown_key_without_a_close_one_lists_the_valid_ones():
     assert err.message.startswith("unknown key; valid keys here: name, role, os,") and "memory_mib" in err.message
 
 
+# ---------------------------------------------------------------- the stack's own keys
+
+
+@pytest.mark.parametrize(
+    "keys,line",
+    [
+        ({"microcloud:confg"}, "microcloud:confg is not a key of this project; did you mean microcloud:config?"),
+        ({"microclud:config"}, "microclud:config is not a key of this project; did you mean microcloud:config?"),
+        ({"microcloud:config", "microcloud:Config"}, "microcloud:Config is not a key of this project; did you mean microcloud:config?"),
+        ({"microcloud:config", "microcloud:nodes"}, "microcloud:nodes is not a key of this project; its only key is microcloud:config, the whole stack goes below it"),
+        ({"libvirt:uri"}, "microcloud:config is not set; copy the shape of Pulumi.dev.yaml into Pulumi.<stack>.yaml"),
+    ],
+)
+def test_stack_key_typo_is_named(keys, line):
+    from components.config import StackKeyError, check_stack_keys
+
+    with pytest.raises(StackKeyError) as exc:
+        check_stack_keys(keys | {"pulumi:disable-default-providers"})
+    assert str(exc.value) == line
+
+
+def test_other_namespaces_are_not_ours():
+    from components.config import check_stack_keys
+
+    check_stack_keys({"microcloud:config", "pulumi:disable-default-providers", "libvirt:uri", "kubernetes:context"})
+
+
+def test_program_reports_a_typo_in_the_stack_key():
+    """Through load(): the stack's keys as the runtime holds them, the typo named instead of 'is not set'."""
+    import json
+
+    import pulumi
+
+    from components.config import load
+    from harness import stack_config
+
+    cfg = {("microcloud:confg" if k == "microcloud:config" else k): v for k, v in stack_config("dev").items()}
+    pulumi.runtime.set_all_config({k: json.dumps(v) for k, v in cfg.items()})
+    with pytest.raises(pulumi.RunError) as exc:
+        load()
+    assert str(exc.value) == "microcloud:confg is not a key of this project; did you mean microcloud:config?"
+
+
 # ---------------------------------------------------------------- README
 
 

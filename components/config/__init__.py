@@ -13,7 +13,7 @@ and turns any mistake into one line without a traceback.
     stack          StackConfig and vrrp_priority
     checks         cross-field checks
     errors         ConfigError, key naming (nodes by name), suggestions
-    loader         parse_config, load, local files
+    loader         parse_config, load, the stack-key check, local files
     doc            the README config table, generated from the model
 """
 
@@ -31,9 +31,9 @@ from .base import (
     OsName,
     Role,
 )
-from .errors import CONFIG_KEY, ConfigError
+from .errors import CONFIG_KEY, ConfigError, StackKeyError
 from .load_balancer import LoadBalancerConfig, VrrpConfig
-from .loader import check_local_files, file_sha256, load, parse_config
+from .loader import check_local_files, check_stack_keys, file_sha256, load, parse_config
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
 from .services import CorednsBinary, DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
@@ -69,9 +69,11 @@ __all__ = [
     "Role",
     "SshConfig",
     "StackConfig",
+    "StackKeyError",
     "UpdatesConfig",
     "VrrpConfig",
     "check_local_files",
+    "check_stack_keys",
     "file_sha256",
     "load",
     "parse_config",

@@ -20,6 +20,15 @@ class ConfigError(Exception):
         self.message = message
 
 
+class StackKeyError(ConfigError):
+    """A mistake in the stack's own keys (``config:`` of Pulumi.<stack>.yaml): ``key`` is the whole Pulumi key."""
+
+    def __init__(self, key: str, message: str):
+        Exception.__init__(self, f"{key} {message}")
+        self.key = key
+        self.message = message
+
+
 def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
     """The choice ``word`` was most likely meant to be (difflib), or None."""
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)

@@ -6,13 +6,21 @@ import hashlib
 import os
 import typing
 from inspect import isclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NoReturn, Optional
 
 from pydantic import BaseModel, ValidationError
 
 from .checks import cross_check
-from .errors import CONFIG_KEY, ConfigError, node_labels, unknown_key_message
+from .errors import CONFIG_KEY, ConfigError, StackKeyError, closest, node_labels, unknown_key_message
 from .stack import StackConfig
+
+PROJECT = CONFIG_KEY.split(":", 1)[0]
+# The Python language host's exit code for "the program has already shown the
+# user why it stopped" (PYTHON_PROCESS_EXITED_AFTER_SHOWING_USER_ACTIONABLE_MESSAGE_CODE
+# in pulumi-language-python-exec). The engine then ends the run as failed
+# without adding "an unhandled error occurred: Program exited with non-zero exit code".
+SHOWN_TO_USER_EXIT = 32
+
 
 def _model_at(loc: Iterable[Any]) -> Optional[type[BaseModel]]:
     """The model class that validates the value at ``loc`` (a pydantic error location), if it is a model."""
@@ -86,6 +94,26 @@ def parse_config(raw: Any) -> StackConfig:
     return cfg
 
 
+def check_stack_keys(keys: Iterable[str]) -> None:
+    """The stack's own config keys: ``microcloud:config`` is there, and no other key of this project.
+
+    A key in this project's namespace is a typo of microcloud:config (the
+    project has no other); a missing microcloud:config with a look-alike key
+    in another namespace (``microclud:config``) is one too.
+    """
+    keys = sorted(keys)
+    for key in keys:
+        if key.startswith(f"{PROJECT}:") and key != CONFIG_KEY:
+            if closest(key, [CONFIG_KEY], cutoff=0.8):
+                raise StackKeyError(key, f"is not a key of this project; did you mean {CONFIG_KEY}?")
+            raise StackKeyError(key, f"is not a key of this project; its only key is {CONFIG_KEY}, the whole stack goes below it")
+    if CONFIG_KEY not in keys:
+        guess = closest(CONFIG_KEY, [k for k in keys if not k.startswith("pulumi:")], cutoff=0.8)
+        if guess is not None:
+            raise StackKeyError(guess, f"is not a key of this project; did you mean {CONFIG_KEY}?")
+        raise StackKeyError(CONFIG_KEY, "is not set; copy the shape of Pulumi.dev.yaml into Pulumi.<stack>.yaml")
+
+
 def check_local_files(cfg: StackConfig) -> None:
     """Files on the machine that runs Pulumi which the config names: present, and as pinned."""
     spec = cfg.dns.coredns
@@ -107,16 +135,47 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _stack_keys() -> set[str]:
+    """Every config key of the running stack: the engine passes them in PULUMI_CONFIG; mocks set them directly."""
+    import pulumi.runtime
+
+    return set(pulumi.runtime.config.CONFIG.get()) | set(pulumi.runtime.get_config_env())
+
+
+def _stop(line: str) -> NoReturn:
+    """End the program with ``line`` as its only error.
+
+    Under the language host the line goes to the engine as one error
+    diagnostic, sent once the stack resource is registered (so the display
+    shows it under the stack's row, not before it), then the process exits
+    with SHOWN_TO_USER_EXIT. Raising pulumi.RunError instead makes the host
+    exit 1, and the engine adds "an unhandled error occurred". Under mocks
+    (in-process tests) there is no language host: raise RunError, which the
+    test runner records.
+    """
+    import pulumi
+    from pulumi.runtime.mocks import MockEngine
+
+    engine = pulumi.runtime.settings.get_engine()
+    if engine is None or isinstance(engine, MockEngine):
+        raise pulumi.RunError(line)
+    stack = pulumi.runtime.get_root_resource()
+    if stack is not None:
+        # An apply's task is awaited before the process exits, even when the program raised.
+        stack.urn.apply(lambda _: pulumi.log.error(line))
+    else:
+        pulumi.log.error(line)
+    raise SystemExit(SHOWN_TO_USER_EXIT)
+
+
 def load() -> StackConfig:
     """Read ``microcloud:config`` from the stack; config mistakes end the run in one line."""
     import pulumi  # local import keeps parse_config usable without Pulumi
 
-    raw = pulumi.Config("microcloud").get_object("config")
-    if raw is None:
-        raise pulumi.RunError(f"{CONFIG_KEY}: is not set; copy the shape of Pulumi.dev.yaml into Pulumi.<stack>.yaml")
     try:
-        cfg = parse_config(raw)
+        check_stack_keys(_stack_keys())
+        cfg = parse_config(pulumi.Config(PROJECT).get_object("config"))
         check_local_files(cfg)
         return cfg
     except ConfigError as err:
-        raise pulumi.RunError(str(err)) from None
+        _stop(str(err))
