@@ -378,3 +378,17 @@ def test_no_host_forwarding_for_isolated_networks_or_a_remote_host():
     run = run_program("dev", model)
     assert run.error is None, run.error
     assert not run.by_type(LOCAL)
+
+
+def test_reordering_the_node_list_changes_nothing_at_all(prod):
+    """Not a VM, not a day-2 file: the VRRP MASTER, HAProxy backends and DNS records follow names, not positions."""
+    model = stack_model("prod")
+    model["nodes"].reverse()
+    for lb in (n for n in model["nodes"] if n["role"] == "load_balancer"):
+        lb.pop("vrrp_priority", None)  # the default priorities too
+    base = stack_model("prod")
+    for lb in (n for n in base["nodes"] if n["role"] == "load_balancer"):
+        lb.pop("vrrp_priority", None)
+    before, after = run_program("prod", base), run_program("prod", model)
+    assert before.error is None and after.error is None, (before.error, after.error)
+    assert _inputs_by_urn(after) == _inputs_by_urn(before)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .base import DOMAIN_LABEL, OsName, _Model
+from .base import DOMAIN_LABEL, K3S_ROLES, OsName, _Model
 from .load_balancer import LoadBalancerConfig
 from .network import NetworkConfig
 from .nodes import NodeConfig
@@ -83,7 +83,7 @@ class StackConfig(_Model):
 
     @property
     def ingress_nodes(self) -> list[NodeConfig]:
-        return [n for n in self.nodes if n.role in ("agent", "storage", "server") and n.takes_ingress]
+        return [n for n in self.nodes if n.role in K3S_ROLES and n.takes_ingress]
 
     def fqdn(self, name: str) -> str:
         return f"{name}.{self.domain}"
@@ -97,7 +97,10 @@ class StackConfig(_Model):
 
 
 def vrrp_priority(c: StackConfig, node: NodeConfig) -> int:
-    """Configured priority, else 110 for the first load balancer and 100 for the second."""
+    """Configured priority, else 110 for the load balancer whose name sorts first and 100 for the other.
+
+    By name, not list position: reordering the node list must not move the VIPs.
+    """
     if node.vrrp_priority is not None:
         return node.vrrp_priority
-    return 110 if c.load_balancers.index(node) == 0 else 100
+    return 110 if node.name == min(n.name for n in c.load_balancers) else 100
