@@ -110,7 +110,11 @@ def render_network_config(net: NetworkSettings) -> str:
         "match": {"macaddress": net.mac},
         "set-name": INTERFACE,
         "addresses": [f"{net.address}/{net.prefix}"],
-        "routes": [{"to": "0.0.0.0/0", "via": net.gateway}],
+        # gateway4, not a 0.0.0.0/0 route: cloud-init's ifupdown (ENI) renderer
+        # turns routes into `post-up route add ... || true`, which needs
+        # net-tools and fails silently without it (measured on Debian 12: no
+        # default route at all); gateway4 becomes ifupdown's own `gateway`.
+        "gateway4": net.gateway,
         "nameservers": {"addresses": list(net.dns), "search": [net.search_domain]},
         "dhcp4": False,
         "dhcp6": False,
