@@ -145,6 +145,10 @@ def test_booted_nodes_have_their_identity(stack):
         first = ips[name] if name == "infra" else infra
         assert servers[:2] == [first, router], (name, servers)
         assert "status: done" in res.stdout, (name, res.stdout)
+        # One default route, to its own network's gateway, and no other route.
+        routes = stack.ssh(ips[name], "ip -4 route show").stdout.splitlines()
+        assert routes[0].startswith(f"default via {router} dev eth0"), (name, routes)
+        assert len(routes) == 2 and " scope link " in routes[1], (name, routes)
 
 
 def test_vips_on_exactly_one_lb_and_haproxy_answers(stack):
@@ -264,7 +268,7 @@ def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
 
 
 def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stack):
-    """No node carries routes to the other networks: a new network touches no VM, only the host's forwarding."""
+    """No node carries routes to the other networks: a new network touches no VM, only the host's forwarding and NTP's allow list."""
     _need_up(stack)
     model = json.loads(json.dumps(stack.model))
     model["networks"].append({"name": "backup", "mode": "nat", "cidr": "10.27.9.0/24"})
@@ -272,7 +276,8 @@ def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stac
     for s in _plan(stack, model):
         if s["op"] != "same":
             changed.setdefault(s["urn"].rsplit("::", 1)[1], set()).add(s["op"])
-    assert changed == {"backup": {"create"}, "host-forwarding": {"update"}}, changed
+    # The chrony server's allow list takes the new network: a day-2 command, run in place.
+    assert changed == {"backup": {"create"}, "host-forwarding": {"update"}, "chrony": {"replace"}}, changed
 
 
 def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
