@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # The real programs that read our rendered files, and the tools the tests drive.
 DEBIAN_PACKAGES=(
-  haproxy keepalived chrony cloud-init ignition  # validators (and daemons for the LB tests)
+  haproxy keepalived chrony cloud-init ignition prometheus  # validators (promtool from prometheus) and daemons for the LB tests
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
 )
