@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   haproxy keepalived chrony cloud-init ignition prometheus  # validators (promtool from prometheus) and daemons for the LB tests
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
+  shellcheck                                     # the K3s install script is checked by it
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then

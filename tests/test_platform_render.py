@@ -3,8 +3,8 @@
 ``unit`` tests are plain Python over the dev, prod and edge stack configs.
 ``validators`` tests run the real readers: ``sh`` (dash) runs the install
 script against a temporary root with stand-ins for systemctl and curl,
-``shellcheck`` lints it (skipped, naming it, when not installed: .ci/install.sh
-does not install it), ``systemd-analyze verify`` checks the units,
+``shellcheck`` lints it (installed by .ci/install.sh; missing is a failure,
+like every validator), ``systemd-analyze verify`` checks the units,
 ``promtool`` checks and unit-tests the alert rules and checks the scrape
 config, and each chart's values are checked against the chart's own
 values.yaml and templates in ``$MICROCLOUD_CHART_DIR`` (a chart that is not
@@ -488,8 +488,7 @@ def test_k3s_install_script_is_posix_sh(tmp_path):
 @validators
 def test_k3s_install_script_passes_shellcheck(tmp_path):
     tool = shutil.which("shellcheck")
-    if not tool:
-        pytest.skip("shellcheck is not installed (Debian package shellcheck; .ci/install.sh does not install it)")
+    assert tool, "shellcheck is not installed; run .ci/install.sh (Debian package shellcheck)"
     for node in k3s_nodes(CONFIGS["prod"])[:1] + k3s_nodes(CONFIGS["prod"])[-1:]:
         for images in (None, k3s.Artifact(sha256="b" * 64, url="https://example.org/k3s-airgap-images-amd64.tar.zst")):
             path = tmp_path / "install.sh"
