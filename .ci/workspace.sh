@@ -81,5 +81,11 @@ if ((${#created[@]})); then
   say "created stack(s) ${created[*]} in $backend (each Pulumi.<stack>.yaml got an encryptionsalt line: it belongs to your passphrase, do not commit it)"
 fi
 
-# --- 4. the provider plugins
+# --- 4. libvirt: preview and up talk to it (a warning: the tests start their own)
+if command -v virsh >/dev/null 2>&1 && grep -qs 'libvirt_uri: qemu:///system' Pulumi.*.yaml &&
+   ! virsh -c qemu:///system version >/dev/null 2>&1; then
+  say "libvirtd does not answer on qemu:///system; pulumi preview/up need it: bash .ci/libvirtd.sh start"
+fi
+
+# --- 5. the provider plugins
 exec bash "$REPO/.ci/plugins.sh"
