@@ -51,3 +51,13 @@ mc_find_go() {
 
 # mc_cli_cached CACHE -> 0 if a finished CLI build of CLI_VERSION is there
 mc_cli_cached() { [[ -f $1/pulumi-v$CLI_VERSION/stamp && -x $1/pulumi-v$CLI_VERSION/bin/pulumi ]]; }
+
+# The test Kubernetes API (.ci/k8s.sh, tests/k8s/): kube-apiserver,
+# controller-manager and scheduler of K8S_VERSION, with every k8s.io staging
+# module at K8S_STAGING_VERSION; etcd at the version that k8s.io/kubernetes'
+# go.mod requires; kwok and helm whose go.mod use client-go 0.33.
+K8S_VERSION=1.33.13
+K8S_STAGING_VERSION=0.33.13
+ETCD_VERSION=3.5.21
+KWOK_VERSION=0.7.0
+HELM_VERSION=3.18.6
