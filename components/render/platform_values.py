@@ -44,6 +44,10 @@ K3S_KUBELET_ROOT = "/var/lib/kubelet"
 _TRAEFIK_TLS_ANNOTATIONS = {
     "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
     "traefik.ingress.kubernetes.io/router.tls": "true",
+    # Traefik's Service is a NodePort behind HAProxy: it has no load-balancer
+    # address to publish, so no Ingress ever gets .status.loadBalancer and
+    # pulumi-kubernetes would wait 10 minutes for it on every create.
+    "pulumi.com/skipAwait": "true",
 }
 
 ReclaimPolicy = Literal["Delete", "Retain"]
