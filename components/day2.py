@@ -29,7 +29,9 @@ from pulumi_command import remote
 # step on the node (chrony's first sync) cannot fool them.
 _HELPERS = r"""
 uptime_now() { cut -d' ' -f1 /proc/uptime; }
-started_at() { awk -v hz="$(getconf CLK_TCK)" '{print $22 / hz}' "/proc/$1/stat" 2>/dev/null; }
+# %.2f, not awk's default %.6g: after 10^4 s of uptime that rounds to 0.1 s, and
+# to whole seconds after a day, so a restart in the same second looked older.
+started_at() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", $22 / hz}' "/proc/$1/stat" 2>/dev/null; }
 after() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && a + 0 >= b + 0) }'; }
 main_pid() { systemctl show -p MainPID --value "$1"; }
 # The unit is active and its main process was started after the install.

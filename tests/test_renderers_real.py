@@ -14,6 +14,7 @@ import http.server
 import importlib
 import inspect
 import json
+import re
 import os
 import pkgutil
 import shutil
@@ -452,6 +453,20 @@ def test_day2_activation_that_does_not_take_restores_the_previous_file(tmp_path)
     fresh = tmp_path / "etc" / "fresh.cfg"
     res = _run_install(tmp_path, old, fresh, activate="true", verify="false")
     assert res.returncode == 1 and not fresh.exists()
+
+
+def test_day2_started_at_keeps_hundredths_at_any_uptime():
+    """Process start times keep /proc/uptime's precision: awk's default %.6g rounded them to
+    0.1 s after 10^4 s of uptime and to whole seconds after a day (a restart looked older)."""
+    from components.day2 import _HELPERS
+
+    script = _HELPERS + 'sh -c \'sleep 5\' & pid=$!; a=$(started_at "$pid"); kill "$pid"; echo "$a"; started_at 1; uptime_now'
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    child, init, now = res.stdout.split()
+    for value in (child, init):
+        assert re.fullmatch(r"\d+\.\d\d", value), value
+    assert float(init) <= float(child) <= float(now)
 
 
 def test_day2_verify_helpers_see_a_restart(tmp_path):
