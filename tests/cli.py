@@ -9,6 +9,7 @@ by .ci/toolchain.sh), and nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -30,15 +31,9 @@ def toolchain_bin() -> Optional[Path]:
     return None
 
 
-def project_copy(base: Path, bin_dir: Path, **extra_env: str) -> tuple[Path, dict]:
-    """(work dir, environment) for running ``pulumi`` on a copy of the program under ``base``."""
+def cli_env(base: Path, bin_dir: Path, **extra_env: str) -> dict:
+    """The environment for ``pulumi`` on a throwaway file backend in ``base/state`` (made here)."""
     (base / "state").mkdir(parents=True)
-    work = base / "project"
-    work.mkdir()
-    for f in ("Pulumi.yaml", "__main__.py"):
-        shutil.copy2(ROOT / f, work / f)
-    shutil.copytree(ROOT / "components", work / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    (work / "venv").symlink_to(ROOT / "venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
     env.update(
         PATH=f"{bin_dir}:{env.get('PATH', '')}",
@@ -51,4 +46,30 @@ def project_copy(base: Path, bin_dir: Path, **extra_env: str) -> tuple[Path, dic
         PULUMI_IGNORE_AMBIENT_PLUGINS="true",
         **extra_env,
     )
+    return env
+
+
+def project_copy(base: Path, bin_dir: Path, **extra_env: str) -> tuple[Path, dict]:
+    """(work dir, environment) for running ``pulumi`` on a copy of the program under ``base``."""
+    env = cli_env(base, bin_dir, **extra_env)
+    work = base / "project"
+    work.mkdir()
+    for f in ("Pulumi.yaml", "__main__.py"):
+        shutil.copy2(ROOT / f, work / f)
+    shutil.copytree(ROOT / "components", work / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "venv").symlink_to(ROOT / "venv")
     return work, env
+
+
+def plugin_versions_missing(names: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """(name, version) of each plugin the venv's SDK asks for that PULUMI_HOME lacks; version None: no SDK."""
+    missing: list[tuple[str, str | None]] = []
+    for name in names:
+        meta = next((ROOT / "venv" / "lib").glob(f"python3*/site-packages/pulumi_{name}/pulumi-plugin.json"), None)
+        if meta is None:
+            missing.append((name, None))
+            continue
+        ver = json.loads(meta.read_text())["version"]
+        if not (PULUMI_HOME / "plugins" / f"resource-{name}-v{ver}" / f"pulumi-resource-{name}").exists():
+            missing.append((name, ver))
+    return missing

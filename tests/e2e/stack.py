@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from cli import PULUMI_HOME, project_copy, toolchain_bin
-from harness import ROOT, stack_config
+from cli import plugin_versions_missing, project_copy, toolchain_bin
+from harness import stack_config
 
 from .sandbox import Sandbox
 
@@ -30,16 +30,7 @@ SSH_OPTS = [
 
 def missing_plugins() -> list[str]:
     """Plugins the installed SDKs ask for that are not installed in PULUMI_HOME, as NAME@VERSION."""
-    missing = []
-    for name in PLUGINS:
-        meta = next((ROOT / "venv" / "lib").glob(f"python3*/site-packages/pulumi_{name}/pulumi-plugin.json"), None)
-        if meta is None:
-            missing.append(f"{name} (SDK not installed)")
-            continue
-        ver = json.loads(meta.read_text())["version"]
-        if not (PULUMI_HOME / "plugins" / f"resource-{name}-v{ver}" / f"pulumi-resource-{name}").exists():
-            missing.append(f"{name}@{ver}")
-    return missing
+    return [f"{n} (SDK not installed)" if v is None else f"{n}@{v}" for n, v in plugin_versions_missing(PLUGINS)]
 
 
 def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:

@@ -22,12 +22,11 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from cli import PULUMI_HOME, toolchain_bin
+from cli import cli_env, plugin_versions_missing, toolchain_bin
 from components.platform import ARGOCD_PART_OF, CHART_VERSIONS, SEALING_KEY_SECRET, TRAEFIK_AUTH_SECRET, TRAEFIK_CERT_SECRET
 from components.render import platform_values as pv
 from harness import ROOT
@@ -53,14 +52,9 @@ def missing_inputs() -> list[str]:
     missing = []
     if toolchain_bin() is None:
         missing.append("the Pulumi toolchain (bash .ci/toolchain.sh)")
-    for name in PLUGINS:
-        meta = next((ROOT / "venv" / "lib").glob(f"python3*/site-packages/pulumi_{name}/pulumi-plugin.json"), None)
-        if meta is None:
-            missing.append(f"the pulumi_{name} SDK in venv")
-            continue
-        ver = json.loads(meta.read_text())["version"]
-        if not (PULUMI_HOME / "plugins" / f"resource-{name}-v{ver}" / f"pulumi-resource-{name}").exists():
-            missing.append(f"plugin {name}@{ver} (bash .ci/plugins.sh --with-kubernetes)")
+    for name, ver in plugin_versions_missing(PLUGINS):
+        missing.append(f"the pulumi_{name} SDK in venv" if ver is None
+                       else f"plugin {name}@{ver} (bash .ci/plugins.sh --with-kubernetes)")
     for name, ver in CHART_VERSIONS.items():
         if not (chart_root() / f"{name}-{ver}" / "Chart.yaml").is_file():
             missing.append(f"chart {name}-{ver} in {chart_root()} (MICROCLOUD_CHART_DIR)")
@@ -74,22 +68,10 @@ class Run:
         self.base = base
         self.work = base / "project"
         self.work.mkdir()
-        (base / "state").mkdir()
         for f in ("Pulumi.yaml", "__main__.py"):
             shutil.copy2(PROGRAM / f, self.work / f)
         (self.work / "venv").symlink_to(ROOT / "venv")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-        env.update(
-            PATH=f"{toolchain_bin()}:{env.get('PATH', '')}",
-            PYTHONPATH=str(ROOT),
-            PULUMI_HOME=str(PULUMI_HOME),
-            PULUMI_BACKEND_URL=f"file://{base / 'state'}",
-            PULUMI_CONFIG_PASSPHRASE=uuid.uuid4().hex,  # a throwaway backend's
-            PULUMI_SKIP_UPDATE_CHECK="true",
-            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-            PULUMI_IGNORE_AMBIENT_PLUGINS="true",
-            MICROCLOUD_CHART_DIR=str(chart_root()),
-        )
+        env = cli_env(base, toolchain_bin(), PYTHONPATH=str(ROOT), MICROCLOUD_CHART_DIR=str(chart_root()))
         self.env = env
         self.kubeconfig = kubeconfig
         self.transcript: list[str] = []
