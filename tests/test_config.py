@@ -90,6 +90,18 @@ CASES = [
     ("libvirt-uri", lambda m: m.update(libvirt_uri="http://host"), "libvirt_uri", "libvirt URI"),
     ("updates-window", lambda m: m.update(updates={"window_start": "25:00"}), "updates.window_start", "03:00"),
     ("missing-key", lambda m: m.pop("k3s"), "k3s", "required"),
+    ("k3s-no-binary", lambda m: m["k3s"].pop("binary"), "k3s", "binary is required"),
+    ("k3s-url-no-sha", lambda m: m["k3s"]["binary"].pop("sha256"), "k3s.binary", "needs its sha256"),
+    ("k3s-url-and-path", lambda m: m["k3s"]["binary"].update(path="/srv/k3s"), "k3s.binary", "exactly one of url and path"),
+    ("k3s-url-http", lambda m: m["k3s"]["binary"].update(url="http://mirror.lan/k3s/v1.34.2+k3s1/k3s"), "k3s.binary.url", "https"),
+    ("k3s-url-other-version", lambda m: m["k3s"]["binary"].update(url="https://mirror.lan/k3s/v1.33.5+k3s1/k3s"), "k3s", "does not name version"),
+    ("k3s-url-latest", lambda m: m["k3s"]["images"].update(url="https://mirror.lan/k3s/latest/images.tar.zst"), "k3s.images.url", "moving alias"),
+    ("k3s-sha-short", lambda m: m["k3s"]["binary"].update(sha256="abc"), "k3s.binary.sha256", "sha256"),
+    ("k3s-path-relative", lambda m: m["k3s"].update(binary={"path": "k3s"}), "k3s.binary.path", "absolute"),
+    ("label-key", lambda m: node(m, "worker1").update(labels={"-bad": "x"}), "nodes[worker1].labels", "label key"),
+    ("label-value", lambda m: node(m, "worker1").update(labels={"tier": "a b"}), "nodes[worker1].labels", "label value"),
+    ("taint-effect", lambda m: node(m, "worker1").update(taints=["dedicated=db:Never"]), "nodes[worker1].taints", "NoSchedule"),
+    ("label-on-lb", lambda m: node(m, "lb1").update(labels={"tier": "edge"}), "nodes[lb1].labels", "K3s node"),
 ]
 
 

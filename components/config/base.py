@@ -24,6 +24,10 @@ UNPINNED_PATH = re.compile(r"(^|[/:_.-])(latest|current)($|[/:_.-])", re.I)
 HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_LABEL = HOSTNAME
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# Kubernetes label keys/values and taints (what K3s' --node-label/--node-taint accept).
+LABEL_KEY = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+TAINT = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(=[A-Za-z0-9._-]{0,63})?:(NoSchedule|PreferNoSchedule|NoExecute)$")
 IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
 

@@ -101,6 +101,9 @@ def _check_nodes(c: StackConfig, labels: list[str]) -> None:
             raise ConfigError(f"{key}.ingress", f"ingress runs only on K3s nodes, not on a {node.role} node")
         if node.role in ("load_balancer", "infra") and node.os not in PACKAGED_OS:
             raise ConfigError(f"{key}.os", f"a {node.role} node runs packaged services; use {', '.join(PACKAGED_OS)}")
+        for field in ("labels", "taints"):
+            if getattr(node, field) and node.role not in K3S_ROLES:
+                raise ConfigError(f"{key}.{field}", f"K3s node {field} need a K3s node, not a {node.role} node")
         if node.vrrp_priority is not None and node.role != "load_balancer":
             raise ConfigError(f"{key}.vrrp_priority", "only load_balancer nodes take part in VRRP")
     for name, img in c.images.items():

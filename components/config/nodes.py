@@ -7,7 +7,7 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 
-from .base import MAC, DiskName, Hostname, OsName, Role, _Model
+from .base import LABEL_KEY, LABEL_VALUE, MAC, TAINT, DiskName, Hostname, OsName, Role, _Model
 
 # DNS names the stack gives its VIPs (see specs.dns_records).
 RESERVED_NAMES = ("api", "ingress")
@@ -49,6 +49,11 @@ class NodeConfig(_Model):
         default=None, description="Whether the node is a backend of the ingress VIP (K3s nodes only). Default: true for agents, false otherwise."
     )
     longhorn: Optional[bool] = Field(default=None, description="Whether Longhorn stores volumes on the node (K3s nodes only). Default: true for storage nodes, false otherwise.")
+    labels: dict[str, str] = Field(
+        default={},
+        description="K3s node labels (K3s nodes only), applied in place one node at a time. Longhorn nodes get `node.longhorn.io/create-default-disk=true` besides.",
+    )
+    taints: tuple[str, ...] = Field(default=(), description="K3s node taints like `dedicated=db:NoSchedule` (K3s nodes only), applied in place one node at a time.")
     vrrp_priority: Optional[int] = Field(
         default=None, ge=1, le=254, description="Keepalived priority (load balancers only); the higher one is MASTER. Default: 110 for the first, 100 for the second."
     )
@@ -63,6 +68,24 @@ class NodeConfig(_Model):
             raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
         if int(v[:2], 16) & 1:
             raise ValueError(f"{v!r} is a multicast MAC; the first octet must be even")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not LABEL_KEY.match(key) or len(key.split("/")[-1]) > 63:
+                raise ValueError(f"{key!r} is not a Kubernetes label key like example.com/tier")
+            if not LABEL_VALUE.match(value):
+                raise ValueError(f"{value!r} (label {key}) is not a Kubernetes label value")
+        return v
+
+    @field_validator("taints")
+    @classmethod
+    def _taints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for taint in v:
+            if not TAINT.match(taint):
+                raise ValueError(f"{taint!r} is not a taint like key=value:NoSchedule (effects NoSchedule, PreferNoSchedule, NoExecute)")
         return v
 
     @property

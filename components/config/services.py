@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import urllib.parse
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import _Model, check_pinned, check_pinned_path
 
@@ -112,16 +113,82 @@ class NtpConfig(_Model):
         return v
 
 
+class K3sArtifact(_Model):
+    """A pinned K3s file: fetched by the node from an https URL, or copied from this machine; checked by sha256 before install."""
+
+    url: Optional[str] = Field(default=None, description="https URL the node downloads the file from (your mirror for an air-gapped site).")
+    path: Optional[str] = Field(default=None, description="Absolute path of the file on the machine that runs Pulumi; it is copied to each node.")
+    sha256: Optional[str] = Field(
+        default=None, description="sha256 of the file (the release's `sha256sum-amd64.txt`). Required with `url`; with `path`, when set, a different file stops the run."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            if not v.startswith("https://"):
+                raise ValueError(f"{v!r} is not an https URL")
+            check_pinned_path(v, "K3s download")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("/", "~/")):
+            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.match(r"^[0-9a-f]{64}$", v.lower()):
+            raise ValueError(f"{v!r} is not a sha256 hex digest")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "K3sArtifact":
+        if (self.url is None) == (self.path is None):
+            raise ValueError("give exactly one of url and path")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("a url needs its sha256; nothing is installed unchecked")
+        return self
+
+    def local_path(self) -> Optional[str]:
+        return os.path.expanduser(self.path) if self.path else None
+
+
 class K3sConfig(_Model):
-    version: str = Field(description="Exact K3s release, e.g. `v1.33.5+k3s1`.")
+    version: str = Field(description="Exact K3s release, e.g. `v1.34.2+k3s1`.")
+    enabled: bool = Field(
+        default=True, description="Install K3s on the server/agent/storage nodes. `false`: the VMs only (no K3s, no platform), e.g. nodes without an OS yet."
+    )
+    binary: Optional[K3sArtifact] = Field(
+        default=None, description="The `k3s` binary of `version` (amd64): `url` + `sha256`, or `path` on this machine. Required while `enabled`."
+    )
+    images: Optional[K3sArtifact] = Field(
+        default=None,
+        description="The airgap image tarball of `version` (`k3s-airgap-images-amd64.tar.zst`): `url` + `sha256`, or `path`. Without it the nodes pull K3s' images from their registries.",
+    )
+    ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
 
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
         check_pinned(v, "K3s version")
         if not re.match(r"^v\d+\.\d+\.\d+\+k3s\d+$", v):
-            raise ValueError(f"{v!r} is not a K3s release like v1.33.5+k3s1")
+            raise ValueError(f"{v!r} is not a K3s release like v1.34.2+k3s1")
         return v
+
+    @model_validator(mode="after")
+    def _sources(self) -> "K3sConfig":
+        if self.enabled and self.binary is None:
+            raise ValueError("k3s.binary is required while k3s.enabled (url + sha256, or path)")
+        for what, art in (("binary", self.binary), ("images", self.images)):
+            if art is not None and art.url is not None:
+                ver = urllib.parse.unquote(art.url)
+                if self.version not in ver:
+                    raise ValueError(f"k3s.{what}.url does not name version {self.version}: {art.url}")
+        return self
 
 
 class UpdatesConfig(_Model):
