@@ -3,11 +3,13 @@
 import os
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 
 from components import config, specs
 from components.images import ImageStore, ImageStoreArgs
 from components.infra_services import InfraServices, InfraServicesArgs
+from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
 from components.node import Node, NodeArgs
@@ -66,6 +68,26 @@ lbs = LoadBalancerPair(
     ),
 )
 
+cluster = None
+if cfg.k3s.enabled:
+    cluster = K3sCluster(
+        "k3s",
+        K3sClusterArgs(
+            stack=cfg,
+            node_ips={name: node.ip for name, node in nodes.items()},
+            domain_ids={name: node.domain_id for name, node in nodes.items()},
+            ssh_user=cfg.ssh.user,
+            ssh_private_key=secrets.ssh_private_key,
+            # Servers 2..n and the agents join through the API VIP, and resolve
+            # names (downloads) through the infra node: both must answer first.
+            wait_for=[*lbs.commands, infra],
+        ),
+    )
+    # The one provider of every Kubernetes resource. cluster_identifier: a new
+    # kubeconfig (K3s renews its client certificate) updates the provider
+    # instead of replacing it and, with it, everything it deployed.
+    kube = k8s.Provider("k3s", kubeconfig=cluster.kubeconfig, cluster_identifier=prefix)
+
 key_file = f"~/.ssh/{prefix}"
 pulumi.export("nodes", {name: node.ip for name, node in nodes.items()})
 pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
@@ -78,3 +100,5 @@ pulumi.export(
         **{name: node.ip.apply(lambda ip: f"ssh -i {key_file} {cfg.ssh.user}@{ip}") for name, node in nodes.items()},
     },
 )
+if cluster is not None:
+    pulumi.export("kubeconfig", cluster.kubeconfig)

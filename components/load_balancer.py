@@ -38,15 +38,17 @@ class LoadBalancerPair(pulumi.ComponentResource):
         # Rendered together and checked as a pair (unicast peers, ids, priorities).
         keepalived = pulumi.Output.secret(args.vrrp_auth).apply(lambda pw: specs.keepalived_confs(cfg, pw))
         check_script = specs.keepalived_check_script(cfg)
+        # Everything that makes the VIPs answer: what joins through them waits for it.
+        self.commands: list[pulumi.Resource] = []
         for lb in cfg.load_balancers:
-            self._configure(lb.name, args, keepalived[lb.name], check_script)
+            self.commands += self._configure(lb.name, args, keepalived[lb.name], check_script)
         self.register_outputs({"haproxy_cfg": self.haproxy_cfg})
 
-    def _configure(self, lb: str, args: LoadBalancerPairArgs, keepalived_conf, check_script: str) -> None:
+    def _configure(self, lb: str, args: LoadBalancerPairArgs, keepalived_conf, check_script: str) -> list[pulumi.Resource]:
         conn = Connection(host=args.lb_hosts[lb], user=args.ssh_user, private_key=args.ssh_private_key)
         again = [args.lb_domain_ids[lb]]
         child = pulumi.ResourceOptions(parent=self)
-        apply_file(
+        haproxy = apply_file(
             f"{lb}-haproxy",
             conn=conn,
             node=lb,
@@ -72,7 +74,7 @@ class LoadBalancerPair(pulumi.ComponentResource):
             replace_with=again,
             opts=child,
         )
-        apply_file(
+        keepalived = apply_file(
             f"{lb}-keepalived",
             conn=conn,
             node=lb,
@@ -87,3 +89,4 @@ class LoadBalancerPair(pulumi.ComponentResource):
             # keepalived -t rejects a config whose check script is missing; no data flows.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[script]),
         )
+        return [haproxy, script, keepalived]

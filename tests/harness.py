@@ -110,6 +110,21 @@ class RecordingMonitor(pmocks.MockMonitor):
         return resp
 
 
+MOCK_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- cluster: {certificate-authority-data: bW9jaw==, server: 'https://127.0.0.1:6443'}
+  name: default
+contexts:
+- context: {cluster: default, user: default}
+  name: default
+current-context: default
+users:
+- name: default
+  user: {client-certificate-data: bW9jaw==, client-key-data: bW9jaw==}
+"""
+
+
 class Mocks(pmocks.Mocks):
     """Plausible provider answers: ids, and the computed fields the program reads."""
 
@@ -121,6 +136,9 @@ class Mocks(pmocks.Mocks):
             state["privateKeyPem"] = "mock-pem"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = "m0ckPass"[: int(args.inputs.get("length", 8))]
+        elif args.typ == "command:remote:Command":
+            # What `k3s-ready` prints on a node: K3s' admin kubeconfig.
+            state["stdout"] = MOCK_KUBECONFIG if args.name == "k3s-ready" else ""
         return f"{args.name}-id", state
 
     def call(self, args: pmocks.MockCallArgs):

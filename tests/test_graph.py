@@ -174,6 +174,8 @@ def expected_counts(stack: str) -> dict[str, int]:
     """Every resource type the program registers for ``stack``, and how many, from its config."""
     cfg = parse_config(stack_model(stack))
     flatcar = sum(n.is_flatcar for n in cfg.nodes)
+    k3s = int(cfg.k3s.enabled)
+    k3s_nodes = len(cfg.nodes_with("server", "agent", "storage"))
     return {
         "pulumi:pulumi:Stack": 1,
         "pulumi:providers:libvirt": 1,
@@ -185,7 +187,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
         "tls:index/privateKey:PrivateKey": 1,
-        "random:index/randomPassword:RandomPassword": 1,
+        # VRRP password; the K3s token
+        "random:index/randomPassword:RandomPassword": 1 + k3s,
         "libvirt:index/pool:Pool": 1,
         DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node
@@ -193,7 +196,11 @@ def expected_counts(stack: str) -> dict[str, int]:
         NETWORK: len(cfg.networks),
         IGNITION: flatcar,
         # per LB: haproxy, check script, keepalived; infra: chrony, hosts, zone, Corefile, CoreDNS binary, unit
-        COMMAND: 3 * len(cfg.load_balancers) + 6,
+        COMMAND: 3 * len(cfg.load_balancers) + 6
+        # K3s: one install per node, the bootstrap run (more than one server), k3s-ready
+        + k3s * (k3s_nodes + (len(cfg.servers) > 1) + 1),
+        "microcloud:k3s:K3sCluster": k3s,
+        "pulumi:providers:kubernetes": k3s,
         COPY: 1,
         # the host's forwarding, when two or more networks forward (not isolated)
         LOCAL: int(sum(n.mode != "isolated" for n in cfg.networks) > 1),
@@ -223,9 +230,10 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
     before, after = _inputs_by_urn(dev), _inputs_by_urn(grown)
     assert set(before) <= set(after)
     changed = {urn.rsplit("::", 1)[1] for urn in before if before[urn] != after[urn]}
-    assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"}
+    # k3s-ready waits for one more node
+    assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready"}
     added = {urn.rsplit("::", 1)[1] for urn in set(after) - set(before)}
-    assert added == {"worker2", "worker2-root", "worker2-longhorn", "worker2-ignition"}
+    assert added == {"worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s"}
     assert "worker2" in after[dev.urn_of(COMMAND, "lb1-haproxy")]["stdin"]
 
 

@@ -118,6 +118,11 @@ class K3sInstallSpec:
     bin_dir: str
     token_path: Optional[str] = None
     start_timeout: int = 300
+    # Seconds to wait, after a (re)start, for the node to report Ready; 0: do not wait.
+    ready_timeout: int = 0
+    # The bootstrap run of server 1: a node that already holds etcd data is
+    # left alone (its own, later run owns its files from then on).
+    bootstrap: bool = False
     root: str = "/"
 
 
@@ -240,6 +245,20 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         'same() { [ -f "$2" ] && [ "$(sha256sum < "$1")" = "$(sha256sum < "$2")" ]; }',
         'work=$(mktemp -d); trap \'rm -rf "$work"\' EXIT',
         "changed=0",
+    ]
+    if spec.bootstrap:
+        lines += [
+            "# Bootstrap only: once the node holds etcd data it is a member, and its own run keeps it converged.",
+            f"if [ -d {q(root + posixpath.join(node.data_dir, 'server', 'db', 'etcd'))} ]; then",
+            '  echo "microcloud: $node: k3s: already a cluster member; nothing to bootstrap"; exit 0',
+            "fi",
+            "# A cluster that already answers at the VIP (this node is new, or another one bootstrapped it)",
+            "# is joined by the node's own run; a second cluster-init would split it.",
+            f"if curl -ksf --max-time 5 -o /dev/null {q(server_url(node) + '/cacerts')}; then",
+            '  echo "microcloud: $node: k3s: a cluster already answers at the API VIP; not initializing another"; exit 0',
+            "fi",
+        ]
+    lines += [
         "# First boot must be over (Ignition ran before sshd on Flatcar; cloud-init elsewhere).",
         'if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then',
         '  rc=0; cloud-init status --wait >/dev/null 2>&1 || rc=$?',
@@ -301,6 +320,20 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         f'  fail "$unit did not start within {int(spec.start_timeout)}s (journalctl -u $unit)"',
         "fi",
     ]
+    if spec.ready_timeout > 0:
+        kubeconfig = root + posixpath.join(node.data_dir, "agent", "kubelet.kubeconfig")
+        jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"
+        lines += [
+            "# 5. Ready again before the next node is touched: the node's own kubelet credentials may read its Node.",
+            "i=0",
+            "while :; do",
+            f'  st=$({q(root + binary)} kubectl --kubeconfig {q(kubeconfig)} get node "$node" -o {q(jsonpath)} 2>/dev/null) || st=',
+            '  [ "$st" = True ] && break',
+            f"  [ $i -lt {int(spec.ready_timeout)} ] || fail "
+            f'"node $node is not Ready {int(spec.ready_timeout)}s after $unit started (kubectl describe node $node; journalctl -u $unit)"',
+            "  i=$((i + 5)); sleep 5",
+            "done",
+        ]
     if spec.images:
         lines += [
             "# Only this version's tarball: K3s imports every file in the directory.",
@@ -379,6 +412,10 @@ def _check_install(spec: K3sInstallSpec) -> None:
         raise ValueError(f"{who}: {spec.version!r} is not a K3s release like v1.33.5+k3s1")
     if not spec.bin_dir.startswith("/"):
         raise ValueError(f"{who}: bin_dir {spec.bin_dir!r} is not an absolute path")
+    if spec.bootstrap and not (spec.node.role == "server" and spec.node.cluster_init):
+        raise ValueError(f"{who}: only the cluster-init server has a bootstrap run")
+    if spec.ready_timeout < 0:
+        raise ValueError(f"{who}: ready_timeout {spec.ready_timeout} is negative")
     if spec.token_path is not None and not spec.token_path.startswith("/"):
         raise ValueError(f"{who}: token_path {spec.token_path!r} is not an absolute path")
     for what, art in (("binary", spec.binary), ("images", spec.images)):

@@ -34,7 +34,7 @@ def missing_plugins() -> list[str]:
 
 
 def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:
-    """dev's shape: LB pair and infra on Debian 12 (booted), the K3s nodes on blank disks."""
+    """dev's shape: LB pair and infra on Debian 12 (booted), the K3s nodes on blank disks, K3s off."""
     m = copy.deepcopy(stack_config("dev")["microcloud:config"])
     digest = image.stem.rsplit("-", 1)[-1]
     m["images"] = {
@@ -44,6 +44,9 @@ def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:
     m["virt_type"] = "kvm" if os.environ.get("MICROCLOUD_E2E_KVM") == "1" else "qemu"
     m["pool_path"] = str(pool)
     m["dns"]["coredns"] = {"path": str(coredns)}
+    # The K3s nodes boot blank disks (no OS to install K3s on); K3s runs
+    # under its own tiers (tests/test_k3s_*.py, tests/k8s/).
+    m["k3s"] = {**m["k3s"], "enabled": False}
     nodes = []
     for n in m["nodes"]:
         if n["role"] in ("load_balancer", "infra"):

@@ -1,0 +1,207 @@
+"""K3s in the resource graph of the real program, under mocks: order, secrets, day-2 changes, sources."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import pytest
+import yaml
+
+from components import specs
+from components.config import parse_config
+from components.render import k3s
+from harness import EDGE_STACKS, Run, run_program, stack_model
+
+pytestmark = pytest.mark.graph
+
+COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+PROVIDER = "pulumi:providers:kubernetes"
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, Run]:
+    out = {}
+    for stack in ("dev", "prod", *EDGE_STACKS):
+        run = run_program(stack)
+        assert run.error is None, (stack, run.error)
+        out[stack] = run
+    return out
+
+
+def k3s_commands(run: Run) -> dict[str, object]:
+    return {r.name: r for r in run.by_type(COMMAND) if r.name.endswith(("-k3s", "-k3s-bootstrap")) or r.name == "k3s-ready"}
+
+
+def ancestors(run: Run, urn: str) -> set[str]:
+    """Every URN ``urn`` waits for, transitively."""
+    by_urn = {r.urn: r for r in run.resources}
+    seen: set[str] = set()
+    todo = [urn]
+    while todo:
+        for dep in by_urn[todo.pop()].dependencies:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", *EDGE_STACKS])
+def test_one_node_at_a_time_in_the_documented_order(runs, stack):
+    run, cfg = runs[stack], parse_config(stack_model(stack))
+    cmds = k3s_commands(run)
+    order = [f"{n.name}-k3s" for n in specs.k3s_install_order(cfg)]
+    first = specs.k3s_bootstrap_server(cfg).name
+    if len(cfg.servers) > 1:
+        order.insert(0, f"{first}-k3s-bootstrap")
+    assert set(cmds) == {*order, "k3s-ready"}
+    # Each step waits for exactly the one before it (and the load balancers before the first).
+    for before, after in zip(order, order[1:]):
+        assert cmds[before].urn in cmds[after].dependencies, (stack, before, after)
+    assert cmds[order[-1]].urn in cmds["k3s-ready"].dependencies
+    lb_urns = {r.urn for r in run.by_type(COMMAND) if r.name.startswith(tuple(n.name for n in cfg.load_balancers))}
+    # depends_on a component waits for each of its children
+    infra = run.urn_of("microcloud:infra:InfraServices", "infra-services")
+    dns = {r.urn for r in run.resources if r.parent == infra}
+    assert dns
+    for name in order:
+        waits = ancestors(run, cmds[name].urn)
+        assert lb_urns <= waits and dns <= waits, f"{stack}: {name} does not wait for the VIP and DNS"
+    # Servers 2..n and every agent come after the bootstrap run.
+    for name in order[1:]:
+        assert cmds[order[0]].urn in ancestors(run, cmds[name].urn)
+    # Agents only after every server (the re-pointed bootstrap server last).
+    servers = {f"{n.name}-k3s" for n in cfg.servers}
+    agents = [n for n in order if n.endswith("-k3s") and n not in servers]
+    for name in agents:
+        assert servers <= {c for c in cmds if cmds[c].urn in ancestors(run, cmds[name].urn)}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_bootstrap_is_cluster_init_and_every_node_joins_through_the_vip(runs, stack):
+    run, cfg = runs[stack], parse_config(stack_model(stack))
+    cmds = k3s_commands(run)
+    vip = f"server: https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
+    first = specs.k3s_bootstrap_server(cfg).name
+    for name, cmd in cmds.items():
+        if name == "k3s-ready":
+            continue
+        script = cmd.inputs["create"]
+        if name.endswith("-bootstrap") or len(cfg.servers) == 1 and name == f"{first}-k3s":
+            assert "cluster-init: true" in script and vip not in script, name
+        else:
+            assert vip in script and "cluster-init" not in script, name
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_token_is_secret_and_only_on_stdin(runs, stack):
+    run = runs[stack]
+    token = run.one(PASSWORD, "k3s-token")
+    assert "result" in token.additional_secret_outputs
+    token_value = "m0ckPass"  # what the mock gives every RandomPassword
+    for name, cmd in k3s_commands(run).items():
+        assert "stdout" in cmd.additional_secret_outputs, name
+        if name == "k3s-ready":
+            continue
+        stdin = cmd.inputs["stdin"]
+        assert "stdin" in cmd.secret_inputs and isinstance(stdin, dict) and stdin["value"] == token_value, name
+        assert token.urn in cmd.property_dependencies.get("stdin", []), name
+        for key in ("create", "triggers"):
+            assert key not in cmd.secret_inputs, (name, key)
+        assert "token-file: /etc/rancher/k3s/token" in cmd.inputs["create"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_kubeconfig_is_secret_points_at_the_vip_and_feeds_the_one_provider(runs, stack):
+    run, cfg = runs[stack], parse_config(stack_model(stack))
+    value, secret = run.output_value("kubeconfig")
+    assert secret
+    doc = yaml.safe_load(value)
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
+    [provider] = run.by_type(PROVIDER)
+    assert "kubeconfig" in provider.secret_inputs
+    assert provider.inputs["clusterIdentifier"] == f"microcloud-{stack}"
+    assert run.one(COMMAND, "k3s-ready").urn in provider.property_dependencies["kubeconfig"]
+
+
+def _inputs(run: Run) -> dict[str, dict]:
+    return {r.urn: r.inputs for r in run.resources}
+
+
+def _changed(before: Run, after: Run) -> set[str]:
+    b, a = _inputs(before), _inputs(after)
+    return {urn.rsplit("::", 1)[1] for urn in b if urn in a and b[urn] != a[urn]}
+
+
+def test_a_label_change_is_applied_in_place_to_that_node_only(runs):
+    model = copy.deepcopy(stack_model("prod"))
+    target = next(n for n in model["nodes"] if n["role"] == "agent")
+    target["labels"] = {"microcloud.dev/zone": "a"}
+    target["taints"] = ["dedicated=db:NoSchedule"]
+    after = run_program("prod", model)
+    assert after.error is None, after.error
+    assert _changed(runs["prod"], after) == {f"{target['name']}-k3s"}
+    script = after.one(COMMAND, f"{target['name']}-k3s").inputs["create"]
+    assert "microcloud.dev/zone=a" in script and "dedicated=db:NoSchedule" in script
+
+
+def test_reordering_nodes_changes_no_k3s_command(runs):
+    model = copy.deepcopy(stack_model("prod"))
+    model["nodes"] = list(reversed(model["nodes"]))
+    after = run_program("prod", model)
+    assert after.error is None, after.error
+    assert _changed(runs["prod"], after) == set()
+
+
+def test_longhorn_nodes_carry_the_default_disk_label(runs):
+    cfg = parse_config(stack_model("prod"))
+    for node in cfg.nodes_with("server", "agent", "storage"):
+        script = runs["prod"].one(COMMAND, f"{node.name}-k3s").inputs["create"]
+        assert ("node.longhorn.io/create-default-disk=true" in script) == node.uses_longhorn, node.name
+
+
+def test_disabled_k3s_registers_no_cluster(runs):
+    model = copy.deepcopy(stack_model("dev"))
+    model["k3s"] = {"version": model["k3s"]["version"], "enabled": False}
+    run = run_program("dev", model)
+    assert run.error is None, run.error
+    assert not k3s_commands(run) and not run.by_type(PROVIDER)
+    assert "kubeconfig" not in run.outputs
+    assert not [r for r in run.by_type(PASSWORD) if r.name == "k3s-token"]
+
+
+def test_binary_from_the_pulumi_host_is_copied_and_checked(tmp_path, runs):
+    binary = tmp_path / "k3s"
+    binary.write_bytes(b"not really k3s\n")
+    sha = hashlib.sha256(binary.read_bytes()).hexdigest()
+    model = copy.deepcopy(stack_model("dev"))
+    model["k3s"]["binary"] = {"path": str(binary)}
+    run = run_program("dev", model)
+    assert run.error is None, run.error
+    cfg = parse_config(model)
+    copies = {r.name: r for r in run.by_type(COPY) if r.name.endswith("-k3s-binary")}
+    assert set(copies) == {f"{n.name}-k3s-binary" for n in cfg.nodes_with("server", "agent", "storage")}
+    for name, copy_res in copies.items():
+        node = name[: -len("-k3s-binary")]
+        assert copy_res.inputs["remotePath"].startswith("/var/tmp/microcloud-k3s-" + sha[:16])
+        assert sha in copy_res.inputs["triggers"]
+        cmd = run.one(COMMAND, f"{node}-k3s")
+        assert copy_res.urn in cmd.dependencies
+        assert sha in cmd.inputs["create"] and copy_res.inputs["remotePath"] in cmd.inputs["create"]
+    # A file that is not the pinned one stops the run before anything is registered for it.
+    model["k3s"]["binary"]["sha256"] = "0" * 64
+    bad = run_program("dev", model)
+    assert bad.error is not None and f"has sha256 {sha}, the config pins {'0' * 64}" in str(bad.error)
+
+
+def test_k3s_scripts_pin_version_and_sha(runs):
+    cfg = parse_config(stack_model("prod"))
+    for name, cmd in k3s_commands(runs["prod"]).items():
+        if name == "k3s-ready":
+            continue
+        script = cmd.inputs["create"]
+        assert cfg.k3s.version in script and cfg.k3s.binary.sha256 in script, name
+        assert cfg.k3s.images.sha256 in script, name
+        assert "| sh" not in script and "| bash" not in script, name
