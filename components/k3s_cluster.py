@@ -135,8 +135,8 @@ class K3sCluster(pulumi.ComponentResource):
                 names=names,
                 timeout=kc.ready_timeout,
             ),
-            # Again when the node set changes or the bootstrap server is a new VM.
-            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), args.domain_ids[first.name]],
+            # Again when the node set changes, the bootstrap server is a new VM, or the keeper moves.
+            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), kc.kubeconfig_keeper, args.domain_ids[first.name]],
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=previous,

@@ -205,3 +205,11 @@ def test_k3s_scripts_pin_version_and_sha(runs):
         assert cfg.k3s.version in script and cfg.k3s.binary.sha256 in script, name
         assert cfg.k3s.images.sha256 in script, name
         assert "| sh" not in script and "| bash" not in script, name
+
+
+def test_the_kubeconfig_keeper_reads_the_kubeconfig_again_and_nothing_else(runs):
+    model = copy.deepcopy(stack_model("dev"))
+    model["k3s"]["kubeconfig_keeper"] = "2026-11-renewed"
+    after = run_program("dev", model)
+    assert after.error is None, after.error
+    assert _changed(runs["dev"], after) == {"k3s-ready"}

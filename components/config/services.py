@@ -169,6 +169,10 @@ class K3sConfig(_Model):
         default=None,
         description="The airgap image tarball of `version` (`k3s-airgap-images-amd64.tar.zst`): `url` + `sha256`, or `path`. Without it the nodes pull K3s' images from their registries.",
     )
+    kubeconfig_keeper: str = Field(
+        default="1",
+        description="Any string; change it to read the admin kubeconfig from the bootstrap server again (K3s renews its client certificate within 90 days of expiry, a year after install).",
+    )
     ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
 
     @field_validator("version")
