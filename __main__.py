@@ -12,6 +12,7 @@ from components.infra_services import InfraServices, InfraServicesArgs
 from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
+from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
 from components.node import Node, NodeArgs
 from components.secrets import Secrets, SecretsArgs
 
@@ -68,6 +69,20 @@ lbs = LoadBalancerPair(
     ),
 )
 
+# node_exporter on the VMs outside the cluster, reachable from the K3s networks only.
+watched = monitored_nodes(cfg)
+exporters = NodeExporters(
+    "node-exporters",
+    NodeExportersArgs(
+        binary=cfg.monitoring.node_exporter,
+        hosts={n: nodes[n].ip for n in watched},
+        domain_ids={n: nodes[n].domain_id for n in watched},
+        allowed_sources=scrape_sources(cfg),
+        ssh_user=cfg.ssh.user,
+        ssh_private_key=secrets.ssh_private_key,
+    ),
+)
+
 cluster = None
 if cfg.k3s.enabled:
     cluster = K3sCluster(
@@ -92,6 +107,7 @@ key_file = f"~/.ssh/{prefix}"
 pulumi.export("nodes", {name: node.ip for name, node in nodes.items()})
 pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
 pulumi.export("dns_server", infra.dns_server)
+pulumi.export("node_exporter_targets", exporters.targets)
 pulumi.export("ssh_private_key", secrets.ssh_private_key)
 pulumi.export(
     "ssh_commands",

@@ -172,8 +172,9 @@ class Run:
         return _sync_await(out.future()), _sync_await(out.is_secret())
 
 
-# Stands in for the CoreDNS binary the program uploads (it only hashes it here).
+# Stand in for the CoreDNS and node_exporter binaries the program uploads (it only hashes them here).
 FAKE_COREDNS = Path(tempfile.gettempdir()) / "microcloud-tests-coredns"
+FAKE_NODE_EXPORTER = Path(tempfile.gettempdir()) / "microcloud-tests-node-exporter"
 
 
 def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False) -> Run:
@@ -183,6 +184,9 @@ def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool 
     if not model.get("dns", {}).get("coredns", {}).get("path"):
         FAKE_COREDNS.write_bytes(b"not really coredns\n")
         model.setdefault("dns", {}).setdefault("coredns", {})["path"] = str(FAKE_COREDNS)
+    if not model.get("monitoring", {}).get("node_exporter", {}).get("path"):
+        FAKE_NODE_EXPORTER.write_bytes(b"not really node_exporter\n")
+        model.setdefault("monitoring", {}).setdefault("node_exporter", {})["path"] = str(FAKE_NODE_EXPORTER)
     config = {**config, "microcloud:config": model}
     # NoCloud seeds are written by the program: into a scratch dir, not ~/.cache.
     os.environ.setdefault("MICROCLOUD_SEED_DIR", tempfile.mkdtemp(prefix="microcloud-seeds-"))

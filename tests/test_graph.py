@@ -198,10 +198,14 @@ def expected_counts(stack: str) -> dict[str, int]:
         # per LB: haproxy, check script, keepalived; infra: chrony, hosts, zone, Corefile, CoreDNS binary, unit
         COMMAND: 3 * len(cfg.load_balancers) + 6
         # K3s: one install per node, the bootstrap run (more than one server), k3s-ready
-        + k3s * (k3s_nodes + (len(cfg.servers) > 1) + 1),
+        + k3s * (k3s_nodes + (len(cfg.servers) > 1) + 1)
+        # node_exporter per LB and infra node: binary, unit, firewall
+        + 3 * (len(cfg.load_balancers) + 1),
+        "microcloud:monitoring:NodeExporters": 1,
         "microcloud:k3s:K3sCluster": k3s,
         "pulumi:providers:kubernetes": k3s,
-        COPY: 1,
+        # CoreDNS; node_exporter per LB and infra node
+        COPY: 1 + len(cfg.load_balancers) + 1,
         # the host's forwarding, when two or more networks forward (not isolated)
         LOCAL: int(sum(n.mode != "isolated" for n in cfg.networks) > 1),
     }

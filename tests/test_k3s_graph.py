@@ -61,7 +61,9 @@ def test_one_node_at_a_time_in_the_documented_order(runs, stack):
     for before, after in zip(order, order[1:]):
         assert cmds[before].urn in cmds[after].dependencies, (stack, before, after)
     assert cmds[order[-1]].urn in cmds["k3s-ready"].dependencies
-    lb_urns = {r.urn for r in run.by_type(COMMAND) if r.name.startswith(tuple(n.name for n in cfg.load_balancers))}
+    pair = run.urn_of("microcloud:network:LoadBalancerPair", "load-balancers")
+    lb_urns = {r.urn for r in run.by_type(COMMAND) if r.parent == pair}
+    assert len(lb_urns) == 3 * len(cfg.load_balancers)
     # depends_on a component waits for each of its children
     infra = run.urn_of("microcloud:infra:InfraServices", "infra-services")
     dns = {r.urn for r in run.resources if r.parent == infra}
@@ -193,7 +195,12 @@ def test_binary_from_the_pulumi_host_is_copied_and_checked(tmp_path, runs):
     # A file that is not the pinned one stops the run before anything is registered for it.
     model["k3s"]["binary"]["sha256"] = "0" * 64
     bad = run_program("dev", model)
-    assert bad.error is not None and f"has sha256 {sha}, the config pins {'0' * 64}" in str(bad.error)
+    assert bad.error is not None
+    assert str(bad.error).startswith("microcloud:config.k3s.binary.sha256: ") and f"has sha256 {sha}, not the pinned {'0' * 64}" in str(bad.error)
+    # and a path that is not there, naming the key
+    model["k3s"]["binary"] = {"path": str(tmp_path / "missing")}
+    gone = run_program("dev", model)
+    assert gone.error is not None and str(gone.error).startswith("microcloud:config.k3s.binary.path: no file at")
 
 
 def test_k3s_scripts_pin_version_and_sha(runs):

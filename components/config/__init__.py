@@ -33,6 +33,7 @@ from .base import (
 )
 from .errors import CONFIG_KEY, ConfigError, StackKeyError
 from .load_balancer import LoadBalancerConfig, VrrpConfig
+from .monitoring import MonitoringConfig, NodeExporterBinary
 from .loader import check_local_files, check_stack_keys, file_sha256, load, parse_config
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
@@ -40,6 +41,8 @@ from .services import CorednsBinary, DnsConfig, ImageConfig, K3sConfig, NtpConfi
 from .stack import StackConfig, vrrp_priority
 
 __all__ = [
+    "MonitoringConfig",
+    "NodeExporterBinary",
     "CONFIG_KEY",
     "DOMAIN_LABEL",
     "EL9",

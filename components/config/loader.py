@@ -125,6 +125,17 @@ def check_local_files(cfg: StackConfig) -> None:
         got = file_sha256(path)
         if got != spec.sha256:
             raise ConfigError("dns.coredns.sha256", f"{path} has sha256 {got}, not the pinned {spec.sha256}")
+    cfg.monitoring.node_exporter.check_local_file("monitoring.node_exporter")
+    if cfg.k3s.enabled:
+        for what in ("binary", "images"):
+            art = getattr(cfg.k3s, what)
+            if art is None or art.path is None:
+                continue
+            path = art.local_path()
+            if not os.path.isfile(path):
+                raise ConfigError(f"k3s.{what}.path", f"no file at {path} on this machine")
+            if art.sha256 and file_sha256(path) != art.sha256:
+                raise ConfigError(f"k3s.{what}.sha256", f"{path} has sha256 {file_sha256(path)}, not the pinned {art.sha256}")
 
 
 def file_sha256(path: str) -> str:

@@ -13,6 +13,7 @@ from .base import DOMAIN_LABEL, K3S_ROLES, OsName, _Model
 from .load_balancer import LoadBalancerConfig
 from .network import NetworkConfig
 from .nodes import NodeConfig
+from .monitoring import MonitoringConfig
 from .services import DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
 
 
@@ -30,6 +31,10 @@ class StackConfig(_Model):
     dns: DnsConfig = Field(description="CoreDNS on the infra node: the zone of `domain`, forwarding the rest.")
     ntp: NtpConfig = Field(description="chrony on the infra node.")
     k3s: K3sConfig = Field(description="The K3s cluster.")
+    monitoring: MonitoringConfig = Field(
+        default=MonitoringConfig(),
+        description="What the in-cluster Prometheus scrapes outside Kubernetes: the node_exporter binary of the load balancers and the infra node.",
+    )
     updates: UpdatesConfig = Field(default=UpdatesConfig(), description="Flatcar update and reboot policy (instead of masking locksmithd).")
     protect_data: bool = Field(
         default=True, description="Data disks are `protect`ed: `pulumi destroy` stops before deleting them. Set false only for throwaway (dev) stacks."
