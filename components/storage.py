@@ -187,6 +187,92 @@ def bind_verify(spec: st.MountSpec) -> str:
     return f'mountpoint -q {w} && [ "$(stat -c %d:%i {w})" = "$(stat -c %d:%i {s})" ]'
 
 
+@dataclass(frozen=True)
+class Step:
+    """One file delivered to a node by ``day2.apply_file``; ``after`` names earlier steps of the same node."""
+
+    res: str
+    content: str
+    path: str
+    validate: Optional[str]
+    activate: str
+    verify: str
+    mode: str = "0644"
+    after: tuple[str, ...] = ()
+
+
+def steps(ns: NodeStorage) -> list[Step]:
+    """What one node gets, in order: per disk its script and mount unit, then Longhorn's and NFS's files."""
+    out: list[Step] = []
+    for disk, mount in zip(ns.disks, ns.mounts):
+        script = f"{SCRIPT_DIR}/prepare-disk-{disk.disk}.sh"
+        out.append(
+            Step(
+                f"disk-{disk.disk}",
+                st.render_prepare_script(disk),
+                script,
+                mode="0700",
+                validate="sh -n {file}",
+                activate=f"sh {shlex.quote(script)}",
+                # The label the mount unit names now leads to this disk (and no other).
+                verify=f'[ "$(readlink -f /dev/disk/by-label/{disk.label})" = "$(readlink -f {shlex.quote(disk.device)})" ]',
+            )
+        )
+        subdirs = ns.subdirs.get(disk.disk, ())
+        out.append(
+            Step(
+                f"mount-{disk.disk}",
+                st.render_mount_unit(mount),
+                f"{UNIT_DIR}/{mount.unit_name}",
+                validate=unit_validator(mount.unit_name),
+                activate=mount_activate(ns.node, mount, subdirs),
+                verify=mount_verify(mount, subdirs),
+                after=(f"disk-{disk.disk}",),
+            )
+        )
+    if ns.longhorn is not None:
+        holder = next(d for d, subs in ns.subdirs.items() if st.LONGHORN_SUBDIR in subs)
+        lh = ns.longhorn
+        out.append(
+            Step(
+                "longhorn-mount",
+                st.render_mount_unit(lh),
+                f"{UNIT_DIR}/{lh.unit_name}",
+                validate=unit_validator(lh.unit_name),
+                activate=bind_activate(ns.node, lh),
+                verify=bind_verify(lh),
+                after=(f"mount-{holder}",),
+            )
+        )
+        iscsid = shlex.quote(ns.services.iscsid_unit)
+        out.append(
+            Step(
+                "iscsi",
+                st.render_longhorn_modules(),
+                st.LONGHORN_MODULES_FILE,
+                # modprobe resolves each module as systemd-modules-load would (libkmod).
+                validate="grep -v '^#' {file} | while read -r m; do [ -z \"$m\" ] || modprobe -n -q \"$m\" || exit 1; done",
+                activate=f"systemctl restart systemd-modules-load && systemctl enable -q --now {iscsid}",
+                verify=" && ".join([*(f"[ -d /sys/module/{m} ]" for m in st.LONGHORN_MODULES), f"systemctl is-active -q {iscsid}"]),
+            )
+        )
+    if ns.exports:
+        nfs = shlex.quote(ns.services.nfs_server_unit)
+        holder = next(d for d, subs in ns.subdirs.items() if st.NFS_SUBDIR in subs)
+        out.append(
+            Step(
+                "exports",
+                st.render_exports(ns.node, ns.exports),
+                EXPORTS,
+                validate=st.exports_validate_command("{file}"),
+                activate=f"systemctl enable -q {nfs} && systemctl start {nfs} && exportfs -ra",
+                verify=st.exports_verify_command(ns.exports),
+                after=(f"mount-{holder}",),
+            )
+        )
+    return out
+
+
 # ---------------------------------------------------------------- the component
 
 
@@ -224,77 +310,21 @@ class Storage(pulumi.ComponentResource):
         """Every command of one node; returns its exports command, if it exports."""
         a = self._args
         conn = Connection(host=a.node_ips[ns.node], user=a.ssh_user, private_key=a.ssh_private_key)
-        again = [a.domain_ids[ns.node]]
-
-        def deliver(res: str, content: str, path: str, after=(), **kw) -> remote.Command:
-            return apply_file(
-                f"{ns.node}-{res}",
+        made: dict[str, remote.Command] = {}
+        for step in steps(ns):
+            made[step.res] = apply_file(
+                f"{ns.node}-{step.res}",
                 conn=conn,
                 node=ns.node,
-                content=content,
-                path=path,
-                replace_with=again,
+                content=step.content,
+                path=step.path,
+                mode=step.mode,
+                validate=step.validate,
+                activate=step.activate,
+                verify=step.verify,
+                replace_with=[a.domain_ids[ns.node]],
                 # The order on the node (a disk before its mount, a mount
                 # before what lives on it); no data flows between them.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
-                **kw,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[made[r] for r in step.after]),
             )
-
-        mounted: dict[str, remote.Command] = {}
-        for disk, mount in zip(ns.disks, ns.mounts):
-            script = f"{SCRIPT_DIR}/prepare-disk-{disk.disk}.sh"
-            prepared = deliver(
-                f"disk-{disk.disk}",
-                st.render_prepare_script(disk),
-                script,
-                mode="0700",
-                validate="sh -n {file}",
-                activate=f"sh {shlex.quote(script)}",
-                # The label the mount unit names now leads to this disk (and no other).
-                verify=f'[ "$(readlink -f /dev/disk/by-label/{disk.label})" = "$(readlink -f {shlex.quote(disk.device)})" ]',
-            )
-            subdirs = ns.subdirs.get(disk.disk, ())
-            mounted[disk.disk] = deliver(
-                f"mount-{disk.disk}",
-                st.render_mount_unit(mount),
-                f"{UNIT_DIR}/{mount.unit_name}",
-                after=[prepared],
-                validate=unit_validator(mount.unit_name),
-                activate=mount_activate(ns.node, mount, subdirs),
-                verify=mount_verify(mount, subdirs),
-            )
-        if ns.longhorn is not None:
-            holder = next(d for d, subs in ns.subdirs.items() if st.LONGHORN_SUBDIR in subs)
-            lh = ns.longhorn
-            deliver(
-                "longhorn-mount",
-                st.render_mount_unit(lh),
-                f"{UNIT_DIR}/{lh.unit_name}",
-                after=[mounted[holder]],
-                validate=unit_validator(lh.unit_name),
-                activate=bind_activate(ns.node, lh),
-                verify=bind_verify(lh),
-            )
-            iscsid = shlex.quote(ns.services.iscsid_unit)
-            deliver(
-                "iscsi",
-                st.render_longhorn_modules(),
-                st.LONGHORN_MODULES_FILE,
-                # modprobe resolves each module as systemd-modules-load would (libkmod).
-                validate="grep -v '^#' {file} | while read -r m; do [ -z \"$m\" ] || modprobe -n -q \"$m\" || exit 1; done",
-                activate=f"systemctl restart systemd-modules-load && systemctl enable -q --now {iscsid}",
-                verify=" && ".join([*(f"[ -d /sys/module/{m} ]" for m in st.LONGHORN_MODULES), f"systemctl is-active -q {iscsid}"]),
-            )
-        if not ns.exports:
-            return None
-        nfs = shlex.quote(ns.services.nfs_server_unit)
-        holder = next(d for d, subs in ns.subdirs.items() if st.NFS_SUBDIR in subs)
-        return deliver(
-            "exports",
-            st.render_exports(ns.node, ns.exports),
-            EXPORTS,
-            after=[mounted[holder]],
-            validate=st.exports_validate_command("{file}"),
-            activate=f"systemctl enable -q {nfs} && systemctl start {nfs} && exportfs -ra",
-            verify=st.exports_verify_command(ns.exports),
-        )
+        return made.get("exports")

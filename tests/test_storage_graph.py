@@ -87,6 +87,10 @@ def test_one_prepare_and_one_mount_command_per_disk(built):
     cmds = [r for r in run.by_type(COMMAND) if r.parent == comp.urn]
     assert {c.name for c in cmds} == _expected(cfg), name
     assert len(cmds) == len({c.name for c in cmds})
+    for ns in storage.plan(cfg):
+        for step in storage.steps(ns):
+            # what each command delivers is the planned file
+            assert run.one(COMMAND, f"{ns.node}-{step.res}").inputs["stdin"] == step.content
     for n in cfg.nodes:
         for d in n.data_disks:
             prep = run.one(COMMAND, f"{n.name}-disk-{d.name}")

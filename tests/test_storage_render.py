@@ -374,3 +374,34 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
     assert st.render_disk_serial_xslt([]) is None
     with pytest.raises(ValueError):
         st.render_disk_serial_xslt([("a.qcow2", "x"), ("b.qcow2", "x")])
+
+
+# ------------------------------------------------------------------ the commands as the nodes run them
+
+
+@validators
+def test_every_remote_command_parses_and_passes_shellcheck():
+    """validate/activate/verify are shell snippets spliced into day2.install_script: the whole must hold together."""
+    import shlex
+
+    from components.day2 import install_script
+
+    shellcheck, dash = need("shellcheck"), need("sh")
+    seen, done = set(), set()
+    for name, ns in all_plans():
+        for s in storage.steps(ns):
+            # Nodes of one stack differ only in names here: one of each kind and OS is enough.
+            if (name, s.res, ns.os) in done:
+                continue
+            done.add((name, s.res, ns.os))
+            cmd = install_script(node=ns.node, path=s.path, mode=s.mode, validate=s.validate, activate=s.activate, verify=s.verify)
+            argv = shlex.split(cmd)
+            assert argv[:3] == ["sudo", "sh", "-c"] and len(argv) == 4
+            payload = argv[3]
+            res = subprocess.run([dash, "-n"], input=payload, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, (name, ns.node, s.res, res.stderr)
+            # SC2317: the day-2 helpers are called indirectly; SC2016: awk programs are single-quoted on purpose.
+            res = subprocess.run([shellcheck, "-s", "sh", "-S", "info", "-e", "SC2317,SC2016", "-"], input=payload, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, (name, ns.node, s.res, res.stdout)
+            seen.add(s.res.split("-")[0])
+    assert {"disk", "mount", "longhorn", "iscsi", "exports"} <= seen
