@@ -15,6 +15,7 @@ from components.network import Networks, NetworksArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
 from components.node import Node, NodeArgs
 from components.secrets import Secrets, SecretsArgs
+from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
@@ -83,8 +84,19 @@ exporters = NodeExporters(
     ),
 )
 
-cluster = None
+cluster = storage = None
 if cfg.k3s.enabled:
+    # Data disks formatted once and mounted, NFS on the storage node, what Longhorn needs on its nodes.
+    storage = Storage(
+        "storage",
+        StorageArgs(
+            stack=cfg,
+            node_ips={name: node.ip for name, node in nodes.items()},
+            domain_ids={name: node.domain_id for name, node in nodes.items()},
+            ssh_user=cfg.ssh.user,
+            ssh_private_key=secrets.ssh_private_key,
+        ),
+    )
     cluster = K3sCluster(
         "k3s",
         K3sClusterArgs(

@@ -9,10 +9,11 @@ DEBIAN_PACKAGES=(
   haproxy keepalived chrony cloud-init ignition prometheus  # validators (promtool from prometheus) and daemons for the LB tests
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
   shellcheck                                     # the K3s install script is checked by it
+  nfs-kernel-server xfsprogs fdisk e2fsprogs mount  # exportfs reads the rendered exports; the disk script's tools on loop devices
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
-  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux openssh-client)
+  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux openssh-client libxml2-utils)
 fi
 
 missing=()

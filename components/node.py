@@ -11,6 +11,7 @@ import pulumi_libvirt as libvirt
 from . import specs
 from .config import NodeConfig, StackConfig
 from .render import nocloud
+from .render import storage as storage_render
 
 GIB = 1024**3
 
@@ -118,6 +119,13 @@ class Node(pulumi.ComponentResource):
             # cloud-init does not re-run in the guest, so that is what we want.
             disks = [*disks, boot]
             first_boot = {}
+        # Data disks get a serial (the provider writes none), so the guest finds
+        # each one as /dev/disk/by-id/virtio-<serial>, whatever its bus order.
+        xslt = storage_render.render_disk_serial_xslt(
+            storage_render.DiskSerials(
+                tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
+            )
+        )
         return libvirt.Domain(
             node.name,
             name=self._physical,
@@ -137,5 +145,6 @@ class Node(pulumi.ComponentResource):
                 type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
             ),
             **first_boot,
+            **({"xml": libvirt.DomainXmlArgs(xslt=xslt)} if xslt else {}),
             opts=self._opts(),
         )

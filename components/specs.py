@@ -13,7 +13,7 @@ import re
 from typing import Mapping, Sequence
 
 from .config import K3S_ROLES, NodeConfig, StackConfig, vrrp_priority
-from .render import chrony, cloud_init, coredns, haproxy, ignition, k3s, keepalived, platform_values
+from .render import chrony, cloud_init, coredns, haproxy, ignition, k3s, keepalived, platform_values, storage
 from .render.network import NetworkSettings
 from .render.os_family import family_of
 
@@ -80,7 +80,21 @@ def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str])
         ssh_keys=tuple(ssh_keys),
         network=network_settings(cfg, node),
         ntp_server=None if node.role == "infra" else str(cfg.infra_node.ip),
+        extra_packages=storage_packages(node),
     )
+
+
+def storage_packages(node: NodeConfig) -> tuple[str, ...]:
+    """What the storage node's NFS server and a Longhorn node's iSCSI initiator need (Flatcar ships them)."""
+    if node.is_flatcar:
+        return ()
+    services = storage.SERVICES[family_of(node.os).name]
+    out: tuple[str, ...] = ()
+    if node.role == "storage":
+        out += services.nfs_server_packages
+    if node.uses_longhorn:
+        out += services.longhorn_packages
+    return tuple(sorted(set(out)))
 
 
 def ignition_json(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> str:

@@ -248,7 +248,7 @@ def steps(ns: NodeStorage) -> list[Step]:
         out.append(
             Step(
                 "iscsi",
-                st.render_longhorn_modules(),
+                st.LONGHORN_MODULES_CONF,
                 st.LONGHORN_MODULES_FILE,
                 # modprobe resolves each module as systemd-modules-load would (libkmod).
                 validate="grep -v '^#' {file} | while read -r m; do [ -z \"$m\" ] || modprobe -n -q \"$m\" || exit 1; done",
@@ -262,7 +262,7 @@ def steps(ns: NodeStorage) -> list[Step]:
         out.append(
             Step(
                 "exports",
-                st.render_exports(ns.node, ns.exports),
+                st.render_exports(st.ExportsFile(ns.node, tuple(ns.exports))),
                 EXPORTS,
                 validate=st.exports_validate_command("{file}"),
                 activate=f"systemctl enable -q {nfs} && systemctl start {nfs} && exportfs -ra",

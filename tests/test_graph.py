@@ -200,8 +200,12 @@ def expected_counts(stack: str) -> dict[str, int]:
         # K3s: one install per node, the bootstrap run (more than one server), k3s-ready
         + k3s * (k3s_nodes + (len(cfg.servers) > 1) + 1)
         # node_exporter per LB and infra node: binary, unit, firewall
-        + 3 * (len(cfg.load_balancers) + 1),
+        + 3 * (len(cfg.load_balancers) + 1)
+        # storage (K3s nodes only): per data disk its preparation and mount;
+        # per Longhorn node the bind mount and iscsid; per storage node the exports
+        + k3s * sum(2 * len(n.data_disks) + 2 * (n.uses_longhorn and bool(n.data_disks)) + (n.role == "storage") for n in cfg.nodes),
         "microcloud:monitoring:NodeExporters": 1,
+        "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,
         "pulumi:providers:kubernetes": k3s,
         # CoreDNS; node_exporter per LB and infra node
@@ -237,7 +241,11 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
     # k3s-ready waits for one more node
     assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready"}
     added = {urn.rsplit("::", 1)[1] for urn in set(after) - set(before)}
-    assert added == {"worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s"}
+    assert added == {
+        "worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s",
+        # its Longhorn disk: prepared, mounted, bind-mounted at Longhorn's path; iscsid
+        "worker2-disk-longhorn", "worker2-mount-longhorn", "worker2-longhorn-mount", "worker2-iscsi",
+    }
     assert "worker2" in after[dev.urn_of(COMMAND, "lb1-haproxy")]["stdin"]
 
 

@@ -112,7 +112,7 @@ def test_exports_only_to_the_k3s_networks_with_root_squash():
     for name, cfg in CONFIGS.items():
         k3s_nets = {str(cfg.network_by_name[n.network].cidr) for n in cfg.nodes if n.role in ("server", "agent", "storage")}
         for ns in storage.plan(cfg):
-            text = st.render_exports(ns.node, ns.exports)
+            text = st.render_exports(st.ExportsFile(ns.node, tuple(ns.exports)))
             assert "no_root_squash" not in text and "*" not in text and "insecure" not in text
             for e in ns.exports:
                 assert set(e.clients) == k3s_nets, name
@@ -282,7 +282,7 @@ def test_rendered_exports_pass_exportfs_and_show_up_in_exportfs_v(tmp_path, expo
             continue
         # Our paths, moved under tmp_path: exportfs stats each one.
         local = tuple(_local(e, tmp_path) for e in ns.exports)
-        text = st.render_exports(ns.node, local)
+        text = st.render_exports(st.ExportsFile(ns.node, tuple(local)))
         res = _validate(tmp_path, text)
         assert res.returncode == 0 and res.stderr.strip() == "", (name, res.stderr)
         res = _with_exports(tmp_path, text, st.exports_verify_command(local) + " && exportfs -v")
@@ -295,13 +295,13 @@ def test_rendered_exports_pass_exportfs_and_show_up_in_exportfs_v(tmp_path, expo
 @validators
 def test_exportfs_refuses_a_bad_file_and_verify_refuses_the_wrong_export(tmp_path, exportfs_ns):
     spec = _local(st.ExportSpec(path="/var/mnt/data/nfs", clients=("10.27.4.0/24",)), tmp_path)
-    good = st.render_exports("storage1", (spec,))
+    good = st.render_exports(st.ExportsFile("storage1", (spec,)))
     # a typo in an option
     res = _validate(tmp_path, good.replace("no_subtree_check", "no_subtree_chek"))
     assert res.returncode != 0 and "no_subtree_chek" in res.stderr
     # the export directory is not there (the disk is not mounted)
     missing = dataclasses.replace(spec, path=str(tmp_path / "not-mounted" / "nfs"))
-    res = _validate(tmp_path, st.render_exports("storage1", (missing,)))
+    res = _validate(tmp_path, st.render_exports(st.ExportsFile("storage1", (missing,))))
     assert res.returncode != 0 and "not-mounted" in res.stderr
     verify = st.exports_verify_command((spec,))
     # exported, but without root squash: verify fails
@@ -354,7 +354,7 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
     disks = [("microcloud-dev-storage1-data.qcow2", st.disk_serial("data")),
              ("microcloud-dev-storage1-a-very-long-disk-name.qcow2", st.disk_serial("a-very-long-disk-name"))]
     xsl = tmp_path / "serial.xsl"
-    xsl.write_text(st.render_disk_serial_xslt(disks))
+    xsl.write_text(st.render_disk_serial_xslt(st.DiskSerials(tuple(disks))))
     dom = tmp_path / "domain.xml"
     dom.write_text(DOMAIN_XML)
     res = subprocess.run([xsltproc, str(xsl), str(dom)], capture_output=True, text=True, timeout=60)
@@ -371,9 +371,9 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
         out.write_text(res.stdout)
         v = subprocess.run([validate, str(out), "domain"], capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
-    assert st.render_disk_serial_xslt([]) is None
+    assert st.render_disk_serial_xslt(st.DiskSerials(())) is None
     with pytest.raises(ValueError):
-        st.render_disk_serial_xslt([("a.qcow2", "x"), ("b.qcow2", "x")])
+        st.render_disk_serial_xslt(st.DiskSerials((("a.qcow2", "x"), ("b.qcow2", "x"))))
 
 
 # ------------------------------------------------------------------ the commands as the nodes run them
