@@ -583,6 +583,14 @@ class LbNet:
         i_px, i_sv, i_st = header.index("pxname"), header.index("svname"), header.index("status")
         return {(r[i_px], r[i_sv]): r[i_st] for r in rows if len(r) > i_st and r[i_sv] not in ("FRONTEND", "BACKEND")}
 
+    def backend_stats(self, lb: str, backend: str = "k3s_api") -> dict[str, dict[str, str]]:
+        """server name -> its row of haproxy's stats CSV (status, stot, wretr, wredis, ...), read on the LB's loopback."""
+        body = self.thread(lb).run(_http_get, self.cfg.load_balancer.stats_port, "/stats;csv", 2.0)
+        if body is None:
+            return {}
+        rows = csv.DictReader(body.lstrip("# ").splitlines())
+        return {r["svname"]: r for r in rows if r["pxname"] == backend}
+
     # ----- lifecycle
 
     def __enter__(self) -> "LbNet":

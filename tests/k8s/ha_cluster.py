@@ -27,7 +27,6 @@ started); every namespace is deleted on exit.
 from __future__ import annotations
 
 import contextlib
-import csv
 import ctypes
 import http.client
 import json
@@ -377,14 +376,6 @@ class HaApiNet(LbNet):
         if not (ok and p.alive()):
             raise RuntimeError(f"kube-apiserver on {node} not ready within {bound}s:\n{self.log('apiserver', node)[-4000:]}")
         return waited
-
-    def backend_stats(self, lb: str, backend: str = API_BACKEND) -> dict[str, dict[str, str]]:
-        """server name -> its row of haproxy's stats CSV (status, stot, wretr, wredis, ...), read on the LB's loopback."""
-        body = self.thread(lb).run(_http_get, self.cfg.load_balancer.stats_port, "/stats;csv", 2.0)
-        if body is None:
-            return {}
-        rows = csv.DictReader(body.lstrip("# ").splitlines())
-        return {r["svname"]: r for r in rows if r["pxname"] == backend}
 
     # ----- lifecycle
 

@@ -43,13 +43,6 @@ WATCH = 30
 WATCH_BOUND = 20.0
 CM_NAMESPACE = "ha-api-stream"
 
-NO_REDISPATCH = (
-    "defect in the rendered haproxy.cfg (components/render/haproxy.py, haproxy.cfg.j2): `retries 3` without "
-    "`option redispatch`. Until the health check marks a stopped apiserver DOWN (inter x fall = 9 s as rendered), "
-    "roundrobin still hands it new connections; haproxy retries the connect on the same dead server three times "
-    "(1 s apart) and then closes the client's connection: the request is lost. Fix: `option redispatch 1` in the "
-    "defaults section (every retry goes to another server)."
-)
 
 
 def _preflight(bin_dir) -> None:
@@ -311,7 +304,6 @@ def test_failures_only_while_haproxy_still_balances_to_the_stopped_one(ha, outag
     assert len(o.listed - set(o.created)) <= len(failed_creates)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_REDISPATCH)
 def test_no_request_lost_through_the_vip(ha, outage):
     """Stopping one of three apiservers loses no request through the VIP.
 
