@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -83,9 +84,10 @@ def monitoring_spec(cfg: StackConfig, **kw) -> pv.MonitoringSpec:
     args = dict(
         domain=cfg.domain,
         grafana_admin_secret="grafana-admin",
-        node_exporter_targets=tuple(pv.ScrapeTarget(n.name, str(n.ip), n.role) for n in vms),
+        node_exporter_targets=tuple(pv.ScrapeTarget(n.name, f"{n.ip}:9100", n.role) for n in vms),
         storage_class=pv.LONGHORN_STORAGE_CLASS,
         admission_webhooks=False,
+        grafana_claim="grafana",
     )
     return pv.MonitoringSpec(**{**args, **kw})
 
@@ -574,10 +576,20 @@ def test_monitoring_values(name):
     v = pv.monitoring_values(spec)
     assert v["grafana"]["admin"]["existingSecret"] == spec.grafana_admin_secret
     assert v["grafana"]["persistence"]["storageClassName"] == "longhorn"
+    assert v["grafana"]["persistence"]["existingClaim"] == "grafana"
+    assert pv.grafana_claim(spec)["spec"]["storageClassName"] == "longhorn"
     (job,) = v["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
-    targets = {sc["labels"]["node"]: sc["targets"] for sc in job["static_configs"]}
+    targets = {sc["labels"]["instance"]: sc["targets"] for sc in job["static_configs"]}
     expected = {n.name: [f"{n.ip}:9100"] for n in cfg.nodes_with("load_balancer", "infra")}
     assert targets == expected
+    assert all(sc["labels"]["node"] == sc["labels"]["instance"] for sc in job["static_configs"])
+    retention = v["prometheus"]["prometheusSpec"]["persistentVolumeClaimRetentionPolicy"]
+    assert retention["whenDeleted"] == "Retain"
+    dev = pv.monitoring_values(monitoring_spec(cfg, retain_volumes=False))
+    assert dev["prometheus"]["prometheusSpec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    for bad in ("10.0.0.1", "10.0.0.1:0", "host:9100", "10.0.0.1:x"):
+        with pytest.raises(ValueError, match="is not ip:port"):
+            pv.node_exporter_scrape_configs(monitoring_spec(cfg, node_exporter_targets=(pv.ScrapeTarget("n", bad),)))
     groups = v["additionalPrometheusRulesMap"]["microcloud-gitops"]["groups"]
     assert groups == pv.gitops_alert_groups(spec.alerts)
     assert v["prometheusOperator"]["admissionWebhooks"]["enabled"] is False
@@ -865,3 +877,166 @@ def test_values_key_check_can_fail():
     assert unknown_keys(ok, chart) == []
     wrong = {"service": {"type": "NodePort"}, "ports": {"web": {"nodeport": 1}}, "sub": {"persistence": {"size": "1Gi"}}, "nope": 1}
     assert sorted(unknown_keys(wrong, chart)) == ["nope", "ports.web.nodeport", "service.type", "sub.persistence.size"]
+
+
+# ------------------------------------------------------------------ pins, Longhorn's own objects
+
+
+@unit
+def test_every_chart_is_pinned_exactly_with_its_repository():
+    assert set(pv.CHARTS) == {"traefik", "sealed-secrets", "argo-cd", "longhorn", "kube-prometheus-stack",
+                              "nfs-subdir-external-provisioner"}
+    for name, pin in pv.CHARTS.items():
+        assert pin.name == name and re.fullmatch(r"\d+\.\d+\.\d+", pin.version), pin
+        assert pin.repo.startswith("https://") and not pin.repo.endswith("/"), pin
+        assert pv.CHART_VERSIONS[name] == pin.version
+
+
+@validators
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_local_chart_dirs_are_the_pins(name):
+    """The charts in $MICROCLOUD_CHART_DIR that the tests use are the pinned versions (Chart.yaml)."""
+    for chart, pin in pv.CHARTS.items():
+        d = CHART_DIR / f"{chart}-{pin.version}"
+        if not (d / "Chart.yaml").is_file():
+            pytest.skip(f"chart {chart}-{pin.version} is not in {CHART_DIR}")
+        meta = yaml.safe_load((d / "Chart.yaml").read_text())
+        assert (meta["name"], str(meta["version"])) == (chart, pin.version)
+
+
+def helm_bin() -> Path | None:
+    """The helm that .ci/k8s.sh built (the one the k8s tier uses), or one on PATH."""
+    for p in sorted((Path.home() / ".cache" / "microcloud-k8s").glob("v*/bin/helm")):
+        return p
+    found = shutil.which("helm")
+    return Path(found) if found else None
+
+
+def helm_template(chart: str, values: dict, show_only: str, tmp_path: Path) -> list[dict]:
+    helm = helm_bin()
+    if helm is None:
+        pytest.skip("helm is not built (bash .ci/k8s.sh)")
+    d = CHART_DIR / f"{chart}-{pv.CHARTS[chart].version}"
+    if not (d / "Chart.yaml").is_file():
+        pytest.skip(f"chart {chart} is not in {CHART_DIR}")
+    vf = tmp_path / "values.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    res = subprocess.run([str(helm), "template", "longhorn", str(d), "--namespace", pv.LONGHORN_NAMESPACE,
+                          "-f", str(vf), "--show-only", show_only], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path),
+                              "HELM_DATA_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+@validators
+def test_longhorn_uninstall_job_is_the_charts_hook(tmp_path):
+    """Our uninstall Job runs what the chart's pre-delete hook runs, as the chart's service account."""
+    (hook,) = helm_template("longhorn", {}, "templates/uninstall-job.yaml", tmp_path)
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    theirs = hook["spec"]["template"]["spec"]
+    ours = pv.longhorn_uninstall_job(pv.LONGHORN_NAMESPACE, theirs["containers"][0]["image"])
+    mine = ours["spec"]["template"]["spec"]
+    assert ours["metadata"]["name"] == hook["metadata"]["name"] == pv.LONGHORN_UNINSTALL_JOB
+    for key in ("command", "image"):
+        assert mine["containers"][0][key] == theirs["containers"][0][key], key
+    assert mine["serviceAccountName"] == theirs["serviceAccountName"]
+    assert mine["restartPolicy"] == theirs["restartPolicy"]
+    assert {e["name"] for e in mine["containers"][0]["env"]} <= {e["name"] for e in theirs["containers"][0]["env"]}
+
+
+@validators
+@pytest.mark.parametrize("reclaim", ["Delete", "Retain"])
+def test_longhorn_storage_class_is_the_one_the_chart_would_make(reclaim, tmp_path):
+    spec = pv.LonghornSpec(replica_count=2, reclaim_policy=reclaim, allow_uninstall=reclaim == "Delete")
+    values = pv.longhorn_values(spec)
+    assert values["persistence"]["createStorageClass"] is False
+    # What the chart would have had longhorn-manager create, from the same values with its own StorageClass on.
+    values["persistence"]["createStorageClass"] = True
+    (cm,) = helm_template("longhorn", values, "templates/storageclass.yaml", tmp_path)
+    theirs = yaml.safe_load(cm["data"]["storageclass.yaml"])
+    ours = pv.longhorn_storage_class(spec)
+    assert ours["metadata"]["name"] == theirs["metadata"]["name"]
+    assert ours["metadata"]["annotations"] == theirs["metadata"]["annotations"]
+    for key in ("provisioner", "allowVolumeExpansion", "reclaimPolicy", "volumeBindingMode", "parameters"):
+        assert ours[key] == theirs[key], key
+
+
+# ------------------------------------------------------------------ gitops/
+
+GITOPS = Path(__file__).resolve().parent.parent / "gitops"
+
+
+def gitops_docs(sub: str) -> dict[str, list[dict]]:
+    return {str(f.relative_to(GITOPS)): [d for d in yaml.safe_load_all(f.read_text()) if d]
+            for f in sorted((GITOPS / sub).rglob("*")) if f.is_file()}
+
+
+@unit
+def test_gitops_layout():
+    """root/ (what the root app syncs) and apps/<name>/ (plain manifests), nothing else."""
+    top = {p.name for p in GITOPS.iterdir()}
+    assert top == {"README.md", "root", "apps"}, top
+    root = gitops_docs("root")
+    kust = root.pop("root/kustomization.yaml")[0]
+    assert kust["kind"] == "Kustomization"
+    assert sorted(kust["resources"]) == sorted(Path(f).name for f in root), "kustomization lists every file of root/"
+    objs = {(d["kind"], d["metadata"]["name"]): d for docs in root.values() for d in docs}
+    assert set(objs) == {("AppProject", pv.APP_PROJECT), ("ApplicationSet", pv.APPSET)}
+    for o in objs.values():
+        assert o["apiVersion"] == "argoproj.io/v1alpha1" and o["metadata"]["namespace"] == pv.ARGOCD_NAMESPACE
+    # Waves: the project exists before the ApplicationSet that uses it.
+    waves = {k: int(o["metadata"]["annotations"][pv.SYNC_WAVE]) for k, o in objs.items()}
+    assert waves[("AppProject", pv.APP_PROJECT)] < waves[("ApplicationSet", pv.APPSET)]
+    appset = objs[("ApplicationSet", pv.APPSET)]["spec"]
+    (gen,) = appset["generators"]
+    assert gen["git"]["directories"] == [{"path": "gitops/apps/*"}]
+    tmpl = appset["template"]
+    assert tmpl["metadata"]["name"] == "{{.path.basename}}" and tmpl["spec"]["source"]["path"] == "{{.path.path}}"
+    assert tmpl["spec"]["project"] == pv.APP_PROJECT
+    assert tmpl["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert pv.CASCADE_FINALIZER in tmpl["metadata"]["finalizers"]
+
+    apps = [p for p in (GITOPS / "apps").iterdir()]
+    assert apps and all(p.is_dir() for p in apps), apps
+    for app in apps:
+        docs = gitops_docs(f"apps/{app.name}")
+        assert docs, app
+        for f, ds in docs.items():
+            assert f.endswith(".yaml"), f"{f}: plain manifests only"
+            for d in ds:
+                assert {"apiVersion", "kind", "metadata"} <= set(d), f
+                assert "namespace" not in d["metadata"], f"{f}: the Application's destination sets the namespace"
+                int(d["metadata"]["annotations"][pv.SYNC_WAVE])  # every object has a wave
+
+
+@unit
+def test_gitops_example_waves_order_config_workload_service():
+    docs = {d["kind"]: d for ds in gitops_docs("apps/example").values() for d in ds}
+    wave = {k: int(d["metadata"]["annotations"][pv.SYNC_WAVE]) for k, d in docs.items()}
+    assert wave["ConfigMap"] < wave["Deployment"] < wave["Service"], wave
+    vols = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "page", "configMap": {"name": docs["ConfigMap"]["metadata"]["name"]}} in vols
+
+
+@unit
+def test_root_application_patches_every_placeholder():
+    spec = pv.GitOpsSpec(repo_url="https://git.example.test/infra.git", revision="v1.2.3", path="deploy/gitops")
+    app = pv.root_application(spec)
+    assert app["spec"]["source"]["path"] == "deploy/gitops/root"
+    (patch,) = app["spec"]["source"]["kustomize"]["patches"]
+    appset = next(d for ds in gitops_docs("root").values() for d in ds if d.get("kind") == "ApplicationSet")
+    assert patch["target"]["name"] == appset["metadata"]["name"]
+    out = pv.apply_patch_ops(appset, json.loads(patch["patch"]))
+    text = json.dumps(out)
+    assert "git.invalid" not in text, "a placeholder is left"
+    assert out["spec"]["generators"][0]["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
+                                                   "directories": [{"path": "deploy/gitops/apps/*"}]}
+    assert (out["spec"]["template"]["spec"]["source"]["repoURL"],
+            out["spec"]["template"]["spec"]["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
+    with pytest.raises(KeyError):
+        pv.apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
+    assert "finalizers" not in pv.root_application(dataclasses.replace(spec, cascade=False))["metadata"]
+    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space")):
+        with pytest.raises(ValueError):
+            dataclasses.replace(spec, **bad)

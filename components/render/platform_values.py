@@ -14,10 +14,39 @@ made is a Secret the program creates (the ``*_SECRET`` names below).
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from types import MappingProxyType
+from typing import Literal, Mapping, Optional
 
 import yaml
+
+
+# ------------------------------------------------------------------ chart pins
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    """A chart this program is written and tested against: its name, exact version and public chart repository."""
+
+    name: str
+    version: str
+    repo: str
+
+
+CHARTS: Mapping[str, ChartPin] = MappingProxyType({
+    p.name: p
+    for p in (
+        ChartPin("traefik", "41.3.0", "https://traefik.github.io/charts"),
+        ChartPin("sealed-secrets", "2.18.5", "https://bitnami-labs.github.io/sealed-secrets"),
+        ChartPin("argo-cd", "10.1.1", "https://argoproj.github.io/argo-helm"),
+        ChartPin("longhorn", "1.12.1", "https://charts.longhorn.io"),
+        ChartPin("kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"),
+        ChartPin("nfs-subdir-external-provisioner", "4.0.18",
+                 "https://kubernetes-sigs.github.io/nfs-subdir-external-provisioner"),
+    )
+})
+CHART_VERSIONS: Mapping[str, str] = MappingProxyType({n: p.version for n, p in CHARTS.items()})
 
 TRAEFIK_NAMESPACE = "kube-system"
 TRAEFIK_DASHBOARD_MIDDLEWARE = "traefik-dashboard-auth"  # basic auth in front of the dashboard
@@ -211,6 +240,105 @@ def argocd_values(spec: ArgoCdSpec) -> dict:
     }
 
 
+# ------------------------------------------------------------------ GitOps (Argo CD app-of-apps)
+
+ROOT_APP = "root"
+APPSET = "apps"  # gitops/root/applicationset.yaml
+APP_PROJECT = "microcloud-apps"  # gitops/root/project.yaml
+IN_CLUSTER = "https://kubernetes.default.svc"
+# Deleting an Application with this finalizer deletes what it deployed first.
+CASCADE_FINALIZER = "resources-finalizer.argocd.argoproj.io"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+
+
+@dataclass(frozen=True)
+class GitOpsSpec:
+    """The root Application: ``<repo_url>@<revision>``, directory ``<path>/root``; the apps are ``<path>/apps/*``.
+
+    The files in ``<path>/root`` name a placeholder repository: the root
+    Application patches the configured one in (Kustomize patches), so the
+    stack config is the one place the repository is named.
+    ``cascade`` puts Argo CD's resources finalizer on the root app (dev:
+    ``destroy`` removes what Argo CD deployed; prod: it stays).
+    """
+
+    repo_url: str
+    revision: str
+    path: str = "gitops"
+    namespace: str = ARGOCD_NAMESPACE
+    cascade: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.repo_url or any(c.isspace() for c in self.repo_url):
+            raise ValueError(f"gitops: repository URL {self.repo_url!r} is empty or has spaces")
+        if not self.revision:
+            raise ValueError("gitops: revision is empty (name a branch, tag or commit)")
+        if self.path.startswith("/") or ".." in self.path.split("/") or not self.path.strip("/"):
+            raise ValueError(f"gitops: path {self.path!r} must be relative inside the repository")
+
+
+def _gitops_dir(spec: GitOpsSpec, sub: str) -> str:
+    return f"{spec.path.strip('/')}/{sub}"
+
+
+def root_patch_ops(spec: GitOpsSpec) -> list[dict]:
+    """JSON patch ops on gitops/root/applicationset.yaml: the configured repository, revision and apps directory."""
+    return [
+        {"op": "replace", "path": "/spec/generators/0/git/repoURL", "value": spec.repo_url},
+        {"op": "replace", "path": "/spec/generators/0/git/revision", "value": spec.revision},
+        {"op": "replace", "path": "/spec/generators/0/git/directories/0/path", "value": _gitops_dir(spec, "apps/*")},
+        {"op": "replace", "path": "/spec/template/spec/source/repoURL", "value": spec.repo_url},
+        {"op": "replace", "path": "/spec/template/spec/source/targetRevision", "value": spec.revision},
+    ]
+
+
+def root_application(spec: GitOpsSpec) -> dict:
+    """The app-of-apps the program creates; Argo CD syncs ``<path>/root`` (AppProject, ApplicationSet) from it."""
+    metadata: dict = {"name": ROOT_APP, "namespace": spec.namespace}
+    if spec.cascade:
+        metadata["finalizers"] = [CASCADE_FINALIZER]
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": metadata,
+        "spec": {
+            "project": "default",
+            "source": {
+                "repoURL": spec.repo_url,
+                "targetRevision": spec.revision,
+                "path": _gitops_dir(spec, "root"),
+                "kustomize": {"patches": [{
+                    "target": {"group": "argoproj.io", "version": "v1alpha1", "kind": "ApplicationSet", "name": APPSET},
+                    "patch": json.dumps(root_patch_ops(spec)),
+                }]},
+            },
+            "destination": {"server": IN_CLUSTER, "namespace": spec.namespace},
+            "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+        },
+    }
+
+
+def apply_patch_ops(obj: dict, ops: list[dict]) -> dict:
+    """What Kustomize does with ``root_patch_ops`` (replace only; a missing path is an error, as in Kustomize)."""
+    import copy
+
+    out = copy.deepcopy(obj)
+    for op in ops:
+        if op["op"] != "replace":
+            raise ValueError(f"gitops: only replace ops, not {op['op']}")
+        *parents, last = [p for p in op["path"].split("/")[1:]]
+        node = out
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if isinstance(node, list):
+            node[int(last)] = op["value"]
+        elif last in node:
+            node[last] = op["value"]
+        else:
+            raise KeyError(f"gitops: no {op['path']} to replace")
+    return out
+
+
 # ------------------------------------------------------------------ GitOps alerts
 
 
@@ -292,11 +420,27 @@ def render_gitops_rules(spec: GitOpsAlertsSpec) -> str:
 
 @dataclass(frozen=True)
 class ScrapeTarget:
-    """A VM outside Kubernetes whose node-exporter Prometheus scrapes."""
+    """A VM outside Kubernetes whose node-exporter Prometheus scrapes: ``address`` is "ip:port"."""
 
     name: str
-    ip: str
-    role: str
+    address: str
+    role: str = ""
+
+
+def scrape_targets(targets: Mapping[str, str], role: str = "") -> tuple[ScrapeTarget, ...]:
+    """Node name -> "ip:9100" (PlatformArgs.scrape_targets) as ScrapeTargets."""
+    return tuple(ScrapeTarget(name, addr, role) for name, addr in targets.items())
+
+
+def _check_address(t: ScrapeTarget) -> None:
+    host, sep, port = t.address.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        ok = sep == ":" and port.isdigit() and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"monitoring: scrape target {t.name}: {t.address!r} is not ip:port")
 
 
 @dataclass(frozen=True)
@@ -304,6 +448,10 @@ class MonitoringSpec:
     """kube-prometheus-stack.
 
     ``storage_class`` None: no PVCs (an API server without a provisioner).
+    ``grafana_claim``: an existing PVC (made by the program, so it can be
+    protected) that Grafana keeps its database on; None with a storage class:
+    the chart makes one. ``retain_volumes``: Prometheus' PVCs outlive its
+    StatefulSet (prod); False deletes them with it (dev).
     ``admission_webhooks`` needs ``webhook_ca_bundle`` and a Secret
     ``admission_secret(spec)`` (keys ca, cert, key) made by the program: the
     chart's own certificate Jobs are hooks and never run.
@@ -315,6 +463,8 @@ class MonitoringSpec:
     storage_class: Optional[str]
     admission_webhooks: bool
     webhook_ca_bundle: Optional[str] = None
+    grafana_claim: Optional[str] = None
+    retain_volumes: bool = True
     alerts: GitOpsAlertsSpec = field(default_factory=GitOpsAlertsSpec)
     ingress_class: str = "traefik"
     namespace: str = MONITORING_NAMESPACE
@@ -322,31 +472,47 @@ class MonitoringSpec:
     grafana_storage: str = "10Gi"
     prometheus_storage: str = "20Gi"
     retention: str = "10d"
-    node_exporter_port: int = 9100
 
 
 def admission_secret(spec: MonitoringSpec) -> str:
     return f"{spec.fullname}-admission"
 
 
+NODE_EXPORTER_JOB = "microcloud-node-exporter"
+
+
 def node_exporter_scrape_configs(spec: MonitoringSpec) -> list[dict]:
-    """One static target per VM, labelled with its name and role; sorted by name for a stable diff."""
+    """One static target per VM, its node name as the ``instance`` label; sorted by name for a stable diff."""
     targets = sorted(spec.node_exporter_targets, key=lambda t: t.name)
     for t in targets:
-        ipaddress.IPv4Address(t.ip)
+        _check_address(t)
     if len({t.name for t in targets}) != len(targets):
         raise ValueError("monitoring: scrape target names must be unique")
     if not targets:
         return []
-    return [
-        {
-            "job_name": "microcloud-node-exporter",
-            "static_configs": [
-                {"targets": [f"{t.ip}:{spec.node_exporter_port}"], "labels": {"node": t.name, "role": t.role}}
-                for t in targets
-            ],
-        }
-    ]
+
+    def labels(t: ScrapeTarget) -> dict:
+        out = {"instance": t.name, "node": t.name}
+        if t.role:
+            out["role"] = t.role
+        return out
+
+    return [{"job_name": NODE_EXPORTER_JOB,
+             "static_configs": [{"targets": [t.address], "labels": labels(t)} for t in targets]}]
+
+
+def grafana_claim(spec: MonitoringSpec) -> dict:
+    """The PVC Grafana keeps its database on (``grafana_claim``), on ``storage_class``."""
+    if not (spec.grafana_claim and spec.storage_class):
+        raise ValueError("monitoring: a Grafana claim needs grafana_claim and storage_class")
+    return {
+        "metadata": {"name": spec.grafana_claim, "namespace": spec.namespace},
+        "spec": {
+            "storageClassName": spec.storage_class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.grafana_storage}},
+        },
+    }
 
 
 def monitoring_values(spec: MonitoringSpec) -> dict:
@@ -385,6 +551,8 @@ def monitoring_values(spec: MonitoringSpec) -> dict:
             "accessModes": ["ReadWriteOnce"],
             "size": spec.grafana_storage,
         }
+        if spec.grafana_claim:
+            grafana["persistence"]["existingClaim"] = spec.grafana_claim
         # A ReadWriteOnce volume attaches to one node: the old pod must go before the new one starts.
         grafana["deploymentStrategy"] = {"type": "Recreate"}
         prometheus_spec["storageSpec"] = {
@@ -396,6 +564,9 @@ def monitoring_values(spec: MonitoringSpec) -> dict:
                 }
             }
         }
+        # StatefulSet PVCs outlive the StatefulSet unless told otherwise.
+        when = "Retain" if spec.retain_volumes else "Delete"
+        prometheus_spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": when, "whenScaled": "Retain"}
     return {
         "fullnameOverride": spec.fullname,
         "prometheusOperator": {"admissionWebhooks": webhooks, "tls": {"enabled": spec.admission_webhooks}},
@@ -420,6 +591,9 @@ class LonghornSpec:
 
     ``allow_uninstall`` sets Longhorn's deleting-confirmation flag, without
     which it refuses removal (dev: true, so ``pulumi destroy`` works).
+    The StorageClass is the program's (``longhorn_storage_class``), not the
+    one longhorn-manager would make from a ConfigMap: so Pulumi owns it,
+    ``destroy`` removes it, and its reclaim policy is ours.
     """
 
     replica_count: int
@@ -428,6 +602,7 @@ class LonghornSpec:
     data_path: str = LONGHORN_DATA_PATH
     default_class: bool = True
     namespace: str = LONGHORN_NAMESPACE
+    storage_class: str = LONGHORN_STORAGE_CLASS
 
 
 def longhorn_values(spec: LonghornSpec) -> dict:
@@ -437,6 +612,8 @@ def longhorn_values(spec: LonghornSpec) -> dict:
         raise ValueError(f"longhorn: data path {spec.data_path!r} is not absolute")
     return {
         "persistence": {
+            # The StorageClass is longhorn_storage_class(spec), made by the program.
+            "createStorageClass": False,
             "defaultClass": spec.default_class,
             "defaultClassReplicaCount": spec.replica_count,
             "reclaimPolicy": spec.reclaim_policy,
@@ -451,6 +628,71 @@ def longhorn_values(spec: LonghornSpec) -> dict:
         # A pre-upgrade hook Job: hooks never run under the provider.
         "preUpgradeChecker": {"jobEnabled": False},
         "csi": {"kubeletRootDir": K3S_KUBELET_ROOT},
+    }
+
+
+def longhorn_storage_class(spec: LonghornSpec) -> dict:
+    """The StorageClass the chart would have had longhorn-manager make (its storageclass.yaml), as ours."""
+    return {
+        "metadata": {
+            "name": spec.storage_class,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": str(spec.default_class).lower()},
+        },
+        "provisioner": "driver.longhorn.io",
+        "allowVolumeExpansion": True,
+        "reclaimPolicy": spec.reclaim_policy,
+        "volumeBindingMode": "Immediate",
+        # The chart's defaults for these (checked against its storageclass.yaml in tests/test_platform_render.py).
+        "parameters": {
+            "numberOfReplicas": str(spec.replica_count),
+            "staleReplicaTimeout": "30",
+            "fromBackup": "",
+            "fsType": "ext4",
+            "dataLocality": "disabled",
+            "unmapMarkSnapChainRemoved": "ignored",
+            "disableRevisionCounter": "true",
+            "dataEngine": "v1",
+            "backupTargetName": "default",
+        },
+    }
+
+
+LONGHORN_MANAGER = "longhorn-manager"  # the DaemonSet whose image the uninstall Job runs
+LONGHORN_UNINSTALL_JOB = "longhorn-uninstall"
+
+
+def longhorn_uninstall_job(namespace: str, image: str, pull_policy: str = "IfNotPresent") -> dict:
+    """The chart's pre-delete hook (templates/uninstall-job.yaml), which helm.v4.Chart never runs.
+
+    ``longhorn-manager uninstall --force`` removes every Longhorn object
+    (volumes, engines, the CSI driver, its webhooks and StorageClass) and
+    their finalizers while the manager still runs; without it the CRDs and
+    namespace hang in Terminating on finalizers nothing clears.
+    """
+    labels = {"app.kubernetes.io/name": "longhorn", "app.kubernetes.io/component": "uninstall"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": LONGHORN_UNINSTALL_JOB, "namespace": namespace, "labels": labels},
+        "spec": {
+            "activeDeadlineSeconds": 900,
+            "backoffLimit": 1,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{
+                        "name": "longhorn-uninstall",
+                        "image": image,
+                        "imagePullPolicy": pull_policy,
+                        "command": ["longhorn-manager", "uninstall", "--force"],
+                        "env": [{"name": "LONGHORN_NAMESPACE",
+                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                    }],
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "longhorn-service-account",
+                },
+            },
+        },
     }
 
 
