@@ -4,9 +4,19 @@ tests/k8s/platform_program is copied into a temp dir (the passphrase provider
 writes its salt into the stack file) with the checkout's venv linked and the
 checkout on PYTHONPATH, so `components` is the repository's own. State is a
 file backend in the same temp dir. The steps run in file order against one
-stack: up, what the cluster holds, a re-preview with --expect-no-changes,
-no generated secret in clear in the state, destroy. A finalizer destroys
-what an earlier failure left.
+stack: up of all six charts, what the cluster holds (CRDs Established,
+workloads Available on kwok's nodes, the sealing key, Grafana on its
+Longhorn-class volume, the root Application, every file of gitops/ accepted
+by a server-side dry run), a re-preview with --expect-no-changes, a bad
+chart value failing preview by name, no generated secret in clear in the
+state, destroy (Longhorn's uninstall Job run first, nothing left). A
+finalizer destroys what an earlier failure left.
+
+The test plays two controllers that cannot run here: a PersistentVolume
+stands in for Longhorn's provisioner (Grafana's claim binds to it), and
+during destroy it clears Argo CD's resources finalizer from the root
+Application once Pulumi deletes it (Argo CD's controller would, after
+deleting what the app made).
 
 Skips, naming it, when the test Kubernetes API (bash .ci/k8s.sh), the Pulumi
 toolchain or a provider plugin (bash .ci/plugins.sh --with-kubernetes), or a
@@ -21,8 +31,11 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
+
+import yaml
 
 import pytest
 
@@ -36,12 +49,17 @@ from .cluster import ApiError, wait_for
 pytestmark = pytest.mark.k8s
 
 PROGRAM = Path(__file__).parent / "platform_program"
-PLUGINS = ("kubernetes", "random", "tls")
+PLUGINS = ("kubernetes", "random", "tls", "command")
 STACK = "k8s"
 # Not the defaults, so the test sees the inputs reach the Service.
 HTTP_NODEPORT, HTTPS_NODEPORT = 31080, 31443
 DOMAIN = "microcloud.test"
-OUR_CRD_GROUPS = ("bitnami.com", "traefik.io", "traefik.containo.us", "argoproj.io")
+OUR_CRD_GROUPS = ("bitnami.com", "traefik.io", "traefik.containo.us", "argoproj.io", "longhorn.io", "monitoring.coreos.com")
+NFS_SERVER = "192.0.2.50"  # TEST-NET-1: never contacted, only written into the provisioner's volume
+SCRAPE_TARGETS = {"lb1": "192.0.2.61:9100", "infra1": "192.0.2.62:9100"}
+GIT_REPO = "https://git.example.test/microcloud.git"
+GITOPS = ROOT / "gitops"
+GRAFANA_PV = "mc-test-grafana-pv"  # stands in for the volume Longhorn's provisioner would make
 
 
 def chart_root() -> Path:
@@ -79,6 +97,7 @@ class Run:
         self.destroyed = False
 
     def pulumi(self, *args: str, timeout: float = 900, step: str = "") -> subprocess.CompletedProcess:
+        """``step``: time it; the transcript (and, with MICROCLOUD_K8S_LOG, a file) keeps the output."""
         cmd = ["pulumi", "--non-interactive", "--color=never", *args]
         if args[0] != "stack" or args[1] in ("export", "output"):
             cmd += ["--stack", STACK]
@@ -86,7 +105,12 @@ class Run:
         res = subprocess.run(cmd, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout)
         if step:
             self.times[step] = round(time.monotonic() - t0, 1)
-        self.transcript.append(f"$ pulumi {' '.join(args)}  [exit {res.returncode}]\n{res.stdout}\n{res.stderr}")
+        entry = f"$ pulumi {' '.join(args)}  [exit {res.returncode}]\n{res.stdout}\n{res.stderr}"
+        self.transcript.append(entry)
+        if "--show-secrets" not in args:
+            # Beside the state, for a look after a failure (pytest keeps the tmp dir).
+            with open(self.base / "transcript.log", "a") as f:
+                f.write(entry + "\n")
         return res
 
     def ok(self, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -105,6 +129,9 @@ class Run:
             ("domain", DOMAIN),
             ("httpNodePort", str(HTTP_NODEPORT)),
             ("httpsNodePort", str(HTTPS_NODEPORT)),
+            ("nfsServer", NFS_SERVER),
+            ("scrapeTargets", json.dumps(SCRAPE_TARGETS)),
+            ("gitRepo", GIT_REPO),
         ):
             self.ok("config", "set", key, value, "--stack", STACK)
 
@@ -117,10 +144,59 @@ def run(k8s_cluster, tmp_path_factory):
     r = Run(tmp_path_factory.mktemp("platform"), k8s_cluster.kubeconfig)
     r.init()
     r.started = time.monotonic()
-    yield r
-    if not r.destroyed:
-        r.pulumi("destroy", "--yes", "--skip-preview", step="destroy (cleanup)")
-    print(f"\nplatform engine tier times (s): {r.times}")
+    k8s_cluster.create("/api/v1/persistentvolumes", {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": GRAFANA_PV},
+        "spec": {"storageClassName": pv.LONGHORN_STORAGE_CLASS, "capacity": {"storage": "10Gi"},
+                 "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": "/nonexistent/mc-test-grafana"}},
+    })
+    try:
+        yield r
+    finally:
+        if not r.destroyed:
+            with ArgoCdFinalizer(k8s_cluster):
+                r.pulumi("destroy", "--yes", "--skip-preview", step="destroy (cleanup)")
+        try:
+            k8s_cluster.delete(f"/api/v1/persistentvolumes/{GRAFANA_PV}")
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        print(f"\nplatform engine tier times (s): {r.times}")
+
+
+class ArgoCdFinalizer:
+    """During destroy, does what Argo CD's controller would with the root app's resources finalizer.
+
+    Also records whether Longhorn's uninstall Job ran (it is created and removed within the destroy).
+    """
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.stop = threading.Event()
+        self.cleared = False
+        self.uninstall_job: dict | None = None
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+
+    def loop(self):
+        app = f"/apis/argoproj.io/v1alpha1/namespaces/{pv.ARGOCD_NAMESPACE}/applications/{pv.ROOT_APP}"
+        job = f"/apis/batch/v1/namespaces/{pv.LONGHORN_NAMESPACE}/jobs/{pv.LONGHORN_UNINSTALL_JOB}"
+        while not self.stop.wait(0.3):
+            status, obj = self.cluster.raw("GET", app)
+            if status == 200 and obj["metadata"].get("deletionTimestamp") and obj["metadata"].get("finalizers"):
+                self.cluster.raw("PATCH", app, {"metadata": {"finalizers": None}},
+                                 content_type="application/merge-patch+json")
+                self.cleared = True
+            status, obj = self.cluster.raw("GET", job)
+            if status == 200:
+                self.uninstall_job = obj
 
 
 def crd(cluster, name: str) -> dict:
@@ -151,12 +227,173 @@ def test_up(run):
     run.state = {"up": True}
 
 
+CRDS = ("sealedsecrets.bitnami.com", "ingressroutes.traefik.io", "middlewares.traefik.io", "tlsstores.traefik.io",
+        "applications.argoproj.io", "applicationsets.argoproj.io", "appprojects.argoproj.io",
+        "volumes.longhorn.io", "settings.longhorn.io", "nodes.longhorn.io",
+        "prometheuses.monitoring.coreos.com", "servicemonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com", "alertmanagers.monitoring.coreos.com")
+
+
 def test_crds_established(run, k8s_cluster):
-    for name in ("sealedsecrets.bitnami.com", "ingressroutes.traefik.io", "middlewares.traefik.io",
-                 "tlsstores.traefik.io", "applications.argoproj.io", "applicationsets.argoproj.io"):
+    for name in CRDS:
         obj = wait_for(lambda: (lambda o: o if condition(o, "Established") else None)(crd(k8s_cluster, name)),
                        30, f"CRD {name} Established")
         assert obj["metadata"]["name"] == name
+
+
+# namespace -> the workloads our charts put there (Deployments, DaemonSets, StatefulSets by kind).
+WORKLOADS = {
+    "kube-system": {"deployments": ["traefik", pv.SEALED_SECRETS_CONTROLLER, "nfs-provisioner-nfs-subdir-external-provisioner"]},
+    pv.LONGHORN_NAMESPACE: {"deployments": ["longhorn-driver-deployer", "longhorn-ui"], "daemonsets": [pv.LONGHORN_MANAGER]},
+    pv.MONITORING_NAMESPACE: {
+        "deployments": ["kube-prometheus-stack-operator", "kube-prometheus-stack-grafana",
+                        "kube-prometheus-stack-kube-state-metrics"],
+        "daemonsets": ["kube-prometheus-stack-prometheus-node-exporter"],
+    },
+    pv.ARGOCD_NAMESPACE: {
+        "deployments": ["argocd-server", "argocd-repo-server", "argocd-redis", "argocd-applicationset-controller",
+                        "argocd-notifications-controller"],
+        "statefulsets": ["argocd-application-controller"],
+    },
+}
+
+
+def workload_ready(obj: dict, kind: str) -> bool:
+    st = obj.get("status", {})
+    if kind == "deployments":
+        return condition(obj, "Available") and st.get("readyReplicas", 0) == obj["spec"].get("replicas", 1)
+    if kind == "daemonsets":
+        return 0 < st.get("desiredNumberScheduled", 0) == st.get("numberReady", -1)
+    return st.get("readyReplicas", 0) == obj["spec"].get("replicas", 1)
+
+
+def test_workloads_available_on_the_fake_nodes(run, k8s_cluster):
+    """Every chart's workloads are scheduled on kwok's nodes and report ready (kwok runs no container)."""
+    not_ready = []
+    for ns, kinds in WORKLOADS.items():
+        for kind, names in kinds.items():
+            for name in names:
+                path = f"/apis/apps/v1/namespaces/{ns}/{kind}/{name}"
+                try:
+                    wait_for(lambda: workload_ready(k8s_cluster.get(path), kind), 60, f"{kind} {ns}/{name} ready")
+                except TimeoutError as err:
+                    not_ready.append(str(err))
+    assert not not_ready, not_ready
+
+
+def test_longhorn_is_the_default_storage_class(run, k8s_cluster):
+    sc = k8s_cluster.get(f"/apis/storage.k8s.io/v1/storageclasses/{pv.LONGHORN_STORAGE_CLASS}")
+    assert sc["provisioner"] == "driver.longhorn.io" and sc["reclaimPolicy"] == "Delete"  # a dev stack
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    others = [c["metadata"]["name"] for c in k8s_cluster.get("/apis/storage.k8s.io/v1/storageclasses")["items"]
+              if (c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+    assert others == [pv.LONGHORN_STORAGE_CLASS], others
+    settings = k8s_cluster.get(f"/api/v1/namespaces/{pv.LONGHORN_NAMESPACE}/configmaps/longhorn-default-setting")
+    values = yaml.safe_load(settings["data"]["default-setting.yaml"])
+    assert values["default-data-path"] == "/var/lib/longhorn" and values["deleting-confirmation-flag"] is True, values
+    nfs = k8s_cluster.get("/apis/storage.k8s.io/v1/storageclasses/nfs")
+    assert nfs["reclaimPolicy"] == "Delete" and nfs["parameters"]["archiveOnDelete"] == "false"
+    dep = k8s_cluster.get("/apis/apps/v1/namespaces/kube-system/deployments/nfs-provisioner-nfs-subdir-external-provisioner")
+    # With mount options the chart mounts the export through a PV/PVC pair of its own.
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in dep["spec"]["template"]["spec"]["volumes"]
+                if "persistentVolumeClaim" in v]
+    pvc = k8s_cluster.get(f"/api/v1/namespaces/kube-system/persistentvolumeclaims/{claim}")
+    assert pvc["status"]["phase"] == "Bound", pvc["status"]
+    export = k8s_cluster.get(f"/api/v1/persistentvolumes/{pvc['spec']['volumeName']}")
+    assert export["spec"]["nfs"] == {"server": NFS_SERVER, "path": "/srv/nfs"}
+    assert export["spec"]["mountOptions"] == ["nfsvers=4.1"]
+
+
+def test_monitoring_grafana_volume_password_and_scrape_targets(run, k8s_cluster):
+    ns = pv.MONITORING_NAMESPACE
+    pvc = k8s_cluster.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/grafana")
+    assert pvc["spec"]["storageClassName"] == pv.LONGHORN_STORAGE_CLASS
+    assert pvc["status"]["phase"] == "Bound" and pvc["spec"]["volumeName"] == GRAFANA_PV
+    grafana = k8s_cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/kube-prometheus-stack-grafana")
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in grafana["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]
+    assert claims == ["grafana"], claims
+    secret = k8s_cluster.get(f"/api/v1/namespaces/{ns}/secrets/grafana-admin")
+    assert decoded(secret, "admin-password") == run.output("grafana_admin_password", secret=True)
+    # The webhooks are off (their certificates come from hook Jobs): no webhook configuration points nowhere.
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        items = k8s_cluster.get(f"/apis/admissionregistration.k8s.io/v1/{kind}")["items"]
+        assert not [i["metadata"]["name"] for i in items if "prometheus" in i["metadata"]["name"]]
+    prom = k8s_cluster.get(f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/prometheuses/kube-prometheus-stack-prometheus")
+    ref = prom["spec"]["additionalScrapeConfigs"]
+    jobs = yaml.safe_load(decoded(k8s_cluster.get(f"/api/v1/namespaces/{ns}/secrets/{ref['name']}"), ref["key"]))
+    (job,) = [j for j in jobs if j["job_name"] == pv.NODE_EXPORTER_JOB]
+    assert {sc["labels"]["instance"]: sc["targets"] for sc in job["static_configs"]} == \
+        {name: [addr] for name, addr in SCRAPE_TARGETS.items()}
+    rules = k8s_cluster.get(f"/apis/monitoring.coreos.com/v1/namespaces/{ns}/prometheusrules")["items"]
+    alerts = {r["alert"] for pr in rules for g in pr["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert {"ArgoCdAppSyncFailed", "ArgoCdAppOutOfSync", "ArgoCdRepoUnreachable"} <= alerts
+    # Argo CD's ServiceMonitors exist (they need these CRDs, so Argo CD came after the stack).
+    sms = k8s_cluster.get(f"/apis/monitoring.coreos.com/v1/namespaces/{pv.ARGOCD_NAMESPACE}/servicemonitors")["items"]
+    assert sms, "Argo CD's ServiceMonitors"
+
+
+def gitops_objects(sub: str) -> list[tuple[str, dict]]:
+    out = []
+    for f in sorted((GITOPS / sub).rglob("*.yaml")):
+        if f.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc:
+                out.append((str(f.relative_to(ROOT)), doc))
+    return out
+
+
+API_PATHS = {
+    ("argoproj.io/v1alpha1", "ApplicationSet"): "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applicationsets",
+    ("argoproj.io/v1alpha1", "AppProject"): "/apis/argoproj.io/v1alpha1/namespaces/{ns}/appprojects",
+    ("argoproj.io/v1alpha1", "Application"): "/apis/argoproj.io/v1alpha1/namespaces/{ns}/applications",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
+}
+
+
+def dry_run(cluster, obj: dict, ns: str) -> tuple[int, object]:
+    path = API_PATHS[(obj["apiVersion"], obj["kind"])].format(ns=ns)
+    return cluster.raw("POST", path, obj, query={"dryRun": "All", "fieldValidation": "Strict"})
+
+
+def test_root_app_and_gitops_accepted(run, k8s_cluster, k8s_namespace):
+    """The root app Pulumi made, and every object in gitops/ (root as Argo CD renders it), dry-run strictly."""
+    app = k8s_cluster.get(f"/apis/argoproj.io/v1alpha1/namespaces/{pv.ARGOCD_NAMESPACE}/applications/{pv.ROOT_APP}")
+    src = app["spec"]["source"]
+    assert (src["repoURL"], src["targetRevision"], src["path"]) == (GIT_REPO, "main", "gitops/root")
+    (patch,) = src["kustomize"]["patches"]
+    ops = json.loads(patch["patch"])
+    assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert app["metadata"]["finalizers"] == [pv.CASCADE_FINALIZER]
+    cm = k8s_cluster.get(f"/api/v1/namespaces/{pv.ARGOCD_NAMESPACE}/configmaps/argocd-cm")
+    assert "obj.status.health.status" in cm["data"]["resource.customizations.health.argoproj.io_Application"]
+
+    rejected = []
+    root = gitops_objects("root")
+    kinds = {o["kind"] for _, o in root}
+    assert kinds == {"ApplicationSet", "AppProject"}, kinds
+    for f, obj in root:
+        if obj["kind"] == "ApplicationSet" and obj["metadata"]["name"] == patch["target"]["name"]:
+            obj = pv.apply_patch_ops(obj, ops)
+            assert obj["spec"]["generators"][0]["git"]["repoURL"] == GIT_REPO
+        status, body = dry_run(k8s_cluster, obj, obj["metadata"]["namespace"])
+        if status >= 300:
+            rejected.append(f"{f}: HTTP {status}: {body.get('message') if isinstance(body, dict) else body}")
+    apps = gitops_objects("apps")
+    assert apps, "gitops/apps holds an app"
+    for f, obj in apps:
+        status, body = dry_run(k8s_cluster, obj, k8s_namespace)
+        if status >= 300:
+            rejected.append(f"{f}: HTTP {status}: {body.get('message') if isinstance(body, dict) else body}")
+    assert not rejected, rejected
+    # The check can fail: a field the CRD does not know is rejected.
+    _, appset = next((f, o) for f, o in root if o["kind"] == "ApplicationSet")
+    bad = {**appset, "spec": {**appset["spec"], "generator": appset["spec"]["generators"]}}
+    status, body = dry_run(k8s_cluster, bad, pv.ARGOCD_NAMESPACE)
+    assert status == 400 and "generator" in json.dumps(body), (status, body)
 
 
 def test_sealed_secrets_controller_and_key(run, k8s_cluster):
@@ -229,6 +466,19 @@ def test_repreview_no_changes(run):
     run.ok("preview", "--expect-no-changes", "--diff", step="re-preview")
 
 
+def test_bad_chart_value_fails_preview_naming_the_resource(run):
+    """A wrong type in a value we set (the NFS provisioner's replica count as a word) fails preview, by name."""
+    run.ok("config", "set", "extraValues", json.dumps({"nfs-subdir-external-provisioner": {"replicaCount": "two"}}))
+    try:
+        res = run.pulumi("preview", step="bad-value preview")
+    finally:
+        run.ok("config", "rm", "extraValues")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "platform-nfs-provisioner" in out, out[-3000:]
+    assert "replicas" in out, out[-3000:]
+
+
 def test_no_secret_in_clear(run, k8s_cluster):
     state = run.ok("stack", "export").stdout
     sealing_key = decoded(k8s_cluster.get(
@@ -243,6 +493,9 @@ def test_no_secret_in_clear(run, k8s_cluster):
         "argocd admin password": run.output("argocd_admin_password", secret=True),
         "argocd redis password": decoded(k8s_cluster.get(
             f"/api/v1/namespaces/{pv.ARGOCD_NAMESPACE}/secrets/{pv.ARGOCD_REDIS_SECRET[0]}"), pv.ARGOCD_REDIS_SECRET[1]),
+        "grafana admin password": run.output("grafana_admin_password", secret=True),
+        "argocd server key": decoded(k8s_cluster.get(
+            f"/api/v1/namespaces/{pv.ARGOCD_NAMESPACE}/secrets/{pv.ARGOCD_SECRET}"), "server.secretkey"),
     }
     assert all(len(v) >= 24 for v in secrets.values()), "each probe is long enough to mean something"
     in_state = [name for name, v in secrets.items() if v in state]
@@ -254,8 +507,14 @@ def test_no_secret_in_clear(run, k8s_cluster):
 
 
 def test_destroy_leaves_nothing(run, k8s_cluster):
-    run.ok("destroy", "--yes", "--skip-preview", step="destroy")
+    with ArgoCdFinalizer(k8s_cluster) as argocd:
+        run.ok("destroy", "--yes", "--skip-preview", step="destroy")
     run.destroyed = True
+    assert argocd.cleared, "the root Application carried Argo CD's resources finalizer"
+    # Longhorn's pre-delete hook ran, as a Job, while Longhorn was still there, and was cleaned up.
+    assert argocd.uninstall_job is not None, "Longhorn's uninstall Job was never created"
+    spec = argocd.uninstall_job["spec"]["template"]["spec"]["containers"][0]
+    assert spec["command"] == ["longhorn-manager", "uninstall", "--force"] and "longhorn-manager" in spec["image"]
     gone = []
     for path in (
         f"/api/v1/namespaces/kube-system/secrets/{SEALING_KEY_SECRET}",
@@ -265,6 +524,10 @@ def test_destroy_leaves_nothing(run, k8s_cluster):
         "/apis/apps/v1/namespaces/kube-system/deployments/traefik",
         "/api/v1/namespaces/kube-system/services/traefik",
         f"/api/v1/namespaces/{pv.ARGOCD_NAMESPACE}",
+        f"/api/v1/namespaces/{pv.LONGHORN_NAMESPACE}",
+        f"/api/v1/namespaces/{pv.MONITORING_NAMESPACE}",
+        f"/apis/storage.k8s.io/v1/storageclasses/{pv.LONGHORN_STORAGE_CLASS}",
+        "/apis/storage.k8s.io/v1/storageclasses/nfs",
     ):
         try:
             k8s_cluster.get(path)
@@ -279,6 +542,15 @@ def test_destroy_leaves_nothing(run, k8s_cluster):
             if c["spec"]["group"].endswith(OUR_CRD_GROUPS)]
     print(f"\nCRDs left after destroy: {crds or 'none'}")
     assert not crds, f"CRDs left after destroy (keep_crds is off in this program): {crds}"
+    cluster_wide = []
+    for path in ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                 "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                 "/apis/scheduling.k8s.io/v1/priorityclasses", "/apis/networking.k8s.io/v1/ingressclasses"):
+        for item in k8s_cluster.get(path)["items"]:
+            labels = item["metadata"].get("labels") or {}
+            if labels.get("app.kubernetes.io/managed-by") == "Helm":
+                cluster_wide.append(f"{path.rsplit('/', 1)[1]} {item['metadata']['name']}")
+    assert not cluster_wide, f"cluster-wide objects of our charts left: {cluster_wide}"
     run.times["total"] = round(time.monotonic() - run.started, 1)
 
 
@@ -294,8 +566,8 @@ def kube_system_leftovers(cluster) -> list[str]:
             name = meta["name"]
             labels = meta.get("labels") or {}
             ours = (labels.get("app.kubernetes.io/managed-by") == "Helm"
-                    or labels.get("app.kubernetes.io/instance") in ("traefik", "sealed-secrets")
-                    or name.startswith(("traefik", "sealed-secrets")))
+                    or labels.get("app.kubernetes.io/instance") in ("traefik", "sealed-secrets", "nfs-provisioner")
+                    or name.startswith(("traefik", "sealed-secrets", "nfs-provisioner", "kube-prometheus-stack")))
             if ours:
                 left.append(f"{kind} {name}")
     return left
