@@ -12,12 +12,16 @@ from components.infra_services import InfraServices, InfraServicesArgs
 from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
+from components.platform import ChartSource, GitOps, Platform, PlatformArgs, chart_sources
 from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
+from components.render.node_exporter import NODE_EXPORTER_PORT
+from components.render.platform_values import CHARTS
 from components.node import Node, NodeArgs
 from components.secrets import Secrets, SecretsArgs
 from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
+nodes_by_name = {n.name: n for n in cfg.nodes}
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
 provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
 # NoCloud seed images are written here, on this machine, then uploaded.
@@ -115,6 +119,54 @@ if cfg.k3s.enabled:
     # instead of replacing it and, with it, everything it deployed.
     kube = k8s.Provider("k3s", kubeconfig=cluster.kubeconfig, cluster_identifier=prefix)
 
+platform = None
+if cluster is not None and cfg.platform.enabled:
+    pc = cfg.platform
+    # Chart sources: the stack's overrides, else $MICROCLOUD_CHART_DIR/<name>-<version>
+    # (an air-gapped site's unpacked charts), else each chart's pinned repository.
+    chart_root = os.environ.get("MICROCLOUD_CHART_DIR") or os.path.expanduser("~/.cache/microcloud-charts")
+    charts = chart_sources(
+        chart_root,
+        {
+            name: ChartSource(
+                version=c.version or CHARTS[name].version,
+                repo=c.repo,
+                path=os.path.expanduser(c.path) if c.path else None,
+            )
+            for name, c in pc.charts.items()
+        },
+    )
+    longhorn_nodes = [n for n in cfg.nodes if n.uses_longhorn]
+    storage_node = next(iter(cfg.nodes_with("storage")), None)
+    try:
+        platform = Platform(
+            "platform",
+            PlatformArgs(
+                domain=cfg.domain,
+                # The NodePorts HAProxy targets: one source of truth.
+                http_nodeport=cfg.load_balancer.ingress_http_nodeport,
+                https_nodeport=cfg.load_balancer.ingress_https_nodeport,
+                provider=kube,
+                charts=charts,
+                kubeconfig=cluster.kubeconfig,
+                nfs_server=str(storage_node.ip) if storage_node is not None and storage.nfs_path else None,
+                nfs_path=storage.nfs_path or "/srv/nfs",
+                longhorn_data_path=storage.longhorn_path,
+                longhorn_replicas=pc.longhorn_replicas or max(1, min(3, len(longhorn_nodes))),
+                # The VMs outside the cluster, by their static addresses.
+                scrape_targets={name: f"{nodes_by_name[name].ip}:{NODE_EXPORTER_PORT}" for name in watched},
+                gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path) if pc.gitops else None,
+                protect_data=cfg.protect_data,
+                rotation=dict(pc.rotation),
+                values={name: dict(v) for name, v in pc.values.items()},
+            ),
+            # Longhorn's data path and the NFS export must be mounted, and the
+            # exporters answering, before the charts that use them start.
+            opts=pulumi.ResourceOptions(depends_on=[storage, exporters]),
+        )
+    except ValueError as err:  # a chart that is not the pinned one, a bad keeper: one line, no traceback
+        config.fail(str(err))
+
 key_file = f"~/.ssh/{prefix}"
 pulumi.export("nodes", {name: node.ip for name, node in nodes.items()})
 pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
@@ -130,3 +182,11 @@ pulumi.export(
 )
 if cluster is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
+if platform is not None:
+    pulumi.export("sealing_certificate", platform.sealing_certificate)
+    pulumi.export("ingress_certificate", platform.default_certificate)
+    pulumi.export("passwords", {
+        "traefik_dashboard": platform.dashboard_password,
+        "grafana_admin": platform.grafana_admin_password,
+        **({"argocd_admin": platform.argocd_admin_password} if platform.argocd_admin_password is not None else {}),
+    })

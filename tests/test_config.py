@@ -102,6 +102,15 @@ CASES = [
     ("label-value", lambda m: node(m, "worker1").update(labels={"tier": "a b"}), "nodes[worker1].labels", "label value"),
     ("taint-effect", lambda m: node(m, "worker1").update(taints=["dedicated=db:Never"]), "nodes[worker1].taints", "NoSchedule"),
     ("label-on-lb", lambda m: node(m, "lb1").update(labels={"tier": "edge"}), "nodes[lb1].labels", "K3s node"),
+    ("chart-unknown", lambda m: m.update(platform={"charts": {"trafik": {"version": "41.3.0"}}}), "platform.charts", "no chart named trafik"),
+    ("chart-range", lambda m: m.update(platform={"charts": {"traefik": {"version": "41.x"}}}), "platform.charts.traefik.version", "not pinned"),
+    ("chart-caret", lambda m: m.update(platform={"charts": {"traefik": {"version": "^41.3.0"}}}), "platform.charts.traefik.version", "exact chart version"),
+    ("chart-http-repo", lambda m: m.update(platform={"charts": {"traefik": {"repo": "http://charts.lan"}}}), "platform.charts.traefik.repo", "https"),
+    ("chart-repo-and-path", lambda m: m.update(platform={"charts": {"traefik": {"repo": "https://charts.lan", "path": "/srv/traefik"}}}), "platform.charts.traefik", "not both"),
+    ("rotation-unknown", lambda m: m.update(platform={"rotation": {"grafana": "2"}}), "platform.rotation", "no generated password grafana"),
+    ("gitops-url", lambda m: m.update(platform={"gitops": {"repo_url": "ftp://x/y", "revision": "main"}}), "platform.gitops.repo_url", "Git URL"),
+    ("gitops-path", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "path": "../x"}}), "platform.gitops.path", "relative"),
+    ("values-unknown-chart", lambda m: m.update(platform={"values": {"grafana": {"x": 1}}}), "platform.values", "no chart named grafana"),
 ]
 
 
@@ -316,6 +325,8 @@ def _all_field_keys(model, prefix=""):
 
     from pydantic import BaseModel
 
+    from components.config.base import OsName
+
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         yield key, field
@@ -323,7 +334,10 @@ def _all_field_keys(model, prefix=""):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         inner = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), tp)
         if isinstance(inner, type) and issubclass(inner, BaseModel):
-            sep = "[]." if typing.get_origin(tp) is tuple else (".<os>." if typing.get_origin(tp) is dict else ".")
+            if typing.get_origin(tp) is dict:
+                sep = ".<os>." if typing.get_args(tp)[0] is OsName else ".<name>."
+            else:
+                sep = "[]." if typing.get_origin(tp) is tuple else "."
             yield from _all_field_keys(inner, key + sep)
 
 
@@ -345,3 +359,10 @@ def test_readme_config_table_is_the_generated_one():
     assert readme_table((ROOT / "README.md").read_text()) == config_table(), (
         "README.md's config table is stale: run venv/bin/python -m components.config.doc --write README.md"
     )
+
+
+def test_rotatable_passwords_are_the_platforms():
+    from components.config.platform import ROTATABLE
+    from components.platform import ROTATABLE as COMPONENT
+
+    assert tuple(ROTATABLE) == tuple(COMPONENT)

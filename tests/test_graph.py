@@ -207,6 +207,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:monitoring:NodeExporters": 1,
         "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,
+        # what it holds: tests/test_platform_graph.py
+        "microcloud:platform:Platform": k3s * int(cfg.platform.enabled),
         "pulumi:providers:kubernetes": k3s,
         # CoreDNS; node_exporter per LB and infra node
         COPY: 1 + len(cfg.load_balancers) + 1,
@@ -220,7 +222,8 @@ def test_resource_counts(stack, dev, prod):
     run = {"dev": dev, "prod": prod}.get(stack) or run_program(stack)
     assert run.error is None, run.error
     want = {t: n for t, n in expected_counts(stack).items() if n}
-    got = Counter(r.type for r in run.resources)
+    platform = {r.urn for r in run.by_type("microcloud:platform:Platform")}
+    got = Counter(r.type for r in run.resources if r.parent not in platform)
     assert dict(got) == want
 
 
@@ -238,8 +241,9 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
     before, after = _inputs_by_urn(dev), _inputs_by_urn(grown)
     assert set(before) <= set(after)
     changed = {urn.rsplit("::", 1)[1] for urn in before if before[urn] != after[urn]}
-    # k3s-ready waits for one more node
-    assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready"}
+    # k3s-ready waits for one more node; Longhorn's default replica count
+    # follows the number of Longhorn nodes (up to 3): dev goes from 1 to 2
+    assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready", "platform-longhorn"}
     added = {urn.rsplit("::", 1)[1] for urn in set(after) - set(before)}
     assert added == {
         "worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s",
@@ -392,12 +396,12 @@ def test_host_forwards_between_the_stack_networks_after_they_exist(dev, prod):
 def test_no_host_forwarding_for_isolated_networks_or_a_remote_host():
     run = run_program("edge-alma-isolated")
     assert run.error is None, run.error
-    assert not run.by_type(LOCAL)
+    assert not [r for r in run.by_type(LOCAL) if r.name == "host-forwarding"]
     model = stack_model("dev")
     model["libvirt_uri"] = "qemu+ssh://ops@kvm1.example.lan/system"
     run = run_program("dev", model)
     assert run.error is None, run.error
-    assert not run.by_type(LOCAL)
+    assert not [r for r in run.by_type(LOCAL) if r.name == "host-forwarding"]
 
 
 def test_reordering_the_node_list_changes_nothing_at_all(prod):

@@ -34,13 +34,18 @@ from .base import (
 from .errors import CONFIG_KEY, ConfigError, StackKeyError
 from .load_balancer import LoadBalancerConfig, VrrpConfig
 from .monitoring import MonitoringConfig, NodeExporterBinary
-from .loader import check_local_files, check_stack_keys, file_sha256, load, parse_config
+from .platform import ChartConfig, GitOpsConfig, PlatformConfig
+from .loader import check_local_files, check_stack_keys, fail, file_sha256, load, parse_config
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
 from .services import CorednsBinary, DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
 from .stack import StackConfig, vrrp_priority
 
 __all__ = [
+    "fail",
+    "ChartConfig",
+    "GitOpsConfig",
+    "PlatformConfig",
     "MonitoringConfig",
     "NodeExporterBinary",
     "CONFIG_KEY",

@@ -62,6 +62,7 @@ def _type_name(tp: Any) -> str:
         return "mapping"
     return {
         str: "string",
+        Any: "any",
         int: "integer",
         bool: "boolean",
         ipaddress.IPv4Address: "IPv4 address",

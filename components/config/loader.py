@@ -179,6 +179,11 @@ def _stop(line: str) -> NoReturn:
     raise SystemExit(SHOWN_TO_USER_EXIT)
 
 
+def fail(line: str) -> NoReturn:
+    """End the run with ``line`` as its one error (as a config mistake does); for input errors found past the config."""
+    _stop(line)
+
+
 def load() -> StackConfig:
     """Read ``microcloud:config`` from the stack; config mistakes end the run in one line."""
     import pulumi  # local import keeps parse_config usable without Pulumi

@@ -14,6 +14,7 @@ from .load_balancer import LoadBalancerConfig
 from .network import NetworkConfig
 from .nodes import NodeConfig
 from .monitoring import MonitoringConfig
+from .platform import PlatformConfig
 from .services import DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
 
 
@@ -31,6 +32,7 @@ class StackConfig(_Model):
     dns: DnsConfig = Field(description="CoreDNS on the infra node: the zone of `domain`, forwarding the rest.")
     ntp: NtpConfig = Field(description="chrony on the infra node.")
     k3s: K3sConfig = Field(description="The K3s cluster.")
+    platform: PlatformConfig = Field(default=PlatformConfig(), description="What runs on the cluster (with `k3s.enabled`): chart sources, the GitOps repository, password keepers.")
     monitoring: MonitoringConfig = Field(
         default=MonitoringConfig(),
         description="What the in-cluster Prometheus scrapes outside Kubernetes: the node_exporter binary of the load balancers and the infra node.",

@@ -1,0 +1,105 @@
+"""What runs on the cluster: chart sources and pins, the GitOps repository, password keepers, site values."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from ..render.platform_values import CHARTS
+from .base import _Model, check_pinned
+
+# Generated passwords a keeper can rotate (components/platform.py ROTATABLE).
+ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
+_EXACT = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+
+
+class ChartConfig(_Model):
+    """Where one chart comes from; default: `$MICROCLOUD_CHART_DIR/<name>-<version>` when present, else its pinned repository."""
+
+    version: Optional[str] = Field(default=None, description="Exact chart version. Default: the version this program is tested with.")
+    repo: Optional[str] = Field(default=None, description="Chart repository URL (https, or oci://) instead of the chart's public one, e.g. your mirror.")
+    path: Optional[str] = Field(default=None, description="A chart directory or `.tgz` on the machine that runs Pulumi (air-gapped sites); its Chart.yaml must carry `version`.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            check_pinned(v, "chart version")
+            if not _EXACT.match(v):
+                raise ValueError(f"{v!r} is not an exact chart version like 41.3.0 (no ranges)")
+        return v
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("https://", "oci://")):
+            raise ValueError(f"{v!r} is not an https:// or oci:// chart repository")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("/", "~/")):
+            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> "ChartConfig":
+        if self.repo is not None and self.path is not None:
+            raise ValueError("give repo or path, not both")
+        return self
+
+
+class GitOpsConfig(_Model):
+    repo_url: str = Field(description="Git repository Argo CD's root Application follows (https:// or ssh git URL).")
+    revision: str = Field(description="Branch, tag or commit the root Application tracks, e.g. `main` or `v1.4.0`.")
+    path: str = Field(default="gitops", description="Directory in the repository: `<path>/root` (AppProject, ApplicationSet) and `<path>/apps/*` (one Application each).")
+
+    @field_validator("repo_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^(https://|ssh://|git@)[^\s]+$", v):
+            raise ValueError(f"{v!r} is not a Git URL (https://, ssh:// or git@host:path)")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/") or not v.strip("/"):
+            raise ValueError(f"{v!r} must be a relative directory in the repository")
+        return v.strip("/")
+
+
+class PlatformConfig(_Model):
+    enabled: bool = Field(default=True, description="Deploy the platform (Sealed Secrets, Traefik, Longhorn, NFS, monitoring, Argo CD) on K3s. Needs `k3s.enabled`.")
+    charts: dict[str, ChartConfig] = Field(
+        default={},
+        description="Per chart (`traefik`, `sealed-secrets`, `argo-cd`, `longhorn`, `kube-prometheus-stack`, `nfs-subdir-external-provisioner`): `version`, `repo` or `path`.",
+    )
+    gitops: Optional[GitOpsConfig] = Field(default=None, description="The repository of the GitOps root Application. Unset: Argo CD without a root app.")
+    rotation: dict[str, str] = Field(
+        default={},
+        description="A keeper per generated password (`dashboard`, `argocd-admin`, `argocd-server-key`, `argocd-redis`, `grafana-admin`): change the value to rotate it on the next `up`.",
+    )
+    values: dict[str, dict[str, Any]] = Field(default={}, description="Extra Helm values per chart, merged over the program's own (site tweaks).")
+    longhorn_replicas: Optional[int] = Field(
+        default=None, ge=1, le=5, description="Longhorn volume replicas. Default: the number of Longhorn nodes, at most 3."
+    )
+
+    @field_validator("charts", "values")
+    @classmethod
+    def _known(cls, v: dict) -> dict:
+        unknown = sorted(set(v) - set(CHARTS))
+        if unknown:
+            raise ValueError(f"no chart named {', '.join(unknown)} (charts: {', '.join(CHARTS)})")
+        return v
+
+    @field_validator("rotation")
+    @classmethod
+    def _rotation(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(ROTATABLE))
+        if unknown:
+            raise ValueError(f"no generated password {', '.join(unknown)} (keepers: {', '.join(ROTATABLE)})")
+        return v
