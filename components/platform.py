@@ -46,6 +46,8 @@ ARGOCD_PART_OF = {"app.kubernetes.io/part-of": "argocd"}  # argocd-server only r
 NFS_NAMESPACE = "kube-system"
 # Every generated password, by its key in PlatformArgs.rotation.
 ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
+# Pods that read a password only when they start carry its keeper: a bump restarts them.
+ROTATION_ANNOTATION = "microcloud.io/rotation-{}"
 # The sealing certificate is renewed (same key, so every SealedSecret stays
 # readable) by the `up` that runs within a year of its expiry.
 _TEN_YEARS_H = 10 * 365 * 24
@@ -384,6 +386,9 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(additional_secret_outputs=["bcrypt_hash"])),
         )
 
+    def _restart_on(self, key: str) -> dict[str, str]:
+        return {ROTATION_ANNOTATION.format(key): self._args.rotation.get(key, "")}
+
     def _namespace(self, key: str, name: str, **kw) -> k8s.core.v1.Namespace:
         return k8s.core.v1.Namespace(f"{self._name}-{key}", metadata={"name": name}, opts=self._k8s_opts(**kw))
 
@@ -585,6 +590,7 @@ class Platform(pulumi.ComponentResource):
             admission_webhooks=False,
             grafana_claim=GRAFANA_CLAIM,
             retain_volumes=a.protect_data,
+            grafana_pod_annotations=self._restart_on("grafana-admin"),
         )
         claim = pv.grafana_claim(spec)
         pvc = k8s.core.v1.PersistentVolumeClaim(
@@ -602,7 +608,8 @@ class Platform(pulumi.ComponentResource):
 
     def _create_argocd(self) -> pulumi.Output[str]:
         n, a = self._name, self._args
-        spec = pv.ArgoCdSpec(domain=a.domain, keep_crds=a.keep_crds, service_monitors=a.service_monitors)
+        spec = pv.ArgoCdSpec(domain=a.domain, keep_crds=a.keep_crds, service_monitors=a.service_monitors,
+                             pod_annotations=self._restart_on("argocd-redis"))
         ns = self._namespace("argocd", spec.namespace)
         namespace = ns.metadata.name
         admin = self._password("argocd-admin", 24)

@@ -269,6 +269,13 @@ def test_every_password_rotates_by_its_keeper(graph, chart_paths):
     keepers = {r.name.removeprefix("platform-"): r.inputs["keepers"] for r in bumped.by_type(PASSWORD)}
     assert keepers["grafana-admin"] == {"rotation": "2026-12"}
     assert all(k == {"rotation": ""} for n, k in keepers.items() if n != "grafana-admin")
+    # Pods that read the password only at start restart with its keeper.
+    def annotations(run):
+        kps = run.one(CHART, "platform-kube-prometheus-stack").inputs["values"]["grafana"]["podAnnotations"]
+        argo = run.one(CHART, "platform-argocd").inputs["values"]["global"]["podAnnotations"]
+        return kps, argo
+    assert annotations(graph) == ({"microcloud.io/rotation-grafana-admin": ""}, {"microcloud.io/rotation-argocd-redis": ""})
+    assert annotations(bumped)[0] == {"microcloud.io/rotation-grafana-admin": "2026-12"}
     typo = run_platform(chart_paths, rotation={"grafana": "1"})
     assert isinstance(typo.error, ValueError) and "grafana-admin" in str(typo.error)
 

@@ -204,6 +204,8 @@ class ArgoCdSpec:
     namespace: str = ARGOCD_NAMESPACE
     # ServiceMonitors need the monitoring CRDs: on when kube-prometheus-stack is installed first.
     service_monitors: bool = True
+    # On every Argo CD pod: a changed value restarts them (they read the redis password at start).
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def argocd_host(spec: ArgoCdSpec) -> str:
@@ -213,7 +215,7 @@ def argocd_host(spec: ArgoCdSpec) -> str:
 def argocd_values(spec: ArgoCdSpec) -> dict:
     metrics = {"enabled": spec.service_monitors, "serviceMonitor": {"enabled": spec.service_monitors}}
     return {
-        "global": {"domain": argocd_host(spec)},
+        "global": {"domain": argocd_host(spec), "podAnnotations": dict(spec.pod_annotations)},
         "crds": {"keep": spec.keep_crds},
         "configs": {
             # TLS ends at Traefik; the server speaks plain HTTP behind it.
@@ -472,6 +474,8 @@ class MonitoringSpec:
     grafana_storage: str = "10Gi"
     prometheus_storage: str = "20Gi"
     retention: str = "10d"
+    # On Grafana's pod: a changed value restarts it (it reads the admin Secret at start).
+    grafana_pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def admission_secret(spec: MonitoringSpec) -> str:
@@ -522,6 +526,7 @@ def monitoring_values(spec: MonitoringSpec) -> dict:
     if spec.admission_webhooks:
         webhooks["caBundle"] = spec.webhook_ca_bundle
     grafana: dict = {
+        "podAnnotations": dict(spec.grafana_pod_annotations),
         "admin": {
             "existingSecret": spec.grafana_admin_secret,
             "userKey": GRAFANA_ADMIN_KEYS[0],
