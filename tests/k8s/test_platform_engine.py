@@ -199,6 +199,11 @@ class ArgoCdFinalizer:
                 self.uninstall_job = obj
 
 
+def pulumi_secret_sig() -> str:
+    """The key that marks a secret value in `pulumi stack export`."""
+    return "4dabf18193072939515e22adb298388d"
+
+
 def crd(cluster, name: str) -> dict:
     return cluster.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
 
@@ -500,6 +505,14 @@ def test_no_secret_in_clear(run, k8s_cluster):
     assert all(len(v) >= 24 for v in secrets.values()), "each probe is long enough to mean something"
     in_state = [name for name, v in secrets.items() if v in state]
     assert not in_state, f"in clear in `pulumi stack export`: {in_state}"
+    # The kubeconfig Longhorn's uninstall command gets on destroy is in state only as ciphertext.
+    (cmd,) = [r for r in json.loads(state)["deployment"]["resources"] if r["type"] == "command:local:Command"]
+    kubeconfig_text = Path(run.kubeconfig).read_text()
+    for side in ("inputs", "outputs"):
+        env = cmd[side]["environment"]
+        value = env if "ciphertext" in env else env["MICROCLOUD_KUBECONFIG"]  # all secret, or that one value
+        assert set(value) == {pulumi_secret_sig(), "ciphertext"}, (side, list(value))
+    assert json.dumps(kubeconfig_text)[1:-1] not in state, "the kubeconfig in clear in state"
     # What the CLI printed, but for the test's own `stack output --show-secrets`.
     logs = "\n".join(t for t in run.transcript if "--show-secrets" not in t.splitlines()[0])
     in_logs = [name for name, v in secrets.items() if v in logs]
