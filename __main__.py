@@ -158,6 +158,7 @@ if cluster is not None and cfg.platform.enabled:
                 gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path) if pc.gitops else None,
                 protect_data=cfg.protect_data,
                 rotation=dict(pc.rotation),
+                argocd_password_mtime=pc.argocd_password_mtime,
                 values={name: dict(v) for name, v in pc.values.items()},
             ),
             # Longhorn's data path and the NFS export must be mounted, and the

@@ -110,6 +110,7 @@ CASES = [
     ("rotation-unknown", lambda m: m.update(platform={"rotation": {"grafana": "2"}}), "platform.rotation", "no generated password grafana"),
     ("gitops-url", lambda m: m.update(platform={"gitops": {"repo_url": "ftp://x/y", "revision": "main"}}), "platform.gitops.repo_url", "Git URL"),
     ("gitops-path", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "path": "../x"}}), "platform.gitops.path", "relative"),
+    ("argocd-mtime", lambda m: m.update(platform={"argocd_password_mtime": "yesterday"}), "platform.argocd_password_mtime", "UTC time"),
     ("values-unknown-chart", lambda m: m.update(platform={"values": {"grafana": {"x": 1}}}), "platform.values", "no chart named grafana"),
 ]
 

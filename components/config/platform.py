@@ -83,6 +83,10 @@ class PlatformConfig(_Model):
         default={},
         description="A keeper per generated password (`dashboard`, `argocd-admin`, `argocd-server-key`, `argocd-redis`, `grafana-admin`): change the value to rotate it on the next `up`.",
     )
+    argocd_password_mtime: str = Field(
+        default="2026-01-01T00:00:00Z",
+        description="When Argo CD's admin password last changed (RFC 3339, UTC); move it with the `argocd-admin` keeper so Argo CD rejects tokens issued before.",
+    )
     values: dict[str, dict[str, Any]] = Field(default={}, description="Extra Helm values per chart, merged over the program's own (site tweaks).")
     longhorn_replicas: Optional[int] = Field(
         default=None, ge=1, le=5, description="Longhorn volume replicas. Default: the number of Longhorn nodes, at most 3."
@@ -94,6 +98,13 @@ class PlatformConfig(_Model):
         unknown = sorted(set(v) - set(CHARTS))
         if unknown:
             raise ValueError(f"no chart named {', '.join(unknown)} (charts: {', '.join(CHARTS)})")
+        return v
+
+    @field_validator("argocd_password_mtime")
+    @classmethod
+    def _mtime(cls, v: str) -> str:
+        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", v):
+            raise ValueError(f"{v!r} is not a UTC time like 2026-11-26T10:00:00Z")
         return v
 
     @field_validator("rotation")
