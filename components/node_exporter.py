@@ -2,11 +2,14 @@
 
 Per node, like CoreDNS on the infra node: the pinned binary is copied from
 the machine that runs Pulumi, its sha256 checked on the node, installed
-under a versioned path; then the systemd unit is delivered by
-``day2.apply_file`` (validated with ``systemd-analyze verify``, verified
-after activation by fetching ``/metrics`` from the node's own address), and,
-where the node runs firewalld (Rocky/Alma images that ship it), port 9100
-is opened to the scrapers' networks only. Everything is keyed on the VM's
+under a versioned path; the exporter's system user is declared in
+sysusers.d and created by systemd-sysusers; where the node runs firewalld
+(Rocky/Alma images that ship it), port 9100 is opened to the scrapers'
+networks only, and the same step reports whether the node has a netfilter
+conntrack table; then the systemd unit (with the conntrack collector only
+where there is a table) is delivered by ``day2.apply_file`` (validated with
+``systemd-analyze verify``, verified after activation by fetching
+``/metrics`` from the node's own address). Everything is keyed on the VM's
 domain id: a rebuilt VM gets it all again.
 """
 
@@ -23,11 +26,24 @@ from pulumi_command import remote
 from .config import K3S_ROLES, StackConfig, file_sha256
 from .config.monitoring import NodeExporterBinary
 from .day2 import Connection, apply_file, install_script
-from .render.node_exporter import NODE_EXPORTER_PORT, UNIT_NAME, NodeExporterUnitSpec, render_unit
+from .render.node_exporter import (
+    NODE_EXPORTER_PORT,
+    SERVICE_USER,
+    UNIT_NAME,
+    NodeExporterUnitSpec,
+    node_collectors,
+    render_sysusers,
+    render_unit,
+)
 
 LIB_DIR = "/usr/local/lib/microcloud"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 UNIT = UNIT_NAME.removesuffix(".service")
+SYSUSERS_PATH = "/etc/sysusers.d/microcloud-node-exporter.conf"
+
+# Present once nf_conntrack is loaded (a firewall that tracks connections).
+CONNTRACK_TABLE = "/proc/sys/net/netfilter/nf_conntrack_max"
+CONNTRACK_REPORT = "microcloud-conntrack="
 
 # The node's own /metrics, with whichever HTTP client the image has: curl
 # (Rocky/Alma: curl-minimal), wget, else python3 (always there: cloud-init
@@ -77,13 +93,17 @@ def scrape_sources(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(str(cfg.network_by_name[name].cidr) for name in sorted(nets))
 
 
-def firewalld_commands(node: str, port: int, sources: Sequence[str]) -> str:
-    """Shell (as root) that opens ``port``/tcp to ``sources`` only, in firewalld's default zone.
+def firewalld_commands(node: str, port: int, sources: Sequence[str], conntrack_table: str = CONNTRACK_TABLE) -> str:
+    """Shell (as root) that opens ``port``/tcp to ``sources`` only, in firewalld's default zone,
+    then reports whether the node has a conntrack table (last stdout line
+    ``microcloud-conntrack=yes|no``, read by ``tracks_connections``).
 
     Rich rules (not a zone of its own: a source bound to another zone would
     change what else those networks reach). Rules for the port from sources
     no longer listed are removed, so the command converges. A node without a
     running firewalld needs nothing: the unit's own IPAddressAllow applies.
+    The table is looked for after first boot and after firewalld has its
+    rules (firewalld loads nf_conntrack), never loaded here.
     """
     rules = [
         f'rule family="ipv4" source address="{ipaddress.IPv4Network(s, strict=False)}" port port="{port}" protocol="tcp" accept'
@@ -95,8 +115,9 @@ def firewalld_commands(node: str, port: int, sources: Sequence[str]) -> str:
         f"node={shlex.quote(node)}",
         # First boot may still be installing packages (firewalld among them).
         "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi",
+        f"report() {{ if [ -e {shlex.quote(conntrack_table)} ]; then echo {CONNTRACK_REPORT}yes; else echo {CONNTRACK_REPORT}no; fi; }}",
         "if ! command -v firewall-cmd >/dev/null 2>&1 || ! systemctl is-active -q firewalld; then",
-        '  echo "microcloud: $node: no firewalld running: the node_exporter unit itself admits only the scraper networks"; exit 0',
+        '  echo "microcloud: $node: no firewalld running: the node_exporter unit itself admits only the scraper networks"; report; exit 0',
         "fi",
         f"want={shlex.quote(want)}",
         f"firewall-cmd --permanent --list-rich-rules | grep -F 'port port=\"{port}\" protocol=\"tcp\"' | "
@@ -109,8 +130,15 @@ def firewalld_commands(node: str, port: int, sources: Sequence[str]) -> str:
         "firewall-cmd -q --reload",
         f"firewall-cmd --list-rich-rules | grep -qF 'port port=\"{port}\"' || "
         f"{{ echo \"microcloud: $node: firewalld does not list the rule for port {port}\" >&2; exit 1; }}",
+        "report",
     ]
     return "\n".join(lines)
+
+
+def tracks_connections(stdout: Optional[str]) -> bool:
+    """What ``firewalld_commands`` reported: the node has a conntrack table."""
+    lines = (stdout or "").strip().splitlines()
+    return bool(lines) and lines[-1].strip() == f"{CONNTRACK_REPORT}yes"
 
 
 def firewalld_script(node: str, port: int, sources: Sequence[str]) -> str:
@@ -196,9 +224,42 @@ class NodeExporters(pulumi.ComponentResource):
             ),
         )
 
-        unit = pulumi.Output.from_input(args.hosts[node]).apply(
-            lambda ip: render_unit(
-                NodeExporterUnitSpec(binary=target, listen_address=ip, port=args.port, allowed_sources=args.allowed_sources)
+        firewall = remote.Command(
+            f"{node}-node-exporter-firewall",
+            connection=conn.args(),
+            create=firewalld_script(node, args.port, args.allowed_sources),
+            triggers=[*sorted(args.allowed_sources), *again],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(create="20m"),
+                additional_secret_outputs=["stdout", "stderr"],
+            ),
+        )
+        # Only the yes/no leaves the secret stdout: it is not a secret, and the unit's diff stays readable.
+        conntrack = pulumi.Output.unsecret(firewall.stdout.apply(tracks_connections))
+
+        user = apply_file(
+            f"{node}-node-exporter-user",
+            conn=conn,
+            node=node,
+            content=render_sysusers(),
+            path=SYSUSERS_PATH,
+            validate="systemd-sysusers --dry-run {file} >/dev/null",
+            activate=f"systemd-sysusers {SYSUSERS_PATH}",
+            verify=f"getent passwd {SERVICE_USER} >/dev/null",
+            replace_with=again,
+            opts=child,
+        )
+
+        unit = pulumi.Output.all(args.hosts[node], conntrack).apply(
+            lambda a: render_unit(
+                NodeExporterUnitSpec(
+                    binary=target,
+                    listen_address=a[0],
+                    port=args.port,
+                    allowed_sources=args.allowed_sources,
+                    collectors=node_collectors(a[1]),
+                )
             )
         )
         apply_file(
@@ -214,17 +275,6 @@ class NodeExporters(pulumi.ComponentResource):
             verify=f"restarted {UNIT} && {metrics_check(version)}",
             # A reinstalled binary (same path) needs a restart: the command's new id triggers one.
             replace_with=[*again, binary.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[binary]),
-        )
-
-        remote.Command(
-            f"{node}-node-exporter-firewall",
-            connection=conn.args(),
-            create=firewalld_script(node, args.port, args.allowed_sources),
-            triggers=[*sorted(args.allowed_sources), *again],
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                custom_timeouts=pulumi.CustomTimeouts(create="20m"),
-                additional_secret_outputs=["stdout", "stderr"],
-            ),
+            # The user must exist before the unit starts as it; the firewall step's report is in the content.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[binary, user]),
         )

@@ -35,6 +35,7 @@ from components.config import StackConfig, parse_config
 from components.config.monitoring import MonitoringConfig, NodeExporterBinary
 from components.day2 import trigger_digest
 from components.node_exporter import (
+    SYSUSERS_PATH,
     NodeExporters,
     NodeExportersArgs,
     binary_check,
@@ -42,12 +43,17 @@ from components.node_exporter import (
     metrics_check,
     monitored_nodes,
     scrape_sources,
+    tracks_connections,
 )
 from components.render.node_exporter import (
+    CONNTRACK_COLLECTOR,
     NODE_EXPORTER_PORT,
+    SERVICE_USER,
     VM_COLLECTORS,
     NodeExporterUnitSpec,
     exporter_args,
+    node_collectors,
+    render_sysusers,
     render_unit,
 )
 from harness import FAKE_COREDNS, MAIN, PROJECT, Mocks, RecordingMonitor, Run, stack_config, stack_model
@@ -130,11 +136,11 @@ class Exporter:
 
 
 @contextlib.contextmanager
-def running_exporter(binary: Path, workdir: Path, spec: NodeExporterUnitSpec = SPEC) -> Iterator[Exporter]:
-    """The binary with the unit's flags on a free loopback port; always stopped on exit."""
+def running_exporter(binary: Path, workdir: Path, spec: NodeExporterUnitSpec = SPEC, extra: tuple[str, ...] = ()) -> Iterator[Exporter]:
+    """The binary with the unit's flags (plus ``extra``) on a free loopback port; always stopped on exit."""
     for attempt in range(3):
         port = free_port()
-        argv = [str(binary), *exporter_args(spec, listen=f"{LOOPBACK}:{port}")]
+        argv = [str(binary), *exporter_args(spec, listen=f"{LOOPBACK}:{port}"), *extra]
         log = workdir / f"node_exporter-{attempt}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -220,6 +226,46 @@ def test_only_the_units_collectors_run_and_they_succeed(exporter):
     assert failed <= allowed, f"collectors failed: {failed}\n{exporter.log.read_text()[-2000:]}"
 
 
+def _fake_procfs(root: Path, conntrack_table: bool) -> Path:
+    """A /proc with (or without) what the conntrack collector reads: the table's size and its per-CPU stats."""
+    root.mkdir()
+    if conntrack_table:
+        nf = root / "sys" / "net" / "netfilter"
+        nf.mkdir(parents=True)
+        (nf / "nf_conntrack_count").write_text("3\n")
+        (nf / "nf_conntrack_max").write_text("4096\n")
+        (root / "net" / "stat").mkdir(parents=True)
+        header = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart"
+        (root / "net" / "stat" / "nf_conntrack").write_text(header + "\n" + " ".join(["00000003"] + ["00000000"] * 16) + "\n")
+    return root
+
+
+@pytest.mark.validators
+@pytest.mark.parametrize("table", [True, False], ids=["table", "no-table"])
+def test_conntrack_collector_fails_without_a_table(exporter_bin, tmp_path, table):
+    """Why conntrack is collected only where the node tracks connections: without nf_conntrack loaded
+    the collector has no data and reports success 0 on every scrape (what the Debian LBs showed)."""
+    spec = NodeExporterUnitSpec(binary="/x", listen_address="10.0.0.1", collectors=(CONNTRACK_COLLECTOR,))
+    procfs = _fake_procfs(tmp_path / "proc", table)
+    with running_exporter(exporter_bin, tmp_path, spec, extra=(f"--path.procfs={procfs}",)) as exp:
+        text = exp.metrics()
+    assert _samples(text, "node_scrape_collector_success") == {'{collector="conntrack"}': 1.0 if table else 0.0}
+    assert (_samples(text, "node_nf_conntrack_entries_limit") == {"": 4096.0}) is table
+
+
+@pytest.mark.unit
+def test_conntrack_only_where_the_node_tracks_connections():
+    assert CONNTRACK_COLLECTOR not in VM_COLLECTORS
+    assert node_collectors(False) == VM_COLLECTORS
+    assert node_collectors(True) == (*VM_COLLECTORS, CONNTRACK_COLLECTOR)
+    on = render_unit(NodeExporterUnitSpec(binary="/x", listen_address="10.0.0.1", collectors=node_collectors(True)))
+    assert "--collector.conntrack" in unit_argv(on) and "--collector.conntrack" not in unit_argv(render_unit(SPEC))
+    # The firewall step's report, as the component reads it: only its last line counts.
+    assert tracks_connections("microcloud: lb1: no firewalld running: ...\nmicrocloud-conntrack=yes\n")
+    for no in ("microcloud-conntrack=no\n", "", None, "microcloud-conntrack=yes\nsomething else\n"):
+        assert not tracks_connections(no), no
+
+
 @pytest.mark.validators
 def test_unknown_flag_is_refused(exporter_bin, tmp_path):
     """The check can fail: node_exporter exits on a flag it does not know (a collector renamed upstream)."""
@@ -253,11 +299,51 @@ def test_unit_admits_only_the_scrapers_and_itself():
     assert "IPAddressDeny=any" in text
     allow = re.search(r"^IPAddressAllow=(.*)$", text, re.M).group(1).split()
     assert allow == ["localhost", f"{LB1.ip}/32", "10.27.4.0/24"], allow
-    assert "DynamicUser=yes" in text and re.search(r"^CapabilityBoundingSet=$", text, re.M)
+    assert re.search(r"^CapabilityBoundingSet=$", text, re.M)
     # timex needs adjtimex(2); ProtectClock would deny it.
     assert "ProtectClock" not in text and "adjtimex" in text
     # Without sources: no IP restriction at all (not an empty allow list).
     assert "IPAddress" not in render_unit(NodeExporterUnitSpec(binary="/x", listen_address="10.0.0.1"))
+
+
+@pytest.mark.unit
+def test_unit_runs_as_its_own_system_user_in_the_dynamic_user_sandbox():
+    """Not DynamicUser=: dbus-daemon drops a peer whose UID it cannot resolve, and PID 1 starts it
+    with SYSTEMD_NSS_DYNAMIC_BYPASS=1 (systemd >= 250.4), so the systemd collector failed on Debian 12.
+    Everything DynamicUser= implied stays, set explicitly."""
+    text = render_unit(SPEC)
+    assert "DynamicUser" not in text
+    service = dict(line.split("=", 1) for line in text.split("[Service]")[1].split("[Install]")[0].splitlines() if "=" in line and not line.startswith(" "))
+    assert service["User"] == SERVICE_USER and service["Group"] == SERVICE_USER
+    for key, value in {"ProtectSystem": "strict", "ProtectHome": "read-only", "PrivateTmp": "yes", "RemoveIPC": "yes",
+                       "RestrictSUIDSGID": "yes", "NoNewPrivileges": "yes", "CapabilityBoundingSet": ""}.items():
+        assert service.get(key) == value, (key, service.get(key))
+    assert SERVICE_USER in render_sysusers()
+
+
+@pytest.mark.validators
+def test_sysusers_entry_makes_an_unprivileged_system_user(tmp_path):
+    """The real systemd-sysusers: the node's check (--dry-run, as the install runs it) accepts the entry,
+    and applied to a scratch root it makes a system user and group that cannot log in."""
+    tool = shutil.which("systemd-sysusers")
+    assert tool, "systemd-sysusers is not installed (Debian package systemd)"
+    conf = tmp_path / "microcloud-node-exporter.conf"
+    conf.write_text(render_sysusers())
+    assert Path(SYSUSERS_PATH).parent == Path("/etc/sysusers.d") and SYSUSERS_PATH.endswith(".conf")
+    res = subprocess.run([tool, "--dry-run", str(conf)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    res = subprocess.run([tool, f"--root={root}", str(conf)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    users = {f[0]: f for f in (line.split(":") for line in (root / "etc" / "passwd").read_text().splitlines())}
+    name, _, uid, gid, _, home, shell = users[SERVICE_USER]
+    assert 0 < int(uid) < 1000 and home == "/" and shell.endswith("/nologin"), users[SERVICE_USER]
+    groups = {f[0]: f[2] for f in (line.split(":") for line in (root / "etc" / "group").read_text().splitlines())}
+    assert groups[SERVICE_USER] == gid
+    # The check can fail: a malformed entry is refused.
+    conf.write_text(render_sysusers().replace(" - ", " not-a-uid "))
+    assert subprocess.run([tool, "--dry-run", str(conf)], capture_output=True, timeout=60).returncode != 0
 
 
 @pytest.mark.unit
@@ -357,10 +443,13 @@ def test_firewalld_rules_converge(tmp_path):
     stale = 'rule family="ipv4" source address="10.27.9.0/24" port port="9100" protocol="tcp" accept'
     (state / "permanent").write_text(f"{ssh}\n{stale}\n")
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "STATE": str(state), "FIREWALLD": "active"}
-    script = firewalld_commands("lb1", 9100, ("10.27.4.0/24", "10.27.5.7/24"))
+    table = tmp_path / "nf_conntrack_max"  # stands for /proc/sys/net/netfilter/nf_conntrack_max
+    table.write_text("4096\n")  # firewalld tracks connections
+    script = firewalld_commands("lb1", 9100, ("10.27.4.0/24", "10.27.5.7/24"), conntrack_table=str(table))
     for _ in range(2):  # a second run changes nothing
         res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
+        assert tracks_connections(res.stdout), res.stdout
         runtime = (state / "runtime").read_text().splitlines()
         assert sorted(runtime) == sorted([
             ssh,
@@ -371,7 +460,12 @@ def test_firewalld_rules_converge(tmp_path):
     (state / "log").unlink()
     res = subprocess.run(["sh", "-c", script], env={**env, "FIREWALLD": "inactive"}, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "no firewalld running" in res.stdout
+    assert tracks_connections(res.stdout), res.stdout
     assert not (state / "log").exists()
+    # ... and without a conntrack table: reported, so the unit leaves the collector out.
+    table.unlink()
+    res = subprocess.run(["sh", "-c", script], env={**env, "FIREWALLD": "inactive"}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and not tracks_connections(res.stdout) and res.stdout.splitlines()[-1] == "microcloud-conntrack=no"
 
 
 # ------------------------------------------------------------------ graph (mocks)
@@ -448,18 +542,26 @@ def test_one_install_per_lb_and_infra_node_each_on_its_vm(graph):
     names = monitored_nodes(DEV)
     mine = [r for r in graph.resources if r.parent == component.urn]
     assert sorted(r.name for r in mine) == sorted(
-        f"{n}-node-exporter-{part}" for n in names for part in ("upload", "binary", "unit", "firewall")
+        f"{n}-node-exporter-{part}" for n in names for part in ("upload", "binary", "user", "unit", "firewall")
     )
     for n in names:
         own = graph.urn_of(DOMAIN, n)
         others = {graph.urn_of(DOMAIN, o) for o in names if o != n}
-        for part in ("upload", "binary", "unit", "firewall"):
+        for part in ("upload", "binary", "user", "unit", "firewall"):
             r = graph.one(COPY if part == "upload" else COMMAND, f"{n}-node-exporter-{part}")
             deps = _deps(r)
             assert own in deps, f"{r.name} does not depend on the VM {n}"
             assert not deps & others, f"{r.name} waits for another node's VM"
         unit = graph.one(COMMAND, f"{n}-node-exporter-unit")
-        assert graph.urn_of(COMMAND, f"{n}-node-exporter-binary") in _deps(unit)
+        # After the binary and its user; its collectors follow the firewall step's conntrack report.
+        for before in ("binary", "user", "firewall"):
+            assert graph.urn_of(COMMAND, f"{n}-node-exporter-{before}") in _deps(unit), before
+        assert f"User={SERVICE_USER}" in unit.inputs["stdin"]
+        # The mocks' firewall step prints nothing: no table reported, no conntrack collector.
+        assert "--collector.conntrack" not in unit.inputs["stdin"]
+        user = graph.one(COMMAND, f"{n}-node-exporter-user")
+        assert user.inputs["stdin"] == render_sysusers() and SYSUSERS_PATH in user.inputs["create"]
+        assert "systemd-sysusers --dry-run" in user.inputs["create"]
         ip = str(next(x for x in DEV.nodes if x.name == n).ip)
         assert f"--web.listen-address={ip}:9100" in unit.inputs["stdin"]
         assert "IPAddressAllow=localhost " + ip + "/32 10.27.4.0/24" in unit.inputs["stdin"]
@@ -490,8 +592,10 @@ def test_no_secret_in_clear(graph):
         if r.type == COMMAND:
             assert {"stdout", "stderr"} <= set(r.additional_secret_outputs), r.name
     for n in monitored_nodes(DEV):
-        unit = graph.one(COMMAND, f"{n}-node-exporter-unit")
-        assert unit.inputs["triggers"][0] == trigger_digest(unit.inputs["stdin"], key)
+        for part in ("user", "unit"):
+            r = graph.one(COMMAND, f"{n}-node-exporter-{part}")
+            assert r.inputs["triggers"][0] == trigger_digest(r.inputs["stdin"], key)
+            assert "stdin" not in r.secret_inputs, r.name  # the unit's collectors come from a secret stdout, unsecreted
 
 
 @pytest.mark.graph

@@ -2,10 +2,21 @@
 
 The in-cluster Prometheus scrapes ``<node ip>:9100``. The exporter listens
 on the node's own address only (never 0.0.0.0: a load balancer also holds
-the VIPs), runs as a transient user with no capabilities and a read-only
-view of the system, and systemd's per-unit IP firewall (IPAddressDeny /
-IPAddressAllow, cgroup BPF) answers only the networks given, whether or not
-the node runs a firewall of its own.
+the VIPs), runs as an unprivileged system user that owns no file, with no
+capabilities and a read-only view of the system, and systemd's per-unit IP
+firewall (IPAddressDeny / IPAddressAllow, cgroup BPF) answers only the
+networks given, whether or not the node runs a firewall of its own.
+
+Why a static system user (declared in sysusers.d) and not DynamicUser=: the
+systemd collector asks PID 1 over the system D-Bus. Since systemd 250.4
+PID 1 starts dbus-daemon with SYSTEMD_NSS_DYNAMIC_BYPASS=1 (so a lookup
+cannot deadlock on PID 1), so dbus-daemon cannot resolve a dynamic UID, and
+it drops a peer whose user it cannot resolve right after authentication:
+the collector fails with "write: broken pipe" on Debian 12 (dbus-daemon,
+systemd 252), whether or not nss-systemd is installed (systemd issues
+#22737, #9503). A user in /etc/passwd resolves for dbus-daemon and
+dbus-broker (Rocky/Alma 9) alike; everything DynamicUser= implied is set
+explicitly below.
 """
 
 from __future__ import annotations
@@ -22,10 +33,9 @@ UNIT_NAME = "node_exporter.service"
 # does not use (nfs, ipvs, zfs, arp, bonding) is off, so a scrape is cheap and
 # never reports a collector error for missing sysfs entries. These cover the
 # node-exporter rules and dashboards of kube-prometheus-stack (filesystem,
-# cpu, memory, disk, network, conntrack, clock sync, file descriptors,
-# failed systemd services).
+# cpu, memory, disk, network, clock sync, file descriptors, failed systemd
+# services); conntrack only where the node has a table (CONNTRACK_COLLECTOR).
 VM_COLLECTORS = (
-    "conntrack",  # the LBs' connection tracking table (netfilter)
     "cpu",
     "diskstats",
     "filefd",
@@ -50,6 +60,34 @@ VM_COLLECTORS = (
 
 # Only services: unit states of mounts, slices, sockets ... are noise here.
 SYSTEMD_UNIT_INCLUDE = r".+\.service"
+
+# The netfilter connection tracking table, collected only on a node that has
+# one. haproxy (a proxy: its own connections to the backends, no NAT) and
+# keepalived (VRRP only, no IPVS) do not use conntrack, and nothing the
+# program installs loads nf_conntrack; without the module the collector has
+# no data and reports node_scrape_collector_success 0 on every scrape. Where a
+# firewall does track connections (firewalld on Rocky/Alma), every proxied
+# connection takes two entries of a table that is small on a small VM (4096
+# on a 512 MiB Debian LB), and a full table drops new connections: there it
+# is collected (the install finds out, see components/node_exporter.py).
+CONNTRACK_COLLECTOR = "conntrack"
+
+# The exporter's system user: declared in sysusers.d, created by systemd-sysusers.
+SERVICE_USER = "node_exporter"
+
+
+def node_collectors(tracks_connections: bool) -> tuple[str, ...]:
+    """The collectors of a node: VM_COLLECTORS, plus conntrack where the node has a conntrack table."""
+    return (*VM_COLLECTORS, CONNTRACK_COLLECTOR) if tracks_connections else VM_COLLECTORS
+
+
+def render_sysusers() -> str:
+    """sysusers.d(5) entry of the exporter's user: a system user and group of the same
+    name, UID/GID picked by systemd-sysusers, home /, no login shell, no files."""
+    return (
+        "# Rendered by microcloud (components/render/node_exporter.py).\n"
+        f'u {SERVICE_USER} - "Prometheus node_exporter"\n'
+    )
 
 
 @dataclass(frozen=True)
@@ -95,7 +133,10 @@ def _systemd_quote(arg: str) -> str:
 def render_unit(spec: NodeExporterUnitSpec) -> str:
     """systemd unit for the node_exporter binary.
 
-    DynamicUser (a transient user, no home, no files of its own), no
+    A system user of its own (SERVICE_USER, no home, no files of its own;
+    not DynamicUser=, see the module docstring) with the sandbox DynamicUser=
+    would imply set explicitly (ProtectSystem=strict, ProtectHome=read-only,
+    PrivateTmp, RemoveIPC, RestrictSUIDSGID, NoNewPrivileges), no
     capabilities at all (port 9100 is not privileged), read-only view of the
     file system (ProtectHome=read-only, not yes, so the filesystem collector
     still sees /home's usage), no ProtectProc (the filesystem collector reads
@@ -124,7 +165,8 @@ def render_unit(spec: NodeExporterUnitSpec) -> str:
         f"ExecStart={exec_start}",
         "Restart=on-failure",
         "RestartSec=5s",
-        "DynamicUser=yes",
+        f"User={SERVICE_USER}",
+        f"Group={SERVICE_USER}",
         "CapabilityBoundingSet=",
         "AmbientCapabilities=",
         "NoNewPrivileges=yes",
