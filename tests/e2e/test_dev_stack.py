@@ -207,6 +207,54 @@ def test_nodes_reach_each_other_across_networks(stack):
     assert seen, "infra saw no connection from lb1's own address"
 
 
+def test_node_exporter_serves_the_vms_and_only_to_the_cluster_networks(stack):
+    """The hardened unit under the VM's real systemd (its own system user, seccomp, IP filter): on each
+    node every collector it runs succeeds, conntrack runs exactly where the node has a conntrack table,
+    the systemd collector reaches PID 1 over D-Bus (haproxy's state on lb1), and port 9100 answers a
+    K3s network's address but not the LB network's (the sandbox host, the peer LB)."""
+    from components.node_exporter import CONNTRACK_TABLE
+    from components.render.node_exporter import node_collectors
+
+    _need_up(stack)
+    ips = _node_ips(stack)
+    fetch = "python3 -c \"import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://{ip}:9100/metrics', timeout=5).read().decode())\""
+    metrics = {}
+    for name in DEBIAN_NODES:
+        res = stack.ssh(ips[name], fetch.format(ip=ips[name]))
+        assert res.returncode == 0, (name, res.stderr)
+        assert 'node_exporter_build_info{' in res.stdout, name
+        metrics[name] = res.stdout
+        success = dict(re.findall(r'^node_scrape_collector_success\{collector="([^"]+)"\} (\S+)$', res.stdout, re.M))
+        table = stack.ssh(ips[name], f"test -e {CONNTRACK_TABLE}").returncode == 0
+        assert sorted(success) == sorted(node_collectors(table)), (name, table, sorted(success))
+        failed = sorted(c for c, v in success.items() if v != "1")
+        if failed:
+            log = stack.ssh(ips[name], "sudo journalctl -u node_exporter --no-pager -n 20").stdout
+            pytest.fail(f"{name}: collectors failed: {failed}\n{log}")
+        user = stack.ssh(ips[name], "ps -o user= -C node_exporter; systemctl show -P DynamicUser node_exporter").stdout.split()
+        assert user == ["node_exporter", "no"], (name, user)
+    # The systemd collector talks to PID 1: the services' states are there.
+    for name, unit in (("lb1", "haproxy"), ("lb1", "keepalived"), ("infra", "coredns")):
+        assert re.search(rf'^node_systemd_unit_state\{{name="{unit}\.service",state="active"[^}}]*\}} 1$', metrics[name], re.M), \
+            f"{name}: {unit}'s state is not exported"
+    # The unit's IP filter, from the sandbox host: a K3s network's address (the cluster network's
+    # gateway, as a scraping pod's traffic arrives masqueraded) gets /metrics; the LB network's does not.
+    k3s_source = ".".join(ips["server1"].split(".")[:3]) + ".1"
+    lan_source = ".".join(ips["lb1"].split(".")[:3]) + ".1"
+    probe = (
+        "import socket, sys; s = socket.socket(); s.settimeout(3); s.bind((sys.argv[1], 0)); "
+        "s.connect((sys.argv[2], 9100)); s.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n'); print(s.recv(12).decode())"
+    )
+    res = stack.sandbox.run(["python3", "-c", probe, k3s_source, ips["lb1"]], timeout=30)
+    assert res.returncode == 0 and res.stdout.startswith("HTTP/1.0 200"), (res.stdout, res.stderr)
+    res = stack.sandbox.run(["python3", "-c", probe, lan_source, ips["lb1"]], timeout=30)
+    assert res.returncode != 0 and "timed out" in res.stderr, (res.stdout, res.stderr)
+    assert _tcp_open(stack, ips["lb1"], 22)  # the same source reaches the node: the unit's filter refused it
+    # Nor the peer LB (same network, not a K3s one).
+    res = stack.ssh(ips["lb2"], f"python3 -c \"import socket; socket.create_connection(('{ips['lb1']}', 9100), timeout=3)\"")
+    assert res.returncode != 0 and "timed out" in res.stderr, (res.stdout, res.stderr)
+
+
 def test_stopping_haproxy_on_master_moves_both_vips(stack):
     _need_up(stack)
     ips = _node_ips(stack)
