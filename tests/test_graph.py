@@ -199,8 +199,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         COMMAND: 3 * len(cfg.load_balancers) + 6
         # K3s: one install per node, the bootstrap run (more than one server), k3s-ready
         + k3s * (k3s_nodes + (len(cfg.servers) > 1) + 1)
-        # node_exporter per LB and infra node: binary, unit, firewall
-        + 3 * (len(cfg.load_balancers) + 1)
+        # node_exporter per LB and infra node: binary, user, unit, firewall
+        + 4 * (len(cfg.load_balancers) + 1)
         # storage (K3s nodes only): per data disk its preparation and mount;
         # per Longhorn node the bind mount and iscsid; per storage node the exports
         + k3s * sum(2 * len(n.data_disks) + 2 * (n.uses_longhorn and bool(n.data_disks)) + (n.role == "storage") for n in cfg.nodes),

@@ -50,6 +50,9 @@ def _prerequisites() -> tuple[Path, Path]:
     coredns = subprocess.run(["bash", str(ROOT / ".ci" / "coredns.sh"), "--cached-only"], capture_output=True, text=True)
     if coredns.returncode != 0:
         pytest.skip("no CoreDNS binary: run bash .ci/coredns.sh")
+    exporter = subprocess.run(["bash", str(ROOT / ".ci" / "node-exporter.sh"), "--cached-only"], capture_output=True, text=True)
+    if exporter.returncode != 0:
+        pytest.skip("no node_exporter binary: run bash .ci/node-exporter.sh")
     return Path(image.stdout.strip()), Path(coredns.stdout.strip())
 
 
