@@ -12,11 +12,11 @@ from components.infra_services import InfraServices, InfraServicesArgs
 from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
-from components.platform import ChartSource, GitOps, Platform, PlatformArgs, chart_sources
+from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
+from components.platform import ChartSource, GitOps, Platform, PlatformArgs, chart_sources
 from components.render.node_exporter import NODE_EXPORTER_PORT
 from components.render.platform_values import CHARTS
-from components.node import Node, NodeArgs
 from components.secrets import Secrets, SecretsArgs
 from components.storage import Storage, StorageArgs
 
