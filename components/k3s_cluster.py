@@ -160,10 +160,9 @@ class K3sCluster(pulumi.ComponentResource):
             return None, []
         if art.url is not None:
             return k3s.Artifact(sha256=art.sha256, url=art.url), []
+        # config.load() checked that the file is there and, when pinned, is the pinned one.
         local = art.local_path()
         sha = file_sha256(local)
-        if art.sha256 and art.sha256 != sha:
-            raise ValueError(f"k3s.{what}.path: {local} has sha256 {sha}, the config pins {art.sha256}")
         # /var/tmp is the login user's to write (sticky, 1777) and survives a reboot.
         remote_path = f"{UPLOAD_DIR}-{sha[:16]}-{posixpath.basename(local)}"
         copy = remote.CopyToRemote(
