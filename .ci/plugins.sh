@@ -35,8 +35,11 @@ installed() { # name version
   [[ -x $d/pulumi-resource-$1 && ! -e $d.partial ]]
 }
 
-list=("${PROVIDERS[@]}")
-[[ $WITH_K8S == 1 ]] && list+=("$KUBERNETES")
+# The program deploys the platform through the kubernetes provider whenever
+# K3s is on (the default): preview and up need it as much as the other four.
+# --with-kubernetes is kept for callers that still pass it.
+: "$WITH_K8S"
+list=("${PROVIDERS[@]}" "$KUBERNETES")
 
 missing=()
 for p in "${list[@]}"; do

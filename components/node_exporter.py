@@ -32,7 +32,7 @@ from .render.node_exporter import (
     UNIT_NAME,
     NodeExporterUnitSpec,
     node_collectors,
-    render_sysusers,
+    SYSUSERS_CONF,
     render_unit,
 )
 
@@ -242,7 +242,7 @@ class NodeExporters(pulumi.ComponentResource):
             f"{node}-node-exporter-user",
             conn=conn,
             node=node,
-            content=render_sysusers(),
+            content=SYSUSERS_CONF,
             path=SYSUSERS_PATH,
             validate="systemd-sysusers --dry-run {file} >/dev/null",
             activate=f"systemd-sysusers {SYSUSERS_PATH}",

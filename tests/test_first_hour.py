@@ -53,7 +53,7 @@ def _toolchain() -> Path:
 def _wanted_plugins() -> dict[str, str]:
     """name -> version, as the installed SDK wheels ask for them (what env.sh must name)."""
     want = {}
-    for name in ("command", "libvirt", "random", "tls"):
+    for name in ("command", "libvirt", "random", "tls", "kubernetes"):
         meta = next((ROOT / "venv" / "lib").glob(f"python3*/site-packages/pulumi_{name}/pulumi-plugin.json"))
         want[name] = json.loads(meta.read_text())["version"]
     return want
@@ -96,7 +96,7 @@ def _assert_set_up(out: str, passphrase: Path) -> None:
 
 
 def test_env_sh_then_preview_gets_past_login_stack_and_passphrase(tmp_path):
-    """Empty plugin dir: env.sh names all four plugins in one message; preview stops at plugins, not before."""
+    """Empty plugin dir: env.sh names all five plugins in one message; preview stops at plugins, not before."""
     work, env = _copy(tmp_path)
     empty = tmp_path / "no-plugins"
     empty.mkdir()

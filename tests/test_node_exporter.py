@@ -53,7 +53,7 @@ from components.render.node_exporter import (
     NodeExporterUnitSpec,
     exporter_args,
     node_collectors,
-    render_sysusers,
+    SYSUSERS_CONF,
     render_unit,
 )
 from harness import FAKE_COREDNS, MAIN, PROJECT, Mocks, RecordingMonitor, Run, stack_config, stack_model
@@ -318,7 +318,7 @@ def test_unit_runs_as_its_own_system_user_in_the_dynamic_user_sandbox():
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "read-only", "PrivateTmp": "yes", "RemoveIPC": "yes",
                        "RestrictSUIDSGID": "yes", "NoNewPrivileges": "yes", "CapabilityBoundingSet": ""}.items():
         assert service.get(key) == value, (key, service.get(key))
-    assert SERVICE_USER in render_sysusers()
+    assert SERVICE_USER in SYSUSERS_CONF
 
 
 @pytest.mark.validators
@@ -328,7 +328,7 @@ def test_sysusers_entry_makes_an_unprivileged_system_user(tmp_path):
     tool = shutil.which("systemd-sysusers")
     assert tool, "systemd-sysusers is not installed (Debian package systemd)"
     conf = tmp_path / "microcloud-node-exporter.conf"
-    conf.write_text(render_sysusers())
+    conf.write_text(SYSUSERS_CONF)
     assert Path(SYSUSERS_PATH).parent == Path("/etc/sysusers.d") and SYSUSERS_PATH.endswith(".conf")
     res = subprocess.run([tool, "--dry-run", str(conf)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -342,7 +342,7 @@ def test_sysusers_entry_makes_an_unprivileged_system_user(tmp_path):
     groups = {f[0]: f[2] for f in (line.split(":") for line in (root / "etc" / "group").read_text().splitlines())}
     assert groups[SERVICE_USER] == gid
     # The check can fail: a malformed entry is refused.
-    conf.write_text(render_sysusers().replace(" - ", " not-a-uid "))
+    conf.write_text(SYSUSERS_CONF.replace(" - ", " not-a-uid "))
     assert subprocess.run([tool, "--dry-run", str(conf)], capture_output=True, timeout=60).returncode != 0
 
 
@@ -560,7 +560,7 @@ def test_one_install_per_lb_and_infra_node_each_on_its_vm(graph):
         # The mocks' firewall step prints nothing: no table reported, no conntrack collector.
         assert "--collector.conntrack" not in unit.inputs["stdin"]
         user = graph.one(COMMAND, f"{n}-node-exporter-user")
-        assert user.inputs["stdin"] == render_sysusers() and SYSUSERS_PATH in user.inputs["create"]
+        assert user.inputs["stdin"] == SYSUSERS_CONF and SYSUSERS_PATH in user.inputs["create"]
         assert "systemd-sysusers --dry-run" in user.inputs["create"]
         ip = str(next(x for x in DEV.nodes if x.name == n).ip)
         assert f"--web.listen-address={ip}:9100" in unit.inputs["stdin"]

@@ -81,13 +81,13 @@ def node_collectors(tracks_connections: bool) -> tuple[str, ...]:
     return (*VM_COLLECTORS, CONNTRACK_COLLECTOR) if tracks_connections else VM_COLLECTORS
 
 
-def render_sysusers() -> str:
-    """sysusers.d(5) entry of the exporter's user: a system user and group of the same
-    name, UID/GID picked by systemd-sysusers, home /, no login shell, no files."""
-    return (
-        "# Rendered by microcloud (components/render/node_exporter.py).\n"
-        f'u {SERVICE_USER} - "Prometheus node_exporter"\n'
-    )
+# sysusers.d(5) entry of the exporter's user (constant: nothing in it depends on
+# the stack): a system user and group of the same name, UID/GID picked by
+# systemd-sysusers, home /, no login shell, no files.
+SYSUSERS_CONF = (
+    "# Rendered by microcloud (components/render/node_exporter.py).\n"
+    f'u {SERVICE_USER} - "Prometheus node_exporter"\n'
+)
 
 
 @dataclass(frozen=True)
