@@ -93,7 +93,13 @@ def scrape_sources(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(str(cfg.network_by_name[name].cidr) for name in sorted(nets))
 
 
-def firewalld_commands(node: str, port: int, sources: Sequence[str], conntrack_table: str = CONNTRACK_TABLE) -> str:
+def firewalld_commands(
+    node: str,
+    port: int,
+    sources: Sequence[str],
+    conntrack_table: str = CONNTRACK_TABLE,
+    without_firewalld: str = "the node_exporter unit itself admits only the scraper networks",
+) -> str:
     """Shell (as root) that opens ``port``/tcp to ``sources`` only, in firewalld's default zone,
     then reports whether the node has a conntrack table (last stdout line
     ``microcloud-conntrack=yes|no``, read by ``tracks_connections``).
@@ -104,6 +110,7 @@ def firewalld_commands(node: str, port: int, sources: Sequence[str], conntrack_t
     running firewalld needs nothing: the unit's own IPAddressAllow applies.
     The table is looked for after first boot and after firewalld has its
     rules (firewalld loads nf_conntrack), never loaded here.
+    ``without_firewalld`` says, on a node without it, what limits the port instead.
     """
     rules = [
         f'rule family="ipv4" source address="{ipaddress.IPv4Network(s, strict=False)}" port port="{port}" protocol="tcp" accept'
@@ -117,7 +124,7 @@ def firewalld_commands(node: str, port: int, sources: Sequence[str], conntrack_t
         "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi",
         f"report() {{ if [ -e {shlex.quote(conntrack_table)} ]; then echo {CONNTRACK_REPORT}yes; else echo {CONNTRACK_REPORT}no; fi; }}",
         "if ! command -v firewall-cmd >/dev/null 2>&1 || ! systemctl is-active -q firewalld; then",
-        '  echo "microcloud: $node: no firewalld running: the node_exporter unit itself admits only the scraper networks"; report; exit 0',
+        f'  echo "microcloud: $node: no firewalld running: {without_firewalld}"; report; exit 0',
         "fi",
         f"want={shlex.quote(want)}",
         f"firewall-cmd --permanent --list-rich-rules | grep -F 'port port=\"{port}\" protocol=\"tcp\"' | "
@@ -141,9 +148,9 @@ def tracks_connections(stdout: Optional[str]) -> bool:
     return bool(lines) and lines[-1].strip() == f"{CONNTRACK_REPORT}yes"
 
 
-def firewalld_script(node: str, port: int, sources: Sequence[str]) -> str:
+def firewalld_script(node: str, port: int, sources: Sequence[str], **kw: str) -> str:
     """``firewalld_commands`` as the remote command runs it: as root."""
-    return "sudo sh -c " + shlex.quote(firewalld_commands(node, port, sources))
+    return "sudo sh -c " + shlex.quote(firewalld_commands(node, port, sources, **kw))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ Every other disk is prepared and mounted at /var/mnt/<disk> for the operator.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -31,11 +32,13 @@ from pulumi_command import remote
 
 from .config import K3S_ROLES, NodeConfig, StackConfig
 from .day2 import Connection, apply_file
+from .node_exporter import firewalld_script
 from .render import k3s
 from .render import storage as st
 from .render.os_family import family_of
 
 SCRIPT_DIR = "/var/lib/microcloud/storage"
+NFS_PORT = 2049  # NFSv4: one TCP port, no portmapper
 UNIT_DIR = "/etc/systemd/system"
 EXPORTS = "/etc/exports"
 
@@ -326,5 +329,16 @@ class Storage(pulumi.ComponentResource):
                 # The order on the node (a disk before its mount, a mount
                 # before what lives on it); no data flows between them.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[made[r] for r in step.after]),
+            )
+        if ns.exports and ns.os != "flatcar":
+            # EL9 runs firewalld where the image enables it: NFSv4 is one port, opened to the export's networks only.
+            sources = sorted({c for e in ns.exports for c in e.clients})
+            script = firewalld_script(ns.node, NFS_PORT, sources, without_firewalld="the export itself admits only the K3s networks")
+            remote.Command(
+                f"{ns.node}-nfs-firewall",
+                connection=conn.args(),
+                create=script,
+                triggers=[hashlib.sha256(script.encode()).hexdigest(), a.domain_ids[ns.node]],
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
             )
         return made.get("exports")

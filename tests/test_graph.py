@@ -203,7 +203,9 @@ def expected_counts(stack: str) -> dict[str, int]:
         + 4 * (len(cfg.load_balancers) + 1)
         # storage (K3s nodes only): per data disk its preparation and mount;
         # per Longhorn node the bind mount and iscsid; per storage node the exports
-        + k3s * sum(2 * len(n.data_disks) + 2 * (n.uses_longhorn and bool(n.data_disks)) + (n.role == "storage") for n in cfg.nodes),
+        # (and, on a packaged OS, its firewalld step for NFS)
+        + k3s * sum(2 * len(n.data_disks) + 2 * (n.uses_longhorn and bool(n.data_disks))
+                    + (n.role == "storage") * (1 + (not n.is_flatcar)) for n in cfg.nodes),
         "microcloud:monitoring:NodeExporters": 1,
         "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,

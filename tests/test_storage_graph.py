@@ -78,6 +78,8 @@ def _expected(cfg) -> set[str]:
             names |= {f"{n.name}-longhorn-mount", f"{n.name}-iscsi"}
         if n.role == "storage":
             names.add(f"{n.name}-exports")
+            if not n.is_flatcar:
+                names.add(f"{n.name}-nfs-firewall")
     return names
 
 
@@ -171,3 +173,29 @@ def test_in_the_whole_program_storage_commands_wait_for_the_domains():
     for c in cmds.values():
         node = next(n.name for n in cfg.nodes if c.name.startswith(n.name + "-"))
         assert run.urn_of("libvirt:index/domain:Domain", node) in _deps(c), c.name
+
+
+def test_nfs_is_opened_in_firewalld_to_the_export_networks_only_on_packaged_os():
+    """A storage node on EL9/Debian: 2049/tcp opened (where firewalld runs) to exactly the export's clients."""
+    from components.node_exporter import firewalld_script
+    from components.storage import NFS_PORT, plan
+
+    opened = 0
+    for stack in ("dev", "prod", *EDGE_STACKS):
+        cfg = parse_config(stack_model(stack))
+        run, _ = run_storage(stack)
+        for ns in plan(cfg):
+            if not ns.exports:
+                continue
+            cmds = [c for c in run.by_type(COMMAND) if c.name == f"{ns.node}-nfs-firewall"]
+            if ns.os == "flatcar":
+                assert not cmds, stack
+                continue
+            [cmd] = cmds
+            clients = sorted({c for e in ns.exports for c in e.clients})
+            create = cmd.inputs["create"]
+            assert create == firewalld_script(ns.node, NFS_PORT, clients, without_firewalld="the export itself admits only the K3s networks")
+            assert "2049" in create and all(c in create for c in clients)
+            assert run.urn_of(VM, ns.node) in _deps(cmd), "it must wait for (and be redone with) its VM"
+            opened += 1
+    assert opened >= 1, "no stack has a storage node on a packaged OS"
