@@ -235,3 +235,80 @@ func TestRunExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// runPluginServer records what RunPlugin streams back.
+type runPluginServer struct {
+	pulumirpc.LanguageRuntime_RunPluginServer
+	ctx  context.Context
+	mu   sync.Mutex
+	out  strings.Builder
+	err  strings.Builder
+	code []int32
+}
+
+func (s *runPluginServer) Context() context.Context { return s.ctx }
+
+func (s *runPluginServer) Send(r *pulumirpc.RunPluginResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch o := r.GetOutput().(type) {
+	case *pulumirpc.RunPluginResponse_Stdout:
+		s.out.Write(o.Stdout)
+	case *pulumirpc.RunPluginResponse_Stderr:
+		s.err.Write(o.Stderr)
+	case *pulumirpc.RunPluginResponse_Exitcode:
+		s.code = append(s.code, o.Exitcode)
+	}
+	return nil
+}
+
+// A policy pack is a Python plugin: its __main__.py runs in the virtualenv it
+// names, in the working directory and environment the CLI gives, with the
+// CLI's arguments; its output and exit code come back over the stream.
+func TestRunPluginRunsTheDirectorysMainInItsVirtualenv(t *testing.T) {
+	root := project(t)
+	pack := t.TempDir()
+	work := t.TempDir()
+	main := "import os, sys\n" +
+		"print('prefix', sys.prefix)\nprint('args', sys.argv[1:])\nprint('cwd', os.getcwd())\n" +
+		"print('env', os.environ.get('MICROCLOUD_TEST_ENV'))\nprint('oops', file=sys.stderr)\nsys.exit(3)\n"
+	if err := os.WriteFile(filepath.Join(pack, "__main__.py"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	venv := filepath.Join(root, "venv")
+	srv := &runPluginServer{ctx: context.Background()}
+	err := (&host{}).RunPlugin(&pulumirpc.RunPluginRequest{
+		Pwd:  work,
+		Args: []string{"127.0.0.1:1234", "--flag"},
+		Env:  []string{"MICROCLOUD_TEST_ENV=yes"},
+		Info: info(t, pack, map[string]any{"virtualenv": venv}),
+	}, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := srv.out.String()
+	for _, want := range []string{
+		"prefix " + venv + "\n",
+		"args ['127.0.0.1:1234', '--flag']\n",
+		"cwd " + work + "\n",
+		"env yes\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if srv.err.String() != "oops\n" {
+		t.Errorf("stderr = %q", srv.err.String())
+	}
+	if !reflect.DeepEqual(srv.code, []int32{3}) {
+		t.Errorf("exit codes sent = %v, want [3] once, last", srv.code)
+	}
+
+	// A directory without __main__.py is an error, not a silent exit 0.
+	empty := t.TempDir()
+	srv = &runPluginServer{ctx: context.Background()}
+	err = (&host{}).RunPlugin(&pulumirpc.RunPluginRequest{Pwd: work, Info: info(t, empty, map[string]any{"virtualenv": venv})}, srv)
+	if err == nil || !strings.Contains(err.Error(), "no __main__.py") {
+		t.Fatalf("err = %v", err)
+	}
+}
