@@ -1,4 +1,4 @@
-"""The whole program - VMs, K3s, storage, node_exporter, platform - previewed by the real engine for dev and prod.
+"""The whole program - VMs, K3s, storage, node_exporter, platform - previewed by the real engine for dev and prod, with the policy pack.
 
 The first real `pulumi preview` of the infrastructure layer once failed where
 mocks passed; this keeps the whole graph honest under the real CLI, language
@@ -26,7 +26,7 @@ from cli import plugin_versions_missing, toolchain_bin
 from components.config import parse_config
 from components.render.platform_values import CHARTS
 from components.specs import k3s_bootstrap_server, k3s_install_order
-from harness import stack_model
+from harness import ROOT, stack_model
 
 pytestmark = pytest.mark.engine
 
@@ -79,7 +79,8 @@ def _preview(sandbox, tmp_path: Path, stack: str) -> tuple[dict, str, float]:
     st = Stack.create(sandbox, tmp_path, _model(stack, tmp_path))
     st.env["MICROCLOUD_CHART_DIR"] = str(chart_root())
     t0 = time.monotonic()
-    res = st.pulumi("preview", "--json", timeout=900)
+    # With the project's policy pack: the real program must pass every mandatory policy.
+    res = st.pulumi("preview", "--json", "--policy-pack", str(ROOT / "policy"), timeout=900)
     secs = time.monotonic() - t0
     assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     (tmp_path / "preview.json").write_text(res.stdout)
