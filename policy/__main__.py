@@ -8,6 +8,7 @@ checks need the preview's own JSON instead.
 """
 
 from pulumi_policy import EnforcementLevel, PolicyPack, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
 
 import rules
 
@@ -15,8 +16,14 @@ import rules
 def _validate(check):
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
         provider = args.provider.name if args.provider is not None else None
-        for message in check(args.resource_type, args.name, dict(args.props), provider):
-            report(message)
+        # The props proxy raises on a value not known until `up` (a seed volume's
+        # path, an Ignition config): read only what a check needs, and leave a
+        # value that is unknown now to the `up` that knows it.
+        try:
+            for message in check(args.resource_type, args.name, args.props, provider):
+                report(message)
+        except UnknownValueError:
+            pass
 
     return validate
 

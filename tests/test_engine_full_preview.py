@@ -84,7 +84,10 @@ def _preview(sandbox, tmp_path: Path, stack: str) -> tuple[dict, str, float]:
     secs = time.monotonic() - t0
     assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     (tmp_path / "preview.json").write_text(res.stdout)
-    return json.loads(res.stdout), res.stdout + res.stderr, secs
+    # The display a reviewer reads (policy notes are shown there, not in --json).
+    shown = st.pulumi("preview", "--diff", "--policy-pack", str(ROOT / "policy"), timeout=900)
+    assert shown.returncode == 0, f"{shown.stdout[-3000:]}\n{shown.stderr[-3000:]}"
+    return json.loads(res.stdout), res.stdout + res.stderr + shown.stdout + shown.stderr, secs
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -113,6 +116,8 @@ def test_whole_program_previews_under_the_real_engine(sandbox, tmp_path, stack):
         assert used.startswith(provider["urn"] + "::"), (s["urn"], used)
     # Storage and node_exporter commands are in the plan too.
     assert any(n.endswith("-exports") for n in names) and any(n.endswith("-node-exporter-unit") for n in names)
+    # The policy pack ran and had nothing to say: no violation, and no "can't run" note for values unknown at preview.
+    assert "can't run policy" not in text and "[advisory]" not in text, text[-2000:]
     # No secret in clear anywhere in what the CLI printed.
     assert "BEGIN OPENSSH PRIVATE KEY" not in text and "BEGIN RSA PRIVATE KEY" not in text
     assert not re.search(r"K10[0-9a-f]{20,}", text)
