@@ -23,7 +23,6 @@ pytestmark = pytest.mark.graph
 COMMAND = "command:remote:Command"
 STORAGE = "microcloud:storage:Storage"
 VM = "microcloud-test:index:Vm"
-MOCK_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
 class _Vm(pulumi.CustomResource):
