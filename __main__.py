@@ -174,6 +174,9 @@ pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
 pulumi.export("dns_server", infra.dns_server)
 pulumi.export("node_exporter_targets", exporters.targets)
 pulumi.export("ssh_private_key", secrets.ssh_private_key)
+# The config this state was last applied with (nothing secret is in it): the
+# plan policies (policy/plan.py) name the config change behind a replacement.
+pulumi.export("config", cfg.model_dump(mode="json", exclude={"allow_replace"}))
 pulumi.export(
     "ssh_commands",
     {

@@ -41,6 +41,13 @@ class StackConfig(_Model):
     protect_data: bool = Field(
         default=True, description="Data disks are `protect`ed: `pulumi destroy` stops before deleting them. Set false only for throwaway (dev) stacks."
     )
+    allow_replace: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Nodes whose VM, volumes or first-boot config this change may replace or delete, past the policy pack's data-node and "
+            "K3s-quorum policies (`python policy/guard.py`). Name them for the one change that needs it, then remove them."
+        ),
+    )
     virt_type: Literal["kvm", "qemu"] = Field(default="kvm", description="`kvm` where the host has `/dev/kvm`; `qemu` (plain emulation) otherwise.")
 
     @field_validator("domain")
@@ -51,6 +58,15 @@ class StackConfig(_Model):
             raise ValueError(f"{v!r} is not a DNS domain like microcloud.lan (lowercase labels, at least two)")
         if labels[-1].isdigit():
             raise ValueError(f"{v!r} ends in a number; the last label must be a name")
+        return v
+
+    @field_validator("allow_replace")
+    @classmethod
+    def _allow(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Names, not patterns: a node that is no longer in `nodes` (being removed) may be named too.
+        for name in v:
+            if not DOMAIN_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a node name (allow_replace lists node names, e.g. [storage1])")
         return v
 
     @field_validator("libvirt_uri")
