@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   haproxy keepalived chrony cloud-init ignition prometheus  # validators (promtool from prometheus) and daemons for the LB tests
   xsltproc iproute2 sudo dnsutils procps         # libvirt XSLT, network namespaces, day-2 script, DNS queries
-  shellcheck                                     # the K3s install script is checked by it
+  shellcheck jq                                  # the K3s install script and the PR workflow's steps; jq: the workflow's comment filter
   nfs-kernel-server xfsprogs fdisk e2fsprogs mount  # exportfs reads the rendered exports; the disk script's tools on loop devices
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
 )
