@@ -118,6 +118,10 @@ def test_whole_program_previews_under_the_real_engine(sandbox, tmp_path, stack):
     assert any(n.endswith("-exports") for n in names) and any(n.endswith("-node-exporter-unit") for n in names)
     # The policy pack ran and had nothing to say: no violation, and no "can't run" note for values unknown at preview.
     assert "can't run policy" not in text and "[advisory]" not in text, text[-2000:]
+    # The plan policies (policy/plan.py) on the whole program: no input named like a secret in clear, nothing destroyed.
+    from policy import plan as plan_policies
+
+    assert not plan_policies.check(plan), plan_policies.check(plan)
     # No secret in clear anywhere in what the CLI printed.
     assert "BEGIN OPENSSH PRIVATE KEY" not in text and "BEGIN RSA PRIVATE KEY" not in text
     assert not re.search(r"K10[0-9a-f]{20,}", text)
