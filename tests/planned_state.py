@@ -28,9 +28,10 @@ import json
 import uuid
 from typing import Any, Callable, Iterable
 
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+# The engine's sentinels, as the plan policies read them too.
+from policy.plan import MASK, UNKNOWN, _has
+
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
-MASK = "[secret]"
 LOCAL_TYPES = ("random:", "tls:")
 
 # What `k3s-ready` prints on a real cluster: K3s's admin kubeconfig (here without credentials).
@@ -50,16 +51,6 @@ users:
 """
 
 Run = Callable[..., Any]  # run(*pulumi_args, env=extra or None) -> CompletedProcess (text)
-
-
-def _has(value: Any, needle: str) -> bool:
-    if isinstance(value, str):
-        return value == needle
-    if isinstance(value, dict):
-        return any(_has(v, needle) for v in value.values())
-    if isinstance(value, list):
-        return any(_has(v, needle) for v in value)
-    return False
 
 
 def _type(urn: str) -> str:
