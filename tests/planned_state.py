@@ -6,16 +6,20 @@ plan for the base config, in rounds:
 
 1. a real ``pulumi up --target`` of everything local: the components, and
    the random and tls resources (real passwords, real keys);
-2. then ``pulumi preview --json`` (once masked, once with ``--show-secrets``)
-   and every planned create whose inputs are all known is written into the
-   state with exactly those inputs (outputs = inputs, a stable id), secret
-   where the engine shows it as secret; ``pulumi stack import`` takes it;
-3. repeat: what those resources' ids and outputs unblock is known next round.
+2. then ``pulumi preview --json`` with the CLI's gRPC log on: every planned
+   create whose inputs are all known is written into the state with the
+   inputs the provider checked and the outputs it planned (its preview
+   Create; secrets kept secret, unknown leaves left out, a stable id), and
+   ``pulumi stack import`` takes it (the JSON display masks every secret,
+   the log does not; it lives in the throwaway stack's dir and goes at once);
+3. repeat: what those resources' ids and outputs unblock is known next
+   round. When nothing is left to create, nothing else may be pending, and a
+   real ``up`` records the stack's outputs.
 
 The providers' own Diff then decides, for real, what a config change does to
 that state: the libvirt, command and random/tls plugins compare old and new
 inputs exactly as they would after a real ``up``. A no-change preview of the
-result must plan nothing (``assert_converged``): if this construction ever
+result must plan nothing (``build`` asserts it): if this construction ever
 drifts from what ``up`` writes, that check fails first.
 
 Only for stacks whose platform is off: the kubernetes provider would need a
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 # The engine's sentinels, as the plan policies read them too.
 from policy.plan import MASK, UNKNOWN, _has
@@ -213,15 +217,6 @@ def build(run: Run, work, max_rounds: int = 30) -> int:
 def pending(plan: dict) -> list[str]:
     """The steps of a plan that would change something."""
     return [f"{s['op']} {s['urn']}" for s in plan["steps"] if s["op"] not in ("same", "read")]
-
-
-def assert_converged(run: Run) -> None:
-    left = pending(_plan(run))
-    assert not left, "a no-change preview of the planned state still plans: " + "; ".join(left[:20])
-
-
-def ops(plan: dict) -> Iterable[tuple[str, str]]:
-    return ((s["op"], s["urn"]) for s in plan["steps"])
 
 
 # ------------------------------------------------------------------ a stack to build it in
