@@ -13,7 +13,8 @@
 # Idempotent: with a warm cache it checks one stamp per tool (the module, the
 # version and the build flags) and each binary's version, then prints the bin
 # directory on stdout. Progress lines go to stderr, go's output to
-# $DIR/logs/<tool>.log. Cold: about 20 minutes on 2 cores.
+# $DIR/logs/<tool>.log. Cold: about 20 minutes on 2 cores. Offline first,
+# online only for modules missing from Go's module cache (.ci/lib/gomod.sh).
 #
 #   --cached-only        print the bin directory if everything is built, else
 #                        name what is missing and exit 1; never build
@@ -21,15 +22,19 @@
 #   GO                   go binary (default: see mc_find_go in pins.sh)
 set -euo pipefail
 
+HERE=$(dirname "${BASH_SOURCE[0]}")
 # shellcheck source-path=SCRIPTDIR source=pins.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
+source "$HERE/pins.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/gomod.sh
+source "$HERE/lib/gomod.sh"
+MC_LOG_NAME=k8s.sh
 
 ROOT=${MICROCLOUD_K8S_DIR:-$HOME/.cache/microcloud-k8s}
 DIR=$ROOT/v$K8S_VERSION
 BIN=$DIR/bin
 LOGS=$DIR/logs
 
-log() { printf 'k8s.sh: %s\n' "$*" >&2; }
+log() { mc_log "$@"; }
 die() { log "$*"; exit 1; }
 
 # What a stamp records, per tool: a change to any of it rebuilds that tool.
@@ -102,23 +107,16 @@ mkdir -p "$BIN" "$LOGS"
 exec 9>"$DIR/.lock"
 flock 9
 
-GO=$(mc_find_go)
-[[ -n $GO && -x $GO ]] || die "no go toolchain (looked for \$GO, go on PATH, /usr/local/go/bin/go); bash .ci/prereqs.sh says what to install"
 # Never fetch another toolchain: build with the installed one or fail.
 # -p 2: the API server's link alone peaks at a few GB; 2 cores are all we assume.
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
-
-# moddir MODULE@VERSION -> the unpacked module in go's module cache
-moddir() {
-  "$GO" mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
-}
+mc_go_setup || exit 1
 
 # wrapper TOOL MODULE VERSION -> a fresh wrapper module in $DIR/src/TOOL
 # requiring MODULE@VERSION with the same go line, seeded with upstream's go.sum.
 wrapper() {
   local tool=$1 mod=$2 ver=$3 up src=$DIR/src/$1
-  up=$(moddir "$mod@$ver")
-  [[ -n $up && -f $up/go.mod ]] || { log "$tool: the module proxy does not serve $mod@$ver"; return 1; }
+  up=$(mc_mod_dir "$mod@$ver") || return 1
+  [[ -f $up/go.mod ]] || { log "$tool: $mod@$ver has no go.mod"; return 1; }
   rm -rf "$src"; mkdir -p "$src"
   {
     printf 'module microcloud.local/%s\n\ngo %s\n\nrequire %s %s\n' \
@@ -164,7 +162,7 @@ build() {
   local pkg b
   for pkg in "${pkgs[@]}"; do
     b=${pkg##*/}; [[ $tool == etcd ]] && b=etcd
-    if ! (cd "$src" && "$GO" build -p 2 -trimpath -ldflags "$ldflags" -o "out/$b" "$pkg") >>"$golog" 2>&1; then
+    if ! (cd "$src" && mc_offline_first "$GO" build -p 2 -trimpath -ldflags "$ldflags" -o "out/$b" "$pkg") >>"$golog" 2>&1; then
       log "$tool: build failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1
     fi
   done

@@ -8,17 +8,25 @@
 # version stamped with the same -X ldflags as upstream's .promu.yml, so
 # `node_exporter --version` prints it. No build date: two builds of the same
 # version with the same Go are the same file (the sha256 the nodes check).
+# A site with internet access can instead pin upstream's release in stack
+# config (monitoring.node_exporter.url + sha256) and needs no Go at all.
 #
-# Idempotent: a second run with a warm cache only checks the stamp and the
-# binary's version, then prints the path (no go, no network). A rebuild with
-# the modules already in Go's module cache needs no network either. Prints the
-# binary's path on stdout; progress goes to stderr.
+# Idempotent: a warm run only checks the stamp and the binary's version, then
+# prints the path (no go, no network). Offline first, online only for modules
+# missing from Go's module cache (.ci/lib/gomod.sh). Prints the binary's path
+# on stdout; progress goes to stderr.
 #
 #   --cached-only               only answer whether it is built (exit 1 if not); never build
 #   MICROCLOUD_TOOLCHAIN_CACHE  cache root (default ~/.cache/microcloud-toolchain)
 #   GO                          go binary (default: see mc_find_go in pins.sh)
 #   NODE_EXPORTER_BUILD_JOBS    go build -p (default 1: the machine's cores are shared)
 set -euo pipefail
+HERE=$(dirname "${BASH_SOURCE[0]}")
+# shellcheck source-path=SCRIPTDIR source=pins.sh
+source "$HERE/pins.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/gomod.sh
+source "$HERE/lib/gomod.sh"
+MC_LOG_NAME=node-exporter.sh
 
 # Keep in sync with NodeExporterBinary.version in components/config/monitoring.py
 # (tests/test_node_exporter.py checks that they agree).
@@ -27,88 +35,24 @@ MODULE=github.com/prometheus/node_exporter
 
 CACHE=${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}
 DIR=$CACHE/node-exporter-$VERSION
-BIN=$DIR/node_exporter
-STAMP=$DIR/node_exporter.stamp
+MC_RESULT=$DIR/node_exporter
 WANT="$MODULE@$VERSION CGO_ENABLED=0"
 
-log() { printf 'node-exporter.sh: %s\n' "$*" >&2; }
-
-is_current() {
-    local v
-    [[ -x $BIN && -f $STAMP && "$(cat "$STAMP")" == "$WANT" ]] || return 1
-    # Whole output first, then match: no pipe into grep -q (SIGPIPE + pipefail).
-    v=$("$BIN" --version 2>&1) || return 1
-    [[ $v == "node_exporter, version ${VERSION#v} "* ]]
+mc_current() {
+  local v
+  [[ -x $MC_RESULT ]] && mc_stamp_ok "$MC_RESULT.stamp" "$WANT" || return 1
+  # Whole output first, then match: no pipe into grep -q (SIGPIPE + pipefail).
+  v=$("$MC_RESULT" --version 2>&1) || return 1
+  [[ $v == "node_exporter, version ${VERSION#v} "* ]]
 }
 
-if is_current; then
-    echo "$BIN"
-    exit 0
-fi
-if [[ ${1:-} == --cached-only ]]; then
-    log "$BIN is not built (run .ci/node-exporter.sh)"
-    exit 1
-fi
-
-mkdir -p "$DIR"
-# Two concurrent runs (parallel CI jobs sharing a cache) build once.
-exec 9>"$DIR/.lock"
-flock 9
-if is_current; then
-    echo "$BIN"
-    exit 0
-fi
-
-# shellcheck source-path=SCRIPTDIR source=pins.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pins.sh"
-GO=$(mc_find_go)
-[[ -n $GO && -x $GO ]] || { log "no go toolchain (looked for \$GO, go on PATH, /usr/local/go/bin/go); bash .ci/prereqs.sh says what to install"; exit 1; }
-# Never fetch another toolchain: build with the installed one or fail
-# (node_exporter's go.mod asks for less than GO_MIN).
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
-jobs=${NODE_EXPORTER_BUILD_JOBS:-1}
-log "building node_exporter $VERSION with $("$GO" env GOVERSION) (-p $jobs)"
-start=$SECONDS
-
-P=github.com/prometheus/common/version
-SRC=$DIR/src
-ERR=$DIR/.build.log
-# Offline first: with every module in Go's module cache nothing is fetched
-# (GOPROXY=off makes that certain); only a missing module goes to the proxy.
-# Not `go install m@v`: it also asks the proxy whether m is deprecated, which
-# fails offline even with everything cached.
-offline_then_online() { # cmd... (stderr to $ERR)
-    if GOPROXY=off "$@" 2>"$ERR"; then
-        return 0
-    elif grep -q 'GOPROXY=off' "$ERR"; then
-        log "not all modules are in Go's module cache: downloading them"
-        "$@" 2>"$ERR" && return 0
-    fi
-    cat "$ERR" >&2
-    return 1
+mc_build() {
+  local p=github.com/prometheus/common/version
+  mc_log "building node_exporter $VERSION with $("$GO" env GOVERSION)"
+  mc_build_upstream "$MODULE" "$VERSION" . "$MC_RESULT" \
+    "-s -w -X $p.Version=${VERSION#v} -X $p.Branch=HEAD -X $p.BuildUser=microcloud" \
+    "${NODE_EXPORTER_BUILD_JOBS:-1}" || return 1
+  mc_stamp_write "$MC_RESULT.stamp" "$WANT"
 }
-cd "$DIR"  # no go.mod around: `go mod download m@v` outside any module
-json=$(offline_then_online "$GO" mod download -json "$MODULE@$VERSION") ||
-    { log "could not download $MODULE@$VERSION"; exit 1; }
-UP=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json" | tail -n 1)
-[[ -n $UP && -f $UP/go.mod && -f $UP/go.sum && -f $UP/node_exporter.go ]] ||
-    { log "$MODULE@$VERSION has no node_exporter main package at ${UP:-?}"; exit 1; }
 
-# Upstream's module as the main module: its go.mod and go.sum, read-only, so
-# the dependency set is exactly upstream's release.
-rm -rf "$SRC"
-cp -r "$UP" "$SRC"
-chmod -R u+w "$SRC"
-cd "$SRC"
-export GOFLAGS="-mod=readonly -buildvcs=false"
-offline_then_online "$GO" build -p "$jobs" -trimpath \
-    -ldflags "-s -w -X $P.Version=${VERSION#v} -X $P.Branch=HEAD -X $P.BuildUser=microcloud" \
-    -o "$BIN.tmp" . || { log "go build of $MODULE@$VERSION failed"; exit 1; }
-cd "$DIR"
-rm -rf "$SRC" "$ERR"
-"$BIN.tmp" --version >&2
-mv -f "$BIN.tmp" "$BIN"
-echo "$WANT" >"$STAMP"
-is_current || { log "$BIN does not report version ${VERSION#v}"; exit 1; }
-log "built $BIN in $((SECONDS - start))s"
-echo "$BIN"
+mc_cached_build "$DIR" "${1:-}"

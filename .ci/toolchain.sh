@@ -54,6 +54,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=pins.sh
 source "$REPO/.ci/pins.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/gomod.sh
+source "$REPO/.ci/lib/gomod.sh"
+MC_LOG_NAME=toolchain.sh
 
 # pulumi-kubernetes has no provider tags: the commit of release 4.25.0, and the
 # sdk module its go.mod replaces with ../sdk.
@@ -106,16 +109,9 @@ refused_recently() { # key what
 mark_refused() { mkdir -p "$CACHE/refused"; printf '%s\n' "${2:-refused}" >"$CACHE/refused/$1"; }
 
 # --- Go ------------------------------------------------------------------------
+# The shared helper (.ci/lib/gomod.sh): the go of pins.sh, offline first.
 GO=$(mc_find_go)
-go_env() {
-  local v
-  [[ -n $GO && -x $GO ]] || die "no go toolchain (looked for \$GO, go on PATH, /usr/local/go/bin/go); bash .ci/prereqs.sh says what to install"
-  v=$(mc_go_version "$GO") || die "$GO does not run"
-  mc_version_ge "$v" "$GO_MIN" || die "$GO is go$v, the builds need go >= $GO_MIN; bash .ci/prereqs.sh says what to install"
-  # Never fetch another toolchain; static binaries; 2 cores.
-  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
-}
-go_mod_dir() { "$GO" mod download -json "$1" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
+go_env() { mc_go_setup || exit 1; }
 GOBUILD=(build -p 2 -trimpath)
 
 # --- the language host (.ci/langhost) ----------------------------------------------
@@ -131,8 +127,8 @@ build_langhost() { # version out
   log "building the Python language host from .ci/langhost, testing it first (go output: $golog)"
   # -mod=readonly: go.mod and go.sum are committed; the build writes nothing into the checkout.
   if ! (cd "$LANGHOST" && export GOFLAGS="-mod=readonly -buildvcs=false" &&
-        "$GO" test -p 2 . &&
-        "$GO" "${GOBUILD[@]}" -ldflags "-X main.version=v$v" -o "$out.tmp" .) >"$golog" 2>&1; then
+        mc_offline_first "$GO" test -p 2 . &&
+        mc_offline_first "$GO" "${GOBUILD[@]}" -ldflags "-X main.version=v$v" -o "$out.tmp" .) >"$golog" 2>&1; then
     rm -f "$out.tmp"
     log "the Python language host failed its test or build; last lines of $golog:"
     tail -n 15 "$golog" >&2
@@ -214,14 +210,13 @@ cli_from_go() { # version
   refused_recently "pkg-v$v" "github.com/pulumi/pulumi/pkg/v3@v$v" && return 1
   go_env
   log "resolving github.com/pulumi/pulumi/pkg/v3@v$v"
-  pkgmod=$("$GO" mod download -json "github.com/pulumi/pulumi/pkg/v3@v$v" 2>/dev/null |
-    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') || true
+  pkgmod=$(mc_mod_json "github.com/pulumi/pulumi/pkg/v3@v$v") && pkgmod=$(mc_json_field "$pkgmod" GoMod) || pkgmod=
   if [[ -z $pkgmod || ! -f $pkgmod ]]; then
     log "the module proxy does not serve github.com/pulumi/pulumi/pkg/v3@v$v"
     mark_refused "pkg-v$v" "pkg/v3@v$v not served"
     return 1
   fi
-  sdkdir=$(go_mod_dir "github.com/pulumi/pulumi/sdk/v3@v$v")
+  sdkdir=$(mc_mod_dir "github.com/pulumi/pulumi/sdk/v3@v$v" || true)
   [[ -n $sdkdir && -f $sdkdir/python/cmd/pulumi-language-python-exec ]] ||
     { log "the module proxy does not serve github.com/pulumi/pulumi/sdk/v3@v$v"; return 1; }
 
@@ -249,8 +244,8 @@ cli_from_go() { # version
   } >"$work/cli/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' >"$work/cli/tools.go"
   detail "wrapper go.mod: go $gover; replaces: ${replaces:-none}"
-  (cd "$work/cli" && "$GO" mod tidy &&
-    "$GO" "${GOBUILD[@]}" -tags osusergo,grpcnotrace \
+  (cd "$work/cli" && mc_offline_first "$GO" mod tidy &&
+    mc_offline_first "$GO" "${GOBUILD[@]}" -tags osusergo,grpcnotrace \
       -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$v" \
       -o "$dir.tmp/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi) >"$golog" 2>&1 ||
     { log "building the Pulumi CLI v$v failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1; }
@@ -302,17 +297,16 @@ export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION
 kubernetes_from_go() { # version out
   local ver=$1 out=$2 dir work golog=$LOGS/kubernetes-v$1.log start=$SECONDS
   go_env
-  dir=$(go_mod_dir "$K8S_PROVIDER_MODULE")
-  [[ -n $dir ]] || { log "kubernetes: the module proxy does not serve $K8S_PROVIDER_MODULE"; return 1; }
+  dir=$(mc_mod_dir "$K8S_PROVIDER_MODULE") || { log "kubernetes: the module proxy does not serve $K8S_PROVIDER_MODULE"; return 1; }
   log "kubernetes: building v$ver from $K8S_PROVIDER_MODULE (go output: $golog)"
   work=$CACHE/work/kubernetes-v$ver
   rm -rf "$work"; mkdir -p "$(dirname "$work")"
   cp -r "$dir" "$work"; chmod -R u+w "$work"
   (cd "$work" &&
     "$GO" mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4 -require="$K8S_SDK_MODULE" &&
-    "$GO" mod tidy &&
-    VERSION=$ver "$GO" generate ./cmd/pulumi-resource-kubernetes &&
-    "$GO" "${GOBUILD[@]}" -ldflags "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$ver" \
+    mc_offline_first "$GO" mod tidy &&
+    VERSION=$ver mc_offline_first "$GO" generate ./cmd/pulumi-resource-kubernetes &&
+    mc_offline_first "$GO" "${GOBUILD[@]}" -ldflags "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$ver" \
       -o "$out" ./cmd/pulumi-resource-kubernetes) >"$golog" 2>&1 ||
     { log "kubernetes: build failed; last lines of $golog:"; tail -n 15 "$golog" >&2; return 1; }
   rm -rf "$work"
