@@ -318,7 +318,7 @@ def test_program_reports_a_typo_in_the_stack_key():
     assert str(exc.value) == "microcloud:confg is not a key of this project; did you mean microcloud:config?"
 
 
-# ---------------------------------------------------------------- README
+# ---------------------------------------------------------------- docs/config.md
 
 
 def _all_field_keys(model, prefix=""):
@@ -352,13 +352,13 @@ def test_every_field_is_documented_in_the_table():
         assert f"| `{key}` |" in table, key
 
 
-def test_readme_config_table_is_the_generated_one():
-    """Fails when a field, default or description changes without regenerating README's table."""
+def test_docs_config_table_is_the_generated_one():
+    """Fails when a field, default or description changes without regenerating docs/config.md's table."""
     from components.config.doc import config_table, readme_table
     from harness import ROOT
 
-    assert readme_table((ROOT / "README.md").read_text()) == config_table(), (
-        "README.md's config table is stale: run venv/bin/python -m components.config.doc --write README.md"
+    assert readme_table((ROOT / "docs" / "config.md").read_text()) == config_table(), (
+        "docs/config.md's config table is stale: run venv/bin/python -m components.config.doc --write docs/config.md"
     )
 
 

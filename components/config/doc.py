@@ -1,9 +1,9 @@
-"""The README's config table, generated from the model: every field's key, type, default and description.
+"""The config table of docs/config.md, generated from the model: every field's key, type, default and description.
 
-    venv/bin/python -m components.config.doc                   # print the table
-    venv/bin/python -m components.config.doc --write README.md # replace it between the markers
+    venv/bin/python -m components.config.doc                        # print the table
+    venv/bin/python -m components.config.doc --write docs/config.md # replace it between the markers
 
-tests/test_config.py fails when README and model disagree.
+tests/test_config.py fails when docs/config.md and the model disagree.
 """
 
 from __future__ import annotations
