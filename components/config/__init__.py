@@ -6,10 +6,13 @@ pure (no Pulumi) so tests can feed it dicts; ``load`` reads the Pulumi config
 and turns any mistake into one line without a traceback.
 
     base           strict base model, fixed sets, the hostname rule, pinning
+    artifacts      pinned files here (PinnedFile, ReleaseBinary: path, release url + sha256, local build), file_sha256
     network        NetworkConfig (+ Dhcp, DnsHost)
     nodes          NodeConfig (+ DataDisk), memory per role, reserved names
     load_balancer  LoadBalancerConfig (+ VrrpConfig)
     services       images, ssh, dns/CoreDNS, ntp, k3s, Flatcar updates
+    monitoring     the node_exporter binary of the VMs outside the cluster
+    platform       charts, GitOps, the platform layer's settings
     stack          StackConfig and vrrp_priority
     checks         cross-field checks
     errors         ConfigError, key naming (nodes by name), suggestions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import typing
 from inspect import isclass
@@ -10,6 +9,7 @@ from typing import Any, Iterable, NoReturn, Optional
 
 from pydantic import BaseModel, ValidationError
 
+from .artifacts import file_sha256
 from .checks import cross_check
 from .errors import CONFIG_KEY, ConfigError, StackKeyError, closest, node_labels, unknown_key_message
 from .stack import StackConfig
@@ -115,35 +115,16 @@ def check_stack_keys(keys: Iterable[str]) -> None:
 
 
 def check_local_files(cfg: StackConfig) -> None:
-    """Files on the machine that runs Pulumi which the config names: present, and as pinned."""
-    spec = cfg.dns.coredns
-    path = spec.local_path()
-    if not os.path.isfile(path):
-        key = "dns.coredns.path" if spec.path else "dns.coredns"
-        raise ConfigError(key, f"no CoreDNS binary at {path}; run bash .ci/coredns.sh or set dns.coredns.path")
-    if spec.sha256:
-        got = file_sha256(path)
-        if got != spec.sha256:
-            raise ConfigError("dns.coredns.sha256", f"{path} has sha256 {got}, not the pinned {spec.sha256}")
-    cfg.monitoring.node_exporter.check_local_file("monitoring.node_exporter")
+    """Files on the machine that runs Pulumi which the config names: present (a release url fetched), and as pinned."""
+    cfg.dns.coredns.ensure("dns.coredns")
+    cfg.monitoring.node_exporter.ensure("monitoring.node_exporter")
     if cfg.k3s.enabled:
         for what in ("binary", "images"):
             art = getattr(cfg.k3s, what)
             if art is None or art.path is None:
                 continue
             path = art.local_path()
-            if not os.path.isfile(path):
-                raise ConfigError(f"k3s.{what}.path", f"no file at {path} on this machine")
-            if art.sha256 and file_sha256(path) != art.sha256:
-                raise ConfigError(f"k3s.{what}.sha256", f"{path} has sha256 {file_sha256(path)}, not the pinned {art.sha256}")
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            art.check_file(f"k3s.{what}", path, f"no file at {path} on this machine")
 
 
 def _stack_keys() -> set[str]:

@@ -6,10 +6,11 @@ import ipaddress
 import os
 import re
 import urllib.parse
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
+from .artifacts import PinnedFile, ReleaseBinary, https_url
 from .base import _Model, check_pinned, check_pinned_path
 
 
@@ -53,43 +54,15 @@ class SshConfig(_Model):
         return v
 
 
-class CorednsBinary(_Model):
+class CorednsBinary(ReleaseBinary):
     """The CoreDNS binary copied to the infra node: no container runtime, no registry."""
 
+    NAME: ClassVar[str] = "coredns"
+    LABEL: ClassVar[str] = "CoreDNS"
+    SCRIPT: ClassVar[str] = ".ci/coredns.sh"
+    BUILD_DIR: ClassVar[str] = "coredns-{version}"
+
     version: str = Field(default="v1.12.1", description="Exact CoreDNS release, e.g. `v1.12.1` (what `.ci/coredns.sh` builds from Go modules).")
-    path: Optional[str] = Field(
-        default=None,
-        description="Absolute path of the binary on the machine that runs Pulumi. Default: the build of `.ci/coredns.sh` for `version` in the toolchain cache.",
-    )
-    sha256: Optional[str] = Field(default=None, description="Expected sha256 of the binary; when set, a different file stops the run.")
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        check_pinned(v, "CoreDNS version")
-        if not re.match(r"^v\d+\.\d+\.\d+$", v):
-            raise ValueError(f"{v!r} is not a CoreDNS release like v1.12.1")
-        return v
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not v.startswith(("/", "~/")):
-            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
-        return v
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.match(r"^[0-9a-f]{64}$", v.lower()):
-            raise ValueError(f"{v!r} is not a sha256 hex digest")
-        return v.lower() if v else v
-
-    def local_path(self) -> str:
-        if self.path:
-            return os.path.expanduser(self.path)
-        cache = os.environ.get("MICROCLOUD_TOOLCHAIN_CACHE") or os.path.expanduser("~/.cache/microcloud-toolchain")
-        return os.path.join(cache, f"coredns-{self.version}", "coredns")
 
 
 class DnsConfig(_Model):
@@ -113,7 +86,7 @@ class NtpConfig(_Model):
         return v
 
 
-class K3sArtifact(_Model):
+class K3sArtifact(PinnedFile):
     """A pinned K3s file: fetched by the node from an https URL, or copied from this machine; checked by sha256 before install."""
 
     url: Optional[str] = Field(default=None, description="https URL the node downloads the file from (your mirror for an air-gapped site).")
@@ -125,25 +98,7 @@ class K3sArtifact(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            if not v.startswith("https://"):
-                raise ValueError(f"{v!r} is not an https URL")
-            check_pinned_path(v, "K3s download")
-        return v
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not v.startswith(("/", "~/")):
-            raise ValueError(f"{v!r} must be an absolute path on the machine that runs Pulumi")
-        return v
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not re.match(r"^[0-9a-f]{64}$", v.lower()):
-            raise ValueError(f"{v!r} is not a sha256 hex digest")
-        return v.lower() if v else v
+        return https_url(v, "K3s download")
 
     @model_validator(mode="after")
     def _one_source(self) -> "K3sArtifact":
@@ -152,9 +107,6 @@ class K3sArtifact(_Model):
         if self.url is not None and self.sha256 is None:
             raise ValueError("a url needs its sha256; nothing is installed unchecked")
         return self
-
-    def local_path(self) -> Optional[str]:
-        return os.path.expanduser(self.path) if self.path else None
 
 
 class K3sConfig(_Model):
