@@ -14,6 +14,10 @@ pure functions over the plan the engine itself printed, run by
   majority, is replaced or deleted in one update, without ``allow_replace``;
 - mandatory ``secret-inputs``: an input whose name says password, token, key
   or secret holds a value the plan shows in clear;
+- mandatory ``allow-replace-names``: ``allow_replace`` names something that is
+  neither a node of the previewed config nor one the last ``up`` applied (a
+  node this change removes); the message names the closest node. Only here is
+  "a node of this stack" known: the program sees the config, not the state;
 - advisory ``vm-replacements``: every other VM replaced or deleted, counted
   per role; names in ``allow_replace`` that this change does not need.
 
@@ -24,6 +28,7 @@ that forces it), and the config change behind it: the stack output ``config``
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections import defaultdict
@@ -120,7 +125,8 @@ def config_changes(old: Optional[dict], new: Optional[dict]) -> list[tuple[str, 
         return None
 
     def walk(path: str, a: Any, b: Any) -> None:
-        if a == b:
+        # A field added to the model since the last up reads as null there: not a change of this config.
+        if a == b or (a in ("(absent)", None) and b in ("(absent)", None)):
             return
         ka, kb = keyed(a), keyed(b)
         if ka is not None or kb is not None:
@@ -237,6 +243,16 @@ def check(plan: dict) -> list[Finding]:
             hits[node].append((k, rname(step["urn"]), op, reason(step, destroyed), step["urn"]))
 
     findings: list[Finding] = []
+    for i, name in enumerate((new_cfg or {}).get("allow_replace") or ()):
+        if name in nodes:
+            continue
+        guess = difflib.get_close_matches(name, sorted(nodes), n=1, cutoff=0.6)
+        findings.append(Finding(
+            "allow-replace-names", MANDATORY,
+            f"allow_replace[{i}]: {name!r} is not a node of this stack (nor one the last up applied); "
+            + (f"did you mean {guess[0]}?" if guess else f"its nodes are {', '.join(sorted(nodes))}"),
+            (name,),
+        ))
     for node in sorted(hits):
         if not (holds_data(nodes.get(node)) or node in protected) or node in allow:
             continue
@@ -283,7 +299,7 @@ def check(plan: dict) -> list[Finding]:
             f"{len(vms)} VM(s) replaced or deleted: {counts}" + (f"; allowed by allow_replace: {', '.join(allowed)}" if allowed else ""),
             tuple(sorted(n for n, _, _ in vms)),
         ))
-    unused = sorted(allow - set(hits))
+    unused = sorted((allow & set(nodes)) - set(hits))
     if unused:
         findings.append(Finding(
             "vm-replacements", ADVISORY,

@@ -148,6 +148,25 @@ def test_an_unused_allow_list_entry_is_reported():
     ]
 
 
+def test_an_allow_list_entry_that_is_no_node_stops_the_change_naming_the_closest():
+    findings = plan.check(with_config(recorded("add-worker"), allow_replace=["worker4", "storag1", "zzz"]))
+    bad = [f for f in plan.mandatory(findings) if f.policy == "allow-replace-names"]
+    assert [f.message for f in bad] == [
+        "allow_replace[1]: 'storag1' is not a node of this stack (nor one the last up applied); did you mean storage1?",
+        "allow_replace[2]: 'zzz' is not a node of this stack (nor one the last up applied); its nodes are "
+        "infra-cluster, loadbalancer1, loadbalancer2, master1, master2, master3, postgresql1, storage1, worker1, worker2, worker3, worker4",
+    ]
+    assert all("\n" not in f.message for f in bad)
+    # A typo is not also reported as merely "unused".
+    assert not any("storag1" in f.message for f in findings if f.level == "advisory")
+
+
+def test_a_node_this_change_removes_may_be_named():
+    """storage1 is gone from the config but the last up applied it: allow_replace may name it."""
+    findings = plan.check(with_config(recorded("remove-storage"), allow_replace=["storage1"]))
+    assert not [f for f in findings if f.policy in ("allow-replace-names", "data-nodes-kept")], findings
+
+
 def _only(p: dict, keep) -> dict:
     p = copy.deepcopy(p)
     p["steps"] = [s for s in p["steps"] if s["op"] == "same" or keep(s)]
