@@ -50,6 +50,16 @@ mc_find_go() {
   return 0
 }
 
+# mc_airgapped -> 0 in air-gapped mode (MICROCLOUD_AIRGAPPED=1): nothing is downloaded
+mc_airgapped() { [[ ${MICROCLOUD_AIRGAPPED:-0} == 1 ]]; }
+
+# mc_cli_usable -> 0 if `pulumi` on PATH is at or above the pinned SDK's version
+mc_cli_usable() {
+  local v
+  v=$(PULUMI_SKIP_UPDATE_CHECK=true pulumi version 2>/dev/null) || return 1
+  [[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] && mc_version_ge "${v#v}" "$PULUMI_VERSION"
+}
+
 # mc_cli_cached CACHE -> 0 if a finished CLI build of CLI_VERSION is there
 mc_cli_cached() { [[ -f $1/pulumi-v$CLI_VERSION/stamp && -x $1/pulumi-v$CLI_VERSION/bin/pulumi ]]; }
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Install the provider plugins of pins.sh into this checkout's PULUMI_HOME
-# from the plugin directory, and name every one that is not there in ONE
-# message. Used by toolchain.sh (after it has the CLI) and by workspace.sh
-# (what `source .ci/env.sh` runs), so both say the same thing.
+# Install the provider plugins of pins.sh into this checkout's PULUMI_HOME,
+# each from the first of: already installed; the plugin directory; in
+# connected mode, the CLI's own download (`pulumi plugin install resource
+# NAME VERSION`, at most MICROCLOUD_PLUGIN_DOWNLOAD_TIMEOUT seconds, default
+# 120). Every one still missing is named in ONE message, with why. Air-gapped
+# mode (MICROCLOUD_AIRGAPPED=1) never downloads. Used by toolchain.sh (after
+# it has the CLI) and by workspace.sh (what `source .ci/env.sh` runs), so both
+# say the same thing.
 #
 #   bash .ci/plugins.sh [--with-kubernetes]      exit 0: all installed
 #                                                exit 3: some missing (listed on stderr)
@@ -28,7 +32,23 @@ CACHE=${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}
 PLUGIN_DIR=${MICROCLOUD_PLUGIN_DIR:-$CACHE/plugins}
 export PULUMI_HOME=${PULUMI_HOME:-$REPO/.pulumi-home}
 LOG=$PULUMI_HOME/plugin-install.log
+TIMEOUT=${MICROCLOUD_PLUGIN_DOWNLOAD_TIMEOUT:-120}
 log() { printf 'plugins: %s\n' "$*" >&2; }
+
+# download NAME VERSION -> 0 if the CLI downloaded and installed it; else the reason in $why
+download() {
+  local out rc=0
+  log "$1 v$2 is not in $PLUGIN_DIR: downloading it with the CLI (at most ${TIMEOUT}s)"
+  out=$(timeout --kill-after=5 "$TIMEOUT" pulumi plugin install resource "$1" "$2" 2>&1) || rc=$?
+  printf '%s\n' "$out" >>"$LOG"
+  ((rc == 0)) && installed "$1" "$2" && return 0
+  if ((rc == 124 || rc == 137)); then
+    why="download timed out after ${TIMEOUT}s"
+  else
+    why="download failed: $(grep -v '^[[:space:]]*$' <<<"$out" | tail -n 1 | cut -c1-200)"
+  fi
+  return 1
+}
 
 installed() { # name version
   local d=$PULUMI_HOME/plugins/resource-$1-v$2
@@ -41,21 +61,24 @@ installed() { # name version
 : "$WITH_K8S"
 list=("${PROVIDERS[@]}" "$KUBERNETES")
 
-missing=()
+missing=() reasons=()
+mkdir -p "$PULUMI_HOME"
 for p in "${list[@]}"; do
   read -r name ver <<<"$p"
   installed "$name" "$ver" && continue
   bin=$PLUGIN_DIR/$name-v$ver/pulumi-resource-$name
-  if [[ ! -x $bin ]]; then
-    missing+=("$name $ver")
-    continue
+  why=
+  if [[ -x $bin ]]; then
+    log "installing $name v$ver from $bin"
+    pulumi plugin install resource "$name" "$ver" --file "$bin" >>"$LOG" 2>&1 && continue
+    why="pulumi plugin install --file failed (see $LOG)"
+  elif [[ ${MICROCLOUD_AIRGAPPED:-0} == 1 ]]; then
+    why="not in the plugin directory; air-gapped: not downloaded"
+  else
+    download "$name" "$ver" && { log "downloaded $name v$ver"; continue; }
   fi
-  mkdir -p "$PULUMI_HOME"
-  log "installing $name v$ver from $bin"
-  if ! pulumi plugin install resource "$name" "$ver" --file "$bin" >>"$LOG" 2>&1; then
-    log "$name: pulumi plugin install failed (see $LOG)"
-    missing+=("$name $ver")
-  fi
+  missing+=("$name $ver")
+  reasons+=("$why")
 done
 
 # The versions above must be the ones the installed SDK wheels ask for (the venv may not exist yet).
@@ -73,12 +96,12 @@ if ((${#missing[@]})); then
   {
     echo "plugins: missing ${#missing[@]} provider plugin(s): ${names%, }."
     echo "plugins: put each binary at MICROCLOUD_PLUGIN_DIR/NAME-vVERSION/pulumi-resource-NAME, here:"
-    for p in "${missing[@]}"; do
-      read -r name ver <<<"$p"
-      echo "plugins:   $PLUGIN_DIR/$name-v$ver/pulumi-resource-$name"
+    for i in "${!missing[@]}"; do
+      read -r name ver <<<"${missing[$i]}"
+      echo "plugins:   $PLUGIN_DIR/$name-v$ver/pulumi-resource-$name  (${reasons[$i]})"
     done
     echo "plugins: (MICROCLOUD_PLUGIN_DIR=$PLUGIN_DIR; the providers' release archives carry these binaries;"
-    echo "plugins:  README 'Toolchain'), then run the same command again. Preview and up need all of them."
+    echo "plugins:  docs/toolchain.md), then run the same command again. Preview and up need all of them."
   } >&2
   exit 3
 fi

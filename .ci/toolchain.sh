@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Make the Pulumi CLI, its Python language host and the provider plugins that
-# requirements.txt pins available to this project, without get.pulumi.com or
-# GitHub downloads (neither is reachable from our machines).
+# requirements.txt pins available to this project: the normal Pulumi path for
+# a connected machine, and a fully offline one (air-gapped mode).
 #
-#   bash .ci/toolchain.sh [--with-kubernetes] [--strict] [--retry]
+#   bash .ci/toolchain.sh [--with-kubernetes] [--strict] [--retry] [--airgapped]
 #
-# The CLI (CLI_VERSION in pins.sh: the newest pkg/v3 the Go module proxy
-# serves, never older than the pinned SDK), in this order:
-#   1. `pulumi` already on PATH whose `pulumi version` is exactly CLI_VERSION;
-#   2. a finished build in the cache (stamp + `pulumi version` checked);
-#   3. the official release tarball, when its host answers within seconds;
+# Mode (said on the first line): connected by default; air-gapped with
+# --airgapped or MICROCLOUD_AIRGAPPED=1, where nothing is downloaded (no
+# release tarball, no plugin) and only local builds and directories are used.
+#
+# The CLI, in this order:
+#   1. `pulumi` already on PATH at or above the pinned SDK's version
+#      (PULUMI_VERSION in pins.sh), used as it is; an older one is named and
+#      passed over;
+#   2. a finished build of CLI_VERSION in the cache (stamp + version checked);
+#   3. connected only: the official release tarball of CLI_VERSION,
+#      checksum-verified, when its host answers within seconds
+#      (MICROCLOUD_PULUMI_RELEASES: an https mirror of that download);
 #   4. a build from Go modules: a wrapper module (in the cache, never in the
 #      repo) that requires github.com/pulumi/pulumi/pkg/v3 and sdk/v3 at one
 #      version and repeats pkg/v3's non-local replace directives, built like
@@ -35,9 +42,11 @@
 # air-gapped site brings the binaries of its own mirror, and the only source
 # of libvirt, command, random and tls here: their provider modules are not
 # served by the Go module proxy. kubernetes is built into it from Go modules
-# (--with-kubernetes; heavy: ~10 min and ~4 GB on 2 cores). Plugins that are
-# not there are named in one message; --strict (or MICROCLOUD_TOOLCHAIN_STRICT=1)
-# makes that an error (exit 3).
+# (--with-kubernetes; heavy: ~10 min and ~4 GB on 2 cores). In connected mode
+# a plugin the directory lacks is downloaded by the CLI itself (`pulumi plugin
+# install resource NAME VERSION`, bounded in time). Plugins still missing are
+# named in one message; --strict (or MICROCLOUD_TOOLCHAIN_STRICT=1) makes that
+# an error (exit 3).
 #
 # Idempotent. A warm run only checks stamps and versions (seconds). Progress
 # goes to stderr as short "toolchain.sh: ..." lines; Go's own output to
@@ -48,6 +57,7 @@
 #   MICROCLOUD_TOOLCHAIN_CACHE   cache root (default ~/.cache/microcloud-toolchain)
 #   MICROCLOUD_PLUGIN_DIR        plugin binaries (default $MICROCLOUD_TOOLCHAIN_CACHE/plugins)
 #   MICROCLOUD_WITH_KUBERNETES=1 same as --with-kubernetes
+#   MICROCLOUD_AIRGAPPED=1       same as --airgapped
 #   GO                           go binary (default: see mc_find_go in pins.sh)
 set -euo pipefail
 
@@ -75,6 +85,7 @@ for arg in "$@"; do
     --with-kubernetes) WITH_K8S=1 ;;
     --strict) STRICT=1 ;;
     --retry) RETRY=1 ;;
+    --airgapped) export MICROCLOUD_AIRGAPPED=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "toolchain.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
@@ -99,6 +110,11 @@ case $(uname -m) in
 esac
 
 mkdir -p "$CACHE" "$PULUMI_HOME" "$LOGS"
+if mc_airgapped; then
+  log "mode: air-gapped (MICROCLOUD_AIRGAPPED=1): nothing is downloaded; the CLI from PATH, the cache or Go modules, plugins from $PLUGIN_DIR"
+else
+  log "mode: connected: the CLI's release and missing plugins may be downloaded (MICROCLOUD_AIRGAPPED=1 for none)"
+fi
 
 # "Don't ask again for a while" markers for things the network refused.
 refused_recently() { # key what
@@ -175,13 +191,16 @@ langhost_update() { # version
   log "rebuilt the language host in $((SECONDS - start))s"
 }
 
+RELEASES=${MICROCLOUD_PULUMI_RELEASES:-https://get.pulumi.com/releases/sdk}
+[[ $RELEASES == https://* ]] || die "MICROCLOUD_PULUMI_RELEASES=$RELEASES is not an https URL"
 official_reachable() {
+  if mc_airgapped; then log "air-gapped: not asking for the official Pulumi release"; return 1; fi
   refused_recently official "the official Pulumi release download" && return 1
-  if curl -fsSI --connect-timeout 3 --max-time 6 -o /dev/null \
-      "https://get.pulumi.com/releases/sdk/pulumi-v$CLI_VERSION-linux-$ARCH.tar.gz" 2>/dev/null; then
+  if curl -fsSI --proto =https --connect-timeout 3 --max-time 6 -o /dev/null \
+      "$RELEASES/pulumi-v$CLI_VERSION-linux-$ARCH.tar.gz" 2>/dev/null; then
     return 0
   fi
-  mark_refused official "get.pulumi.com unreachable"
+  mark_refused official "$RELEASES unreachable or refused"
   log "the official Pulumi release download is unreachable; building from Go modules"
   return 1
 }
@@ -191,9 +210,9 @@ cli_from_official() { # version
   official_reachable || return 1
   log "downloading the official Pulumi v$v release"
   tmp=$(mktemp -d)
-  local base=https://get.pulumi.com/releases/sdk
-  if ! curl -fsSL --max-time 300 -o "$tmp/p.tgz" "$base/pulumi-v$v-linux-$ARCH.tar.gz" ||
-     ! curl -fsSL --max-time 60 -o "$tmp/sums" "$base/pulumi-$v-checksums.txt"; then
+  local base=$RELEASES
+  if ! curl -fsSL --proto =https --max-time 300 -o "$tmp/p.tgz" "$base/pulumi-v$v-linux-$ARCH.tar.gz" ||
+     ! curl -fsSL --proto =https --max-time 60 -o "$tmp/sums" "$base/pulumi-$v-checksums.txt"; then
     rm -rf "$tmp"; log "official download failed"; return 1
   fi
   want=$(awk -v f="pulumi-v$v-linux-$ARCH.tar.gz" '$2 == f {print $1}' "$tmp/sums")
@@ -260,24 +279,29 @@ cli_from_go() { # version
 }
 
 find_cli() { # sets BIN
-  local p dir=$CACHE/pulumi-v$CLI_VERSION
-  # 1. exactly the pin on PATH (not one of our own builds of another version)
-  if p=$(command -v pulumi 2>/dev/null) &&
-     [[ $(PULUMI_SKIP_UPDATE_CHECK=true pulumi version 2>/dev/null) == "v$CLI_VERSION" ]]; then
-    BIN=$(dirname "$(readlink -f "$p")"); log "using pulumi v$CLI_VERSION on PATH ($BIN)"; return 0
+  local p v dir=$CACHE/pulumi-v$CLI_VERSION
+  # 1. a CLI on PATH at or above the SDK's version, as it is
+  if p=$(command -v pulumi 2>/dev/null); then
+    v=$(PULUMI_SKIP_UPDATE_CHECK=true pulumi version 2>/dev/null || true)
+    if mc_cli_usable; then
+      BIN=$(dirname "$(readlink -f "$p")")
+      log "using pulumi $v on PATH ($BIN): at or above the pinned SDK $PULUMI_VERSION"
+      return 0
+    fi
+    log "pulumi on PATH ($p) is ${v:-of no version}, older than the pinned SDK $PULUMI_VERSION: not used"
   fi
   # 2. a finished build in the cache; 3./4. the official release, else Go modules
-  if cli_current "$CLI_VERSION"; then BIN=$dir/bin; return 0; fi
+  if cli_current "$CLI_VERSION"; then BIN=$dir/bin; log "using the cached pulumi v$CLI_VERSION ($BIN)"; return 0; fi
   exec 9>"$CACHE/.lock"; flock 9
-  if cli_current "$CLI_VERSION"; then BIN=$dir/bin; return 0; fi
+  if cli_current "$CLI_VERSION"; then BIN=$dir/bin; log "using the cached pulumi v$CLI_VERSION ($BIN)"; return 0; fi
   if cli_core_current "$CLI_VERSION" && [[ $(stamp_get "$dir" source) == go ]] &&
      langhost_update "$CLI_VERSION" && cli_current "$CLI_VERSION"; then
     BIN=$dir/bin; return 0
   fi
   if cli_from_official "$CLI_VERSION" || { cli_from_go "$CLI_VERSION" && cli_current "$CLI_VERSION"; }; then
-    BIN=$dir/bin; return 0
+    BIN=$dir/bin; log "using pulumi v$CLI_VERSION ($(stamp_get "$dir" source) build, $BIN)"; return 0
   fi
-  die "no Pulumi CLI v$CLI_VERSION: not on PATH, not cached, official download unreachable, Go build failed (logs: $LOGS)"
+  die "no Pulumi CLI: none on PATH at or above $PULUMI_VERSION, v$CLI_VERSION not cached, $(mc_airgapped && echo "no download in air-gapped mode" || echo "official download unreachable"), Go build failed (logs: $LOGS)"
 }
 
 BIN=
@@ -285,8 +309,10 @@ find_cli
 printf '%s\n' "$BIN" >"$POINTER"
 # The same environment .ci/env.sh gives a shell (without its stacks and passphrase).
 case ":$PATH:" in *":$BIN:"*) ;; *) export PATH="$BIN:$PATH" ;; esac
-export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true PULUMI_IGNORE_AMBIENT_PLUGINS=true
-[[ $(pulumi version) == "v$CLI_VERSION" ]] || die "pulumi on PATH is $(pulumi version), not v$CLI_VERSION"
+export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_IGNORE_AMBIENT_PLUGINS=true
+mc_airgapped && export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+v=$(pulumi version)
+mc_version_ge "${v#v}" "$PULUMI_VERSION" || die "pulumi on PATH is $v, older than the pinned SDK $PULUMI_VERSION"
 [[ -x $BIN/pulumi-language-python ]] || command -v pulumi-language-python >/dev/null ||
   log "WARNING: no pulumi-language-python next to $BIN/pulumi or on PATH"
 
@@ -336,7 +362,7 @@ echo "language host: $(command -v pulumi-language-python || echo "$BIN/pulumi-la
 echo "PULUMI_HOME=$PULUMI_HOME"
 pulumi plugin ls
 if ((plugins_rc == 3)); then
-  echo "MISSING provider plugins (named above by plugins.sh; see README, Toolchain)"
+  echo "MISSING provider plugins (named above by plugins.sh; see docs/toolchain.md)"
   [[ $STRICT == 1 ]] && exit 3
 fi
 exit 0

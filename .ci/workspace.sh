@@ -4,7 +4,8 @@
 # `pulumi destroy -s dev` work in this checkout. Idempotent; a warm run
 # only looks at files (and asks the CLI its version).
 #
-#   1. the CLI of pins.sh is first on PATH (built by .ci/dev or .ci/toolchain.sh);
+#   1. a CLI at or above the pinned SDK's version is first on PATH (the one
+#      .ci/dev or .ci/toolchain.sh chose);
 #   2. the passphrase file PULUMI_CONFIG_PASSPHRASE_FILE exists: generated
 #      once (32 random bytes, base64, mode 0600), never printed;
 #   3. every stack with a Pulumi.<stack>.yaml here (dev, prod) exists in the
@@ -22,8 +23,8 @@ cd "$REPO"
 say() { printf 'env.sh: %s\n' "$*" >&2; }
 
 # --- 1. the CLI
-if [[ $(pulumi version 2>/dev/null) != "v$CLI_VERSION" ]]; then
-  say "no Pulumi CLI v$CLI_VERSION for this checkout yet: run bash .ci/dev (it builds or reuses the toolchain), then source .ci/env.sh again"
+if ! mc_cli_usable; then
+  say "no Pulumi CLI at or above the SDK's $PULUMI_VERSION for this checkout yet: run bash .ci/dev (it picks, builds or reuses one), then source .ci/env.sh again"
   exit 2
 fi
 

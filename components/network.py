@@ -63,7 +63,7 @@ class Networks(pulumi.ComponentResource):
         if not is_local(args.libvirt_uri):
             pulumi.log.warn(
                 f"{args.libvirt_uri} is another host: open forwarding between {', '.join(spec.cidrs)} on it yourself "
-                "(libvirt rejects new connections into a nat network from the others); see README, Networks",
+                "(libvirt rejects new connections into a nat network from the others); see docs/networks.md",
                 resource=self,
             )
             return None

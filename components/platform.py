@@ -139,7 +139,7 @@ class GitOps:
 
 @dataclass(frozen=True)
 class PlatformArgs:
-    """The platform layer's inputs (see README "Platform").
+    """The platform layer's inputs (see docs/platform.md).
 
     ``http_nodeport``/``https_nodeport`` are the NodePorts HAProxy targets
     (cfg.load_balancer.ingress_http_nodeport / ingress_https_nodeport).

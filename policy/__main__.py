@@ -2,7 +2,7 @@
 
 The checks are pure functions in ``rules.py`` (unit-tested); this file only
 registers them. What the engine's resource validation cannot see here is
-said in README ("Policy pack"): it has no step operation (create, replace,
+said in docs/policies.md: it has no step operation (create, replace,
 delete) and gets secrets already unwrapped, so replacement and secret
 checks need the preview's own JSON instead.
 """

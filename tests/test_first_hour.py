@@ -73,6 +73,8 @@ def _copy(base: Path) -> tuple[Path, dict]:
     # A stray passphrase in the user's shell must not win over the file env.sh sets.
     env["PULUMI_CONFIG_PASSPHRASE"] = "stray-passphrase-from-another-project"
     env["MICROCLOUD_PASSPHRASE_FILE"] = str(base / "config" / "passphrase")
+    # Nothing may leave the machine: any plugin download the CLI attempts goes to a closed port here.
+    env["PULUMI_PLUGIN_DOWNLOAD_URL_OVERRIDES"] = ".*=http://127.0.0.1:9"
     if bin_dir.parent.name.startswith("pulumi-v"):
         # A fresh clone has no .pulumi-home/toolchain-bin: env.sh finds the cached build itself.
         env["MICROCLOUD_TOOLCHAIN_CACHE"] = str(bin_dir.parent.parent)
@@ -96,11 +98,12 @@ def _assert_set_up(out: str, passphrase: Path) -> None:
 
 
 def test_env_sh_then_preview_gets_past_login_stack_and_passphrase(tmp_path):
-    """Empty plugin dir: env.sh names all five plugins in one message; preview stops at plugins, not before."""
+    """Air-gapped, empty plugin dir: env.sh names all five plugins in one message; preview stops at plugins, not before."""
     work, env = _copy(tmp_path)
     empty = tmp_path / "no-plugins"
     empty.mkdir()
     env["MICROCLOUD_PLUGIN_DIR"] = str(empty)
+    env["MICROCLOUD_AIRGAPPED"] = "1"
     # The passphrase goes into a directory that exists (like /tmp or ~/.config): its mode is not env.sh's business.
     (tmp_path / "config").mkdir(mode=0o755)
     (tmp_path / "config").chmod(0o755)
@@ -122,6 +125,8 @@ def test_env_sh_then_preview_gets_past_login_stack_and_passphrase(tmp_path):
         assert f"{name} {ver}" in missing[0], missing[0]
         assert f"{empty}/{name}-v{ver}/pulumi-resource-{name}" in res.stderr, out
     assert "MICROCLOUD_PLUGIN_DIR" in res.stderr, out
+    assert "env.sh: mode: air-gapped" in res.stderr, out
+    assert res.stderr.count("(not in the plugin directory; air-gapped: not downloaded)") == len(_wanted_plugins()), out
 
     # The passphrase: generated once, owner-only; the backend and the stacks: in the project.
     assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600

@@ -14,18 +14,18 @@ directory this test writes; nothing leaves the machine.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import stat
 import subprocess
-import threading
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from loopback import serve
 
 pytestmark = pytest.mark.toolchain
 
@@ -91,17 +91,6 @@ def _publish(proxy: Path, path: str, version: str, files: dict[str, str]) -> Non
     _zip_module(d / f"{version}.zip", path, version, files)
 
 
-class _Proxy(http.server.SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def log_message(self, *args) -> None:  # quiet; requests are recorded instead
-        pass
-
-    def do_GET(self) -> None:
-        self.requests.append(self.path)
-        super().do_GET()
-
-
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory) -> Iterator[tuple[str, list[str], Path]]:
     """A GOPROXY on 127.0.0.1 serving greet v1.0.0 and hello v1.2.3 (whose go.sum pins greet)."""
@@ -122,17 +111,9 @@ def proxy(tmp_path_factory) -> Iterator[tuple[str, list[str], Path]]:
     go_sum = f"{GREET[0]} {GREET[1]} {meta['Sum']}\n{GREET[0]} {GREET[1]}/go.mod {meta['GoModSum']}\n"
     _publish(root, *HELLO, {"go.mod": HELLO_GO_MOD, "go.sum": go_sum, "main.go": HELLO_MAIN})
 
-    requests: list[str] = []
-    handler = type("Handler", (_Proxy,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests, base
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    routes = {f"/{p.relative_to(root)}": p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with serve(routes) as host:
+        yield host.base, host.requests, base
 
 
 def _go_env(modcache: Path, goproxy: str) -> dict[str, str]:

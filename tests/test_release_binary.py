@@ -13,14 +13,11 @@ key. Nothing leaves the machine.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import socket
-import ssl
 import subprocess
 import tarfile
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -28,6 +25,7 @@ import pytest
 
 from components.config import ConfigError, CorednsBinary, NodeExporterBinary, check_local_files, parse_config
 from harness import stack_model
+from loopback import Redirect, serve
 
 pytestmark = pytest.mark.validators
 
@@ -61,45 +59,10 @@ def sha(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def release_host(tmp_path_factory) -> Iterator[dict]:
     """https://127.0.0.1:PORT serving FILES; /redirect sends to http://; every request is recorded."""
-    d = tmp_path_factory.mktemp("tls")
-    subj = ["-subj", "/CN=microcloud test release host", "-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-days", "1", "-keyout", d / "key.pem", "-out", d / "cert.pem", *subj],
-                   check=True, capture_output=True)
-    requests: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            if self.path == "/redirect/coredns-1.12.1":
-                self.send_response(302)
-                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/v1.12.1/coredns-1.12.1")
-                self.end_headers()
-                return
-            body = FILES.get(self.path)
-            if body is None:
-                self.send_error(404, "Not Found")
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield {"base": f"https://127.0.0.1:{server.server_address[1]}", "ca": str(d / "cert.pem"), "requests": requests}
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    routes = dict(FILES)
+    with serve(routes, tls_dir=tmp_path_factory.mktemp("tls")) as h:
+        routes["/redirect/coredns-1.12.1"] = Redirect(h.base.replace("https://", "http://") + "/v1.12.1/coredns-1.12.1")
+        yield {"base": h.base, "ca": h.ca, "requests": h.requests}
 
 
 @pytest.fixture()
