@@ -31,6 +31,18 @@ def toolchain_bin() -> Optional[Path]:
     return None
 
 
+def require_toolchain() -> Path:
+    """toolchain_bin(), or fail naming the fix (skip only with MICROCLOUD_SKIP_ENGINE=1)."""
+    import pytest
+
+    bin_dir = toolchain_bin()
+    if bin_dir is None:
+        if os.environ.get("MICROCLOUD_SKIP_ENGINE") == "1":
+            pytest.skip("MICROCLOUD_SKIP_ENGINE=1 and no Pulumi toolchain: run bash .ci/dev")
+        pytest.fail("no Pulumi toolchain for this checkout: run bash .ci/dev (README's first line)")
+    return bin_dir
+
+
 def cli_env(base: Path, bin_dir: Path, **extra_env: str) -> dict:
     """The environment for ``pulumi`` on a throwaway file backend in ``base/state`` (made here)."""
     (base / "state").mkdir(parents=True)

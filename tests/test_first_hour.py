@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import project_copy, toolchain_bin
+from cli import project_copy, require_toolchain
 from harness import ROOT
 
 pytestmark = pytest.mark.engine
@@ -42,12 +42,7 @@ NOT_SET_UP = (
 
 
 def _toolchain() -> Path:
-    bin_dir = toolchain_bin()
-    if bin_dir is None:
-        if os.environ.get("MICROCLOUD_SKIP_ENGINE") == "1":
-            pytest.skip("MICROCLOUD_SKIP_ENGINE=1 and no Pulumi toolchain: run bash .ci/dev")
-        pytest.fail("no Pulumi toolchain for this checkout: run bash .ci/dev (README's first line)")
-    return bin_dir
+    return require_toolchain()
 
 
 def _wanted_plugins() -> dict[str, str]:

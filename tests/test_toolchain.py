@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import toolchain_bin
+from cli import require_toolchain
 from loopback import Hang, Status, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,12 +191,7 @@ def test_a_plain_http_release_mirror_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ the plugins (the real CLI)
 def _real_cli() -> Path:
-    bin_dir = toolchain_bin()
-    if bin_dir is None:
-        if os.environ.get("MICROCLOUD_SKIP_ENGINE") == "1":
-            pytest.skip("MICROCLOUD_SKIP_ENGINE=1 and no Pulumi toolchain: run bash .ci/dev")
-        pytest.fail("no Pulumi toolchain for this checkout: run bash .ci/dev (README's first line)")
-    return bin_dir
+    return require_toolchain()
 
 
 def _fake_plugin(name: str) -> bytes:
