@@ -32,7 +32,7 @@ from pulumi_command import remote
 
 from . import specs
 from .config import NodeConfig, StackConfig, file_sha256
-from .config.services import K3sArtifact
+from .config import K3sArtifact
 from .day2 import Connection
 from .render import k3s
 

@@ -10,14 +10,17 @@ and turns any mistake into one line without a traceback.
     network        NetworkConfig (+ Dhcp, DnsHost)
     nodes          NodeConfig (+ DataDisk), memory per role, reserved names
     load_balancer  LoadBalancerConfig (+ VrrpConfig)
-    services       images, ssh, dns/CoreDNS, ntp, k3s, Flatcar updates
+    images         ImageConfig (the OS images), UpdatesConfig (Flatcar updates and reboots)
+    access         SshConfig: the login user and the people's SSH keys
+    infra          the infra node's services: CorednsBinary, DnsConfig, NtpConfig
+    k3s            K3sConfig and K3sArtifact (pinned binary and airgap images)
     monitoring     the node_exporter binary of the VMs outside the cluster
     platform       charts, GitOps, the platform layer's settings
     stack          StackConfig and vrrp_priority
     checks         cross-field checks
     errors         ConfigError, key naming (nodes by name), suggestions
     loader         parse_config, load, the stack-key check, local files
-    doc            the README config table, generated from the model
+    doc            the config table of docs/config.md, generated from the model
 """
 
 from .base import (
@@ -38,10 +41,14 @@ from .errors import CONFIG_KEY, ConfigError, StackKeyError
 from .load_balancer import LoadBalancerConfig, VrrpConfig
 from .monitoring import MonitoringConfig, NodeExporterBinary
 from .platform import ChartConfig, GitOpsConfig, PlatformConfig
-from .loader import check_local_files, check_stack_keys, fail, file_sha256, load, parse_config
+from .artifacts import PinnedFile, ReleaseBinary, file_sha256
+from .loader import check_local_files, check_stack_keys, fail, load, parse_config
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
-from .services import CorednsBinary, DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
+from .access import SshConfig
+from .images import ImageConfig, UpdatesConfig
+from .infra import CorednsBinary, DnsConfig, NtpConfig
+from .k3s import K3sArtifact, K3sConfig
 from .stack import StackConfig, vrrp_priority
 
 __all__ = [
@@ -79,6 +86,9 @@ __all__ = [
     "OsName",
     "Role",
     "SshConfig",
+    "K3sArtifact",
+    "PinnedFile",
+    "ReleaseBinary",
     "StackConfig",
     "StackKeyError",
     "UpdatesConfig",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import typing
 from inspect import isclass
 from typing import Any, Iterable, NoReturn, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from .artifacts import file_sha256
 from .checks import cross_check
 from .errors import CONFIG_KEY, ConfigError, StackKeyError, closest, node_labels, unknown_key_message
 from .stack import StackConfig

@@ -15,7 +15,10 @@ from .network import NetworkConfig
 from .nodes import NodeConfig
 from .monitoring import MonitoringConfig
 from .platform import PlatformConfig
-from .services import DnsConfig, ImageConfig, K3sConfig, NtpConfig, SshConfig, UpdatesConfig
+from .access import SshConfig
+from .images import ImageConfig, UpdatesConfig
+from .infra import DnsConfig, NtpConfig
+from .k3s import K3sConfig
 
 
 class StackConfig(_Model):

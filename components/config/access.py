@@ -1,0 +1,32 @@
+"""How people and the day-2 commands reach the nodes: the login user and SSH keys."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from .base import _Model
+
+
+class SshConfig(_Model):
+    user: str = Field(default="core", description="Login user on every node (never root; no password anywhere).")
+    public_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Extra OpenSSH public keys for people. A generated ED25519 key is always installed (the day-2 commands need a private key Pulumi holds); its private key is the secret stack output `ssh_private_key`.",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", v) or v == "root":
+            raise ValueError(f"{v!r} is not a valid non-root login name")
+        return v
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for key in v:
+            if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", key):
+                raise ValueError(f"{key[:30]!r}... is not an OpenSSH public key")
+        return v

@@ -1,0 +1,44 @@
+"""The infra node's services: CoreDNS (its binary and forwarders) and chrony's upstream servers."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from .artifacts import ReleaseBinary
+from .base import _Model
+
+
+class CorednsBinary(ReleaseBinary):
+    """The CoreDNS binary copied to the infra node: no container runtime, no registry."""
+
+    NAME: ClassVar[str] = "coredns"
+    LABEL: ClassVar[str] = "CoreDNS"
+    SCRIPT: ClassVar[str] = ".ci/coredns.sh"
+    BUILD_DIR: ClassVar[str] = "coredns-{version}"
+
+    version: str = Field(default="v1.12.1", description="Exact CoreDNS release, e.g. `v1.12.1` (what `.ci/coredns.sh` builds from Go modules).")
+
+
+class DnsConfig(_Model):
+    forwarders: tuple[ipaddress.IPv4Address, ...] = Field(
+        min_length=1, description="Upstream resolvers (IPv4) of the infra node's CoreDNS for names outside `domain`."
+    )
+    coredns: CorednsBinary = Field(default=CorednsBinary(), description="The CoreDNS binary uploaded to the infra node.")
+
+
+class NtpConfig(_Model):
+    upstream: tuple[str, ...] = Field(
+        min_length=1, description="Upstream NTP servers (hostnames or IPv4) of the infra node's chrony; every other node syncs from the infra node."
+    )
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            if not re.match(r"^[A-Za-z0-9.-]+$", s):
+                raise ValueError(f"{s!r} is not a hostname or IPv4 address")
+        return v
