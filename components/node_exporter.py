@@ -15,10 +15,9 @@ domain id: a rebuilt VM gets it all again.
 
 from __future__ import annotations
 
-import ipaddress
 import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import pulumi
 from pulumi_command import remote
@@ -26,8 +25,11 @@ from pulumi_command import remote
 from .config import K3S_ROLES, StackConfig, file_sha256
 from .config.monitoring import NodeExporterBinary
 from .day2 import Connection, apply_file, install_script
+from .render.firewalld import firewalld_script, tracks_connections
 from .render.node_exporter import (
     NODE_EXPORTER_PORT,
+    binary_check,
+    metrics_check,
     SERVICE_USER,
     UNIT_NAME,
     NodeExporterUnitSpec,
@@ -40,42 +42,6 @@ LIB_DIR = "/usr/local/lib/microcloud"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 UNIT = UNIT_NAME.removesuffix(".service")
 SYSUSERS_PATH = "/etc/sysusers.d/microcloud-node-exporter.conf"
-
-# Present once nf_conntrack is loaded (a firewall that tracks connections).
-CONNTRACK_TABLE = "/proc/sys/net/netfilter/nf_conntrack_max"
-CONNTRACK_REPORT = "microcloud-conntrack="
-
-# The node's own /metrics, with whichever HTTP client the image has: curl
-# (Rocky/Alma: curl-minimal), wget, else python3 (always there: cloud-init
-# is Python; the Debian test image has neither curl nor wget).
-FETCH = (
-    "fetch() { "
-    "if command -v curl >/dev/null 2>&1; then curl -fsS --max-time 5 \"$1\"; "
-    "elif command -v wget >/dev/null 2>&1; then wget -q -T 5 -O - \"$1\"; "
-    "else python3 -c 'import sys, urllib.request; "
-    "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \"$1\"; fi; }"
-)
-
-
-def binary_check(target: str, version: str) -> str:
-    """Shell: the installed binary runs and is ``version``.
-
-    Whole output first, then match: ``--version | grep -q`` could SIGPIPE it.
-    """
-    return f'v=$({target} --version 2>&1) && case "$v" in "node_exporter, version {version.lstrip("v")} "*) true;; *) false;; esac'
-
-
-def metrics_check(version: str) -> str:
-    """Shell (inside day2's verify, ``$path`` = the installed unit): ``/metrics`` answers on the
-    address the unit listens on, from the exporter of ``version``.
-
-    The address is read back from the unit, so the check fetches exactly what
-    Prometheus will.
-    """
-    addr = "a=$(sed -n 's/^ *--web.listen-address=\\([^ ]*\\).*$/\\1/p' \"$path\")"
-    build_info = f'^node_exporter_build_info{{.*version="{version.lstrip("v")}"'
-    return f'{{ {FETCH}; {addr} && [ -n "$a" ] && fetch "http://$a/metrics" | grep -q {shlex.quote(build_info)}; }}'
-
 
 def monitored_nodes(cfg: StackConfig) -> list[str]:
     """The VMs outside the cluster that get node_exporter: the load balancers and the infra node."""
@@ -91,66 +57,6 @@ def scrape_sources(cfg: StackConfig) -> tuple[str, ...]:
     """
     nets = {n.network for n in cfg.nodes if n.role in K3S_ROLES}
     return tuple(str(cfg.network_by_name[name].cidr) for name in sorted(nets))
-
-
-def firewalld_commands(
-    node: str,
-    port: int,
-    sources: Sequence[str],
-    conntrack_table: str = CONNTRACK_TABLE,
-    without_firewalld: str = "the node_exporter unit itself admits only the scraper networks",
-) -> str:
-    """Shell (as root) that opens ``port``/tcp to ``sources`` only, in firewalld's default zone,
-    then reports whether the node has a conntrack table (last stdout line
-    ``microcloud-conntrack=yes|no``, read by ``tracks_connections``).
-
-    Rich rules (not a zone of its own: a source bound to another zone would
-    change what else those networks reach). Rules for the port from sources
-    no longer listed are removed, so the command converges. A node without a
-    running firewalld needs nothing: the unit's own IPAddressAllow applies.
-    The table is looked for after first boot and after firewalld has its
-    rules (firewalld loads nf_conntrack), never loaded here.
-    ``without_firewalld`` says, on a node without it, what limits the port instead.
-    """
-    rules = [
-        f'rule family="ipv4" source address="{ipaddress.IPv4Network(s, strict=False)}" port port="{port}" protocol="tcp" accept'
-        for s in sources
-    ]
-    want = "\n".join(rules)
-    lines = [
-        "set -eu",
-        f"node={shlex.quote(node)}",
-        # First boot may still be installing packages (firewalld among them).
-        "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi",
-        f"report() {{ if [ -e {shlex.quote(conntrack_table)} ]; then echo {CONNTRACK_REPORT}yes; else echo {CONNTRACK_REPORT}no; fi; }}",
-        "if ! command -v firewall-cmd >/dev/null 2>&1 || ! systemctl is-active -q firewalld; then",
-        f'  echo "microcloud: $node: no firewalld running: {without_firewalld}"; report; exit 0',
-        "fi",
-        f"want={shlex.quote(want)}",
-        f"firewall-cmd --permanent --list-rich-rules | grep -F 'port port=\"{port}\" protocol=\"tcp\"' | "
-        "while IFS= read -r rule; do",
-        '  printf \'%s\\n\' "$want" | grep -qxF "$rule" || firewall-cmd -q --permanent --remove-rich-rule="$rule"',
-        "done",
-        'printf \'%s\\n\' "$want" | while IFS= read -r rule; do',
-        '  if [ -n "$rule" ]; then firewall-cmd -q --permanent --add-rich-rule="$rule"; fi',
-        "done",
-        "firewall-cmd -q --reload",
-        f"firewall-cmd --list-rich-rules | grep -qF 'port port=\"{port}\"' || "
-        f"{{ echo \"microcloud: $node: firewalld does not list the rule for port {port}\" >&2; exit 1; }}",
-        "report",
-    ]
-    return "\n".join(lines)
-
-
-def tracks_connections(stdout: Optional[str]) -> bool:
-    """What ``firewalld_commands`` reported: the node has a conntrack table."""
-    lines = (stdout or "").strip().splitlines()
-    return bool(lines) and lines[-1].strip() == f"{CONNTRACK_REPORT}yes"
-
-
-def firewalld_script(node: str, port: int, sources: Sequence[str], **kw: str) -> str:
-    """``firewalld_commands`` as the remote command runs it: as root."""
-    return "sudo sh -c " + shlex.quote(firewalld_commands(node, port, sources, **kw))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pulumi_command import remote
 
 from .config import K3S_ROLES, NodeConfig, StackConfig
 from .day2 import Connection, apply_file
-from .node_exporter import firewalld_script
+from .render.firewalld import firewalld_script
 from .render import k3s
 from .render import storage as st
 from .render.os_family import family_of

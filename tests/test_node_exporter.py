@@ -38,14 +38,13 @@ from components.node_exporter import (
     SYSUSERS_PATH,
     NodeExporters,
     NodeExportersArgs,
-    binary_check,
-    firewalld_commands,
-    metrics_check,
     monitored_nodes,
     scrape_sources,
-    tracks_connections,
 )
+from components.render.firewalld import firewalld_commands, tracks_connections
 from components.render.node_exporter import (
+    binary_check,
+    metrics_check,
     CONNTRACK_COLLECTOR,
     NODE_EXPORTER_PORT,
     SERVICE_USER,

@@ -176,7 +176,7 @@ def test_in_the_whole_program_storage_commands_wait_for_the_domains():
 
 def test_nfs_is_opened_in_firewalld_to_the_export_networks_only_on_packaged_os():
     """A storage node on EL9/Debian: 2049/tcp opened (where firewalld runs) to exactly the export's clients."""
-    from components.node_exporter import firewalld_script
+    from components.render.firewalld import firewalld_script
     from components.storage import NFS_PORT, plan
 
     opened = 0

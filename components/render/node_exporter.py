@@ -1,4 +1,4 @@
-"""Prometheus node_exporter on the VMs outside the cluster (load balancers, infra node): its systemd unit.
+"""Prometheus node_exporter on the VMs outside the cluster (load balancers, infra node): its systemd unit and the on-node checks of the binary and /metrics.
 
 The in-cluster Prometheus scrapes ``<node ip>:9100``. The exporter listens
 on the node's own address only (never 0.0.0.0: a load balancer also holds
@@ -22,6 +22,7 @@ explicitly below.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from dataclasses import dataclass
 
 NODE_EXPORTER_PORT = 9100
@@ -200,3 +201,35 @@ def render_unit(spec: NodeExporterUnitSpec) -> str:
         ]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
+
+
+# The node's own /metrics, with whichever HTTP client the image has: curl
+# (Rocky/Alma: curl-minimal), wget, else python3 (always there: cloud-init
+# is Python; the Debian test image has neither curl nor wget).
+FETCH = (
+    "fetch() { "
+    "if command -v curl >/dev/null 2>&1; then curl -fsS --max-time 5 \"$1\"; "
+    "elif command -v wget >/dev/null 2>&1; then wget -q -T 5 -O - \"$1\"; "
+    "else python3 -c 'import sys, urllib.request; "
+    "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \"$1\"; fi; }"
+)
+
+
+def binary_check(target: str, version: str) -> str:
+    """Shell: the installed binary runs and is ``version``.
+
+    Whole output first, then match: ``--version | grep -q`` could SIGPIPE it.
+    """
+    return f'v=$({target} --version 2>&1) && case "$v" in "node_exporter, version {version.lstrip("v")} "*) true;; *) false;; esac'
+
+
+def metrics_check(version: str) -> str:
+    """Shell (inside day2's verify, ``$path`` = the installed unit): ``/metrics`` answers on the
+    address the unit listens on, from the exporter of ``version``.
+
+    The address is read back from the unit, so the check fetches exactly what
+    Prometheus will.
+    """
+    addr = "a=$(sed -n 's/^ *--web.listen-address=\\([^ ]*\\).*$/\\1/p' \"$path\")"
+    build_info = f'^node_exporter_build_info{{.*version="{version.lstrip("v")}"'
+    return f'{{ {FETCH}; {addr} && [ -n "$a" ] && fetch "http://$a/metrics" | grep -q {shlex.quote(build_info)}; }}'

@@ -215,7 +215,7 @@ def test_node_exporter_serves_the_vms_and_only_to_the_cluster_networks(stack):
     node every collector it runs succeeds, conntrack runs exactly where the node has a conntrack table,
     the systemd collector reaches PID 1 over D-Bus (haproxy's state on lb1), and port 9100 answers a
     K3s network's address but not the LB network's (the sandbox host, the peer LB)."""
-    from components.node_exporter import CONNTRACK_TABLE
+    from components.render.firewalld import CONNTRACK_TABLE
     from components.render.node_exporter import node_collectors
 
     _need_up(stack)
