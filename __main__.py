@@ -16,7 +16,7 @@ from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
 from components.platform import ChartSource, GitOps, Platform, PlatformArgs, chart_sources
 from components.render.node_exporter import NODE_EXPORTER_PORT
-from components.render.platform_values import CHARTS
+from components.chart_pins import CHARTS
 from components.secrets import Secrets, SecretsArgs
 from components.storage import Storage, StorageArgs
 

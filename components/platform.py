@@ -6,7 +6,7 @@ auth), Longhorn (the default StorageClass), an NFS StorageClass
 (nfs-subdir-external-provisioner), kube-prometheus-stack and Argo CD with a
 root Application (app-of-apps) over ``gitops/``. Charts come pinned from
 their repositories or from local chart directories / ``.tgz`` files
-(``ChartSource``); values come from ``components/render/platform_values``.
+(``ChartSource``); values come from ``components/render/platform/``.
 
 The provider renders charts without Helm hooks, so what a hook would have made
 (argocd-redis, argocd-secret) is made here from generated secrets, and
@@ -31,7 +31,7 @@ import pulumi_random as random
 import pulumi_tls as tls
 import yaml
 
-from components.render import platform_values as pv
+from components.render import platform as pv
 
 # The chart versions this program is written and tested against (pins and repositories: pv.CHARTS).
 CHART_VERSIONS: Mapping[str, str] = pv.CHART_VERSIONS

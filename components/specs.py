@@ -13,9 +13,10 @@ import re
 from typing import Mapping, Sequence
 
 from .config import K3S_ROLES, NodeConfig, StackConfig, vrrp_priority
-from .render import chrony, cloud_init, coredns, haproxy, ignition, k3s, keepalived, platform_values, storage
+from .render import chrony, cloud_init, coredns, haproxy, ignition, k3s, keepalived, storage
 from .render.network import NetworkSettings
 from .render.os_family import family_of
+from .render.platform.longhorn import LONGHORN_DISK_LABEL
 
 # Where the load balancers get the haproxy check; keepalived.conf tracks it.
 CHECK_SCRIPT = keepalived.CHECK_SCRIPT
@@ -244,7 +245,7 @@ def k3s_node_spec(cfg: StackConfig, node: NodeConfig, *, bootstrap: bool = False
     lone = len(cfg.servers) == 1 and node.role == "server"
     labels = {**node.labels}
     if node.uses_longhorn:
-        key, value = platform_values.LONGHORN_DISK_LABEL.split("=", 1)
+        key, value = LONGHORN_DISK_LABEL.split("=", 1)
         labels[key] = value
     return k3s.K3sNodeSpec(
         role="server" if node.role == "server" else "agent",

@@ -24,7 +24,7 @@ import pytest
 
 from cli import plugin_versions_missing, toolchain_bin
 from components.config import parse_config
-from components.render.platform_values import CHARTS
+from components.chart_pins import CHARTS
 from components.specs import k3s_bootstrap_server, k3s_install_order
 from harness import ROOT, stack_model
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from components.config import parse_config
-from components.render.platform_values import CHARTS
+from components.chart_pins import CHARTS
 from harness import Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph

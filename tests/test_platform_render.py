@@ -29,7 +29,7 @@ import yaml
 
 from components.config import StackConfig, parse_config
 from components.render import k3s
-from components.render import platform_values as pv
+from components.render import platform as pv
 from harness import EDGE_STACKS, stack_model
 
 CONFIGS: dict[str, StackConfig] = {n: parse_config(stack_model(n)) for n in ("dev", "prod", *EDGE_STACKS)}

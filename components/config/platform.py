@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..render.platform_values import CHARTS
+from ..chart_pins import CHARTS
 from .base import _Model, check_pinned
 
 # Generated passwords a keeper can rotate (components/platform.py ROTATABLE).

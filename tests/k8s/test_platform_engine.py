@@ -41,7 +41,7 @@ import pytest
 
 from cli import cli_env, plugin_versions_missing, toolchain_bin
 from components.platform import ARGOCD_PART_OF, CHART_VERSIONS, SEALING_KEY_SECRET, TRAEFIK_AUTH_SECRET, TRAEFIK_CERT_SECRET
-from components.render import platform_values as pv
+from components.render import platform as pv
 from harness import ROOT
 
 from .cluster import ApiError, wait_for

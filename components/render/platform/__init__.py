@@ -1,0 +1,56 @@
+"""Helm values of the platform charts, as dicts, and the GitOps root app and alert rules: one module per chart.
+
+Each ``*_values(spec)`` returns the values handed to ``kubernetes.helm.v4.Chart``.
+Key paths follow the charts' values.yaml (checked against the chart
+directories in tests/test_platform_render.py): traefik 41.x, sealed-secrets
+2.x, argo-cd 10.x, kube-prometheus-stack 88.x, longhorn 1.10+,
+nfs-subdir-external-provisioner 4.x.
+
+The provider renders charts with Helm hooks disabled, so every value that
+only works through a hook is turned off here, and what the hook would have
+made is a Secret the program creates (the ``*_SECRET`` names).
+
+    traefik         Traefik: NodePorts behind HAProxy, default certificate, dashboard auth
+    sealed_secrets  Sealed Secrets and the sealing key Secret's metadata
+    argocd          Argo CD and the Secrets its hook Jobs would have made
+    gitops          the root Application (app-of-apps) and the GitOps alert rules
+    monitoring      kube-prometheus-stack: Grafana, the VMs' node-exporters, the alerts
+    longhorn        Longhorn, its StorageClass and its uninstall Job
+    nfs             nfs-subdir-external-provisioner
+    common          what several charts share (Ingress annotations, reclaim policy)
+
+The chart pins (``CHARTS``) live in ``components/chart_pins.py`` and are
+re-exported here with everything else, so ``platform.X`` names any of it.
+"""
+
+from components.chart_pins import CHART_VERSIONS, CHARTS, ChartPin
+
+from .argocd import (APPLICATION_HEALTH_LUA, ARGOCD_NAMESPACE, ARGOCD_REDIS_SECRET, ARGOCD_SECRET, ArgoCdSpec,
+                     argocd_host, argocd_values)
+from .common import TRAEFIK_TLS_ANNOTATIONS, ReclaimPolicy
+from .gitops import (APP_PROJECT, APPSET, CASCADE_FINALIZER, IN_CLUSTER, ROOT_APP, SYNC_WAVE, GitOpsAlertsSpec,
+                     GitOpsSpec, apply_patch_ops, gitops_alert_groups, render_gitops_rules, root_application,
+                     root_patch_ops)
+from .longhorn import (K3S_KUBELET_ROOT, LONGHORN_DATA_PATH, LONGHORN_DISK_LABEL, LONGHORN_MANAGER, LONGHORN_NAMESPACE,
+                       LONGHORN_STORAGE_CLASS, LONGHORN_UNINSTALL_JOB, LonghornSpec, longhorn_storage_class,
+                       longhorn_uninstall_job, longhorn_values)
+from .monitoring import (GRAFANA_ADMIN_KEYS, MONITORING_NAMESPACE, NODE_EXPORTER_JOB, MonitoringSpec, ScrapeTarget,
+                         admission_secret, grafana_claim, monitoring_values, node_exporter_scrape_configs, scrape_targets)
+from .nfs import NfsProvisionerSpec, nfs_provisioner_values
+from .sealed_secrets import (SEALED_SECRETS_CONTROLLER, SEALED_SECRETS_NAMESPACE, SEALING_KEY_LABEL, SealedSecretsSpec,
+                             sealed_secrets_values, sealing_key_metadata)
+from .traefik import TRAEFIK_DASHBOARD_MIDDLEWARE, TRAEFIK_NAMESPACE, TraefikSpec, traefik_values
+
+__all__ = [
+    "APPLICATION_HEALTH_LUA", "APPSET", "APP_PROJECT", "ARGOCD_NAMESPACE", "ARGOCD_REDIS_SECRET", "ARGOCD_SECRET",
+    "CASCADE_FINALIZER", "CHARTS", "CHART_VERSIONS", "GRAFANA_ADMIN_KEYS", "IN_CLUSTER", "K3S_KUBELET_ROOT",
+    "LONGHORN_DATA_PATH", "LONGHORN_DISK_LABEL", "LONGHORN_MANAGER", "LONGHORN_NAMESPACE", "LONGHORN_STORAGE_CLASS",
+    "LONGHORN_UNINSTALL_JOB", "MONITORING_NAMESPACE", "NODE_EXPORTER_JOB", "ROOT_APP", "SEALED_SECRETS_CONTROLLER",
+    "SEALED_SECRETS_NAMESPACE", "SEALING_KEY_LABEL", "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE",
+    "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec", "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec",
+    "MonitoringSpec", "NfsProvisionerSpec", "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec",
+    "admission_secret", "apply_patch_ops", "argocd_host", "argocd_values", "gitops_alert_groups", "grafana_claim",
+    "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values",
+    "nfs_provisioner_values", "node_exporter_scrape_configs", "render_gitops_rules", "root_application",
+    "root_patch_ops", "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",
+]
