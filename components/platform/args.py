@@ -1,0 +1,102 @@
+"""The platform layer's inputs (PlatformArgs), every mistake in them found before any resource (check_args)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.chart_pins import CHARTS
+from components.render.platform.longhorn import LONGHORN_DATA_PATH
+
+from .charts import ChartSource, chart_sources, needed_charts
+
+# Every generated password, by its key in PlatformArgs.rotation.
+ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
+_EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
+
+
+@dataclass(frozen=True)
+class DefaultCertificate:
+    """A supplied default TLS certificate for Traefik (PEM); the key is secret."""
+
+    cert_pem: pulumi.Input[str]
+    key_pem: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class GitOps:
+    """The Git repository Argo CD's root Application follows: ``<path>/root`` holds the ApplicationSet."""
+
+    repo_url: str
+    revision: str
+    path: str = "gitops"
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    """The platform layer's inputs (see docs/platform.md).
+
+    ``http_nodeport``/``https_nodeport`` are the NodePorts HAProxy targets
+    (cfg.load_balancer.ingress_http_nodeport / ingress_https_nodeport).
+    ``charts``: chart name -> ChartSource (``chart_sources``); all six pinned.
+    ``kubeconfig`` (secret) runs Longhorn's uninstall on destroy; needed
+    unless ``protect_data``.
+    ``service_monitors`` needs the monitoring CRDs (Argo CD then waits for
+    kube-prometheus-stack). ``skip_await`` does not wait for workloads to
+    become ready (an API server with no nodes).
+    ``argocd_password_mtime``: bump it with the password's rotation, Argo CD
+    then rejects tokens issued before it; a fixed value keeps re-previews empty.
+    ``protect_data`` (prod): the sealing key, Longhorn and Grafana's volume are
+    protected and kept on delete; storage classes retain volumes.
+    ``rotation``: keeper per generated password (keys ``ROTATABLE``); a new
+    value makes a new password on the next ``up``.
+    ``values``: extra Helm values per chart, merged over ours (site tweaks).
+    """
+
+    domain: str
+    http_nodeport: int
+    https_nodeport: int
+    provider: k8s.Provider
+    charts: Mapping[str, ChartSource] = field(default_factory=lambda: chart_sources(None))
+    kubeconfig: Optional[pulumi.Input[str]] = None
+    argocd: bool = True
+    keep_crds: bool = False
+    service_monitors: bool = True
+    skip_await: bool = False
+    traefik_replicas: int = 2
+    default_certificate: Optional[DefaultCertificate] = None
+    argocd_password_mtime: str = "2026-01-01T00:00:00Z"
+    longhorn_data_path: str = LONGHORN_DATA_PATH
+    longhorn_replicas: int = 3
+    nfs_server: Optional[str] = None
+    nfs_path: str = "/srv/nfs"
+    scrape_targets: Mapping[str, str] = field(default_factory=dict)
+    gitops: Optional[GitOps] = None
+    protect_data: bool = False
+    rotation: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def check_args(args: PlatformArgs) -> None:
+    """Every mistake in the inputs as one ValueError, before any resource is registered."""
+    for chart in needed_charts(args):
+        src = args.charts.get(chart)
+        if src is None:
+            raise ValueError(f"platform: chart {chart}: no source given (pinned version {CHARTS[chart].version})")
+        if not _EXACT_VERSION.fullmatch(src.version or ""):
+            raise ValueError(f"platform: chart {chart}: version {src.version!r} is not an exact version (pin one, e.g. "
+                             f"{CHARTS[chart].version})")
+    unknown = sorted(set(args.rotation) - set(ROTATABLE))
+    if unknown:
+        raise ValueError(f"platform: rotation: no generated password {', '.join(unknown)} (keepers: {', '.join(ROTATABLE)})")
+    unknown = sorted(set(args.values) - set(CHARTS))
+    if unknown:
+        raise ValueError(f"platform: values: no chart named {', '.join(unknown)}")
+    if not args.protect_data and args.kubeconfig is None:
+        raise ValueError("platform: kubeconfig is needed to run Longhorn's uninstall on destroy (or set protect_data)")
+    if args.gitops is not None and not args.argocd:
+        raise ValueError("platform: gitops needs argocd")
