@@ -14,14 +14,11 @@ from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
 from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
-from components.platform import ChartSource, GitOps, Platform, PlatformArgs, chart_sources
-from components.render.node_exporter import NODE_EXPORTER_PORT
-from components.chart_pins import CHARTS
+from components.platform import Platform, platform_args
 from components.secrets import Secrets, SecretsArgs
 from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
-nodes_by_name = {n.name: n for n in cfg.nodes}
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
 provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
 # NoCloud seed images are written here, on this machine, then uploaded.
@@ -121,46 +118,18 @@ if cfg.k3s.enabled:
 
 platform = None
 if cluster is not None and cfg.platform.enabled:
-    pc = cfg.platform
-    # Chart sources: the stack's overrides, else $MICROCLOUD_CHART_DIR/<name>-<version>
-    # (an air-gapped site's unpacked charts), else each chart's pinned repository.
-    chart_root = os.environ.get("MICROCLOUD_CHART_DIR") or os.path.expanduser("~/.cache/microcloud-charts")
-    charts = chart_sources(
-        chart_root,
-        {
-            name: ChartSource(
-                version=c.version or CHARTS[name].version,
-                repo=c.repo,
-                path=os.path.expanduser(c.path) if c.path else None,
-            )
-            for name, c in pc.charts.items()
-        },
+    platform_inputs = platform_args(
+        cfg,
+        provider=kube,
+        kubeconfig=cluster.kubeconfig,
+        nfs_path=storage.nfs_path,
+        longhorn_path=storage.longhorn_path,
+        monitored=watched,
     )
-    longhorn_nodes = [n for n in cfg.nodes if n.uses_longhorn]
-    storage_node = next(iter(cfg.nodes_with("storage")), None)
     try:
         platform = Platform(
             "platform",
-            PlatformArgs(
-                domain=cfg.domain,
-                # The NodePorts HAProxy targets: one source of truth.
-                http_nodeport=cfg.load_balancer.ingress_http_nodeport,
-                https_nodeport=cfg.load_balancer.ingress_https_nodeport,
-                provider=kube,
-                charts=charts,
-                kubeconfig=cluster.kubeconfig,
-                nfs_server=str(storage_node.ip) if storage_node is not None and storage.nfs_path else None,
-                nfs_path=storage.nfs_path or "/srv/nfs",
-                longhorn_data_path=storage.longhorn_path,
-                longhorn_replicas=pc.longhorn_replicas or max(1, min(3, len(longhorn_nodes))),
-                # The VMs outside the cluster, by their static addresses.
-                scrape_targets={name: f"{nodes_by_name[name].ip}:{NODE_EXPORTER_PORT}" for name in watched},
-                gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path) if pc.gitops else None,
-                protect_data=cfg.protect_data,
-                rotation=dict(pc.rotation),
-                argocd_password_mtime=pc.argocd_password_mtime,
-                values={name: dict(v) for name, v in pc.values.items()},
-            ),
+            platform_inputs,
             # Longhorn's data path and the NFS export must be mounted, and the
             # exporters answering, before the charts that use them start.
             opts=pulumi.ResourceOptions(depends_on=[storage, exporters]),

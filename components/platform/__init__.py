@@ -13,7 +13,7 @@ The provider renders charts without Helm hooks, so what a hook would have made
 Longhorn's pre-delete uninstall Job is run by a command on ``destroy``.
 
     component           the Platform ComponentResource: checks, chart sources, the addons in order
-    args                PlatformArgs and check_args
+    args                PlatformArgs, check_args, platform_args (the stack config as PlatformArgs)
     charts              ChartSource, chart_dir, chart_sources, merge_values, needed_charts
     sealed_secrets      the sealing key pair, its Secret, the controller
     traefik             the default certificate, the dashboard's auth, Traefik
@@ -31,7 +31,7 @@ import path, and Longhorn's delete command (in every stack's state) runs
 
 from components.chart_pins import CHART_VERSIONS, CHARTS
 
-from .args import ROTATABLE, DefaultCertificate, GitOps, PlatformArgs, check_args
+from .args import ROTATABLE, DefaultCertificate, GitOps, PlatformArgs, check_args, platform_args
 from .argocd import ARGOCD_PART_OF
 from .charts import ChartSource, chart_dir, chart_sources, merge_values, needed_charts
 from .component import ROTATION_ANNOTATION, Platform
@@ -45,5 +45,5 @@ __all__ = [
     "ARGOCD_PART_OF", "CHARTS", "CHART_VERSIONS", "GRAFANA_ADMIN_SECRET", "GRAFANA_CLAIM", "NFS_NAMESPACE", "ROTATABLE",
     "ROTATION_ANNOTATION", "SEALING_KEY_SECRET", "TRAEFIK_AUTH_SECRET", "TRAEFIK_CERT_SECRET", "ChartSource",
     "DefaultCertificate", "GitOps", "Platform", "PlatformArgs", "chart_dir", "chart_sources", "check_args",
-    "merge_values", "needed_charts", "uninstall_longhorn_main",
+    "merge_values", "needed_charts", "platform_args", "uninstall_longhorn_main",
 ]

@@ -1,18 +1,23 @@
-"""The platform layer's inputs (PlatformArgs), every mistake in them found before any resource (check_args)."""
+"""The platform layer's inputs (PlatformArgs), every mistake in them found before any resource (check_args), and the stack config mapped onto them (platform_args)."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.chart_pins import CHARTS
+from components.render.node_exporter import NODE_EXPORTER_PORT
 from components.render.platform.longhorn import LONGHORN_DATA_PATH
 
 from .charts import ChartSource, chart_sources, needed_charts
+
+if TYPE_CHECKING:
+    from components.config import StackConfig
 
 # Every generated password, by its key in PlatformArgs.rotation.
 ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
@@ -100,3 +105,58 @@ def check_args(args: PlatformArgs) -> None:
         raise ValueError("platform: kubeconfig is needed to run Longhorn's uninstall on destroy (or set protect_data)")
     if args.gitops is not None and not args.argocd:
         raise ValueError("platform: gitops needs argocd")
+
+
+def platform_args(
+    cfg: "StackConfig",
+    *,
+    provider: k8s.Provider,
+    kubeconfig: pulumi.Input[str],
+    nfs_path: Optional[str],
+    longhorn_path: str,
+    monitored: Iterable[str],
+) -> PlatformArgs:
+    """The stack config as PlatformArgs.
+
+    ``nfs_path``/``longhorn_path``: what the Storage component mounted (no
+    NFS export: no NFS StorageClass); ``monitored``: the nodes outside the
+    cluster whose node_exporter Prometheus scrapes.
+    """
+    pc = cfg.platform
+    # Chart sources: the stack's overrides, else $MICROCLOUD_CHART_DIR/<name>-<version>
+    # (an air-gapped site's unpacked charts), else each chart's pinned repository.
+    chart_root = os.environ.get("MICROCLOUD_CHART_DIR") or os.path.expanduser("~/.cache/microcloud-charts")
+    charts = chart_sources(
+        chart_root,
+        {
+            name: ChartSource(
+                version=c.version or CHARTS[name].version,
+                repo=c.repo,
+                path=os.path.expanduser(c.path) if c.path else None,
+            )
+            for name, c in pc.charts.items()
+        },
+    )
+    nodes_by_name = {n.name: n for n in cfg.nodes}
+    longhorn_nodes = [n for n in cfg.nodes if n.uses_longhorn]
+    storage_node = next(iter(cfg.nodes_with("storage")), None)
+    return PlatformArgs(
+        domain=cfg.domain,
+        # The NodePorts HAProxy targets: one source of truth.
+        http_nodeport=cfg.load_balancer.ingress_http_nodeport,
+        https_nodeport=cfg.load_balancer.ingress_https_nodeport,
+        provider=provider,
+        charts=charts,
+        kubeconfig=kubeconfig,
+        nfs_server=str(storage_node.ip) if storage_node is not None and nfs_path else None,
+        nfs_path=nfs_path or "/srv/nfs",
+        longhorn_data_path=longhorn_path,
+        longhorn_replicas=pc.longhorn_replicas or max(1, min(3, len(longhorn_nodes))),
+        # The VMs outside the cluster, by their static addresses.
+        scrape_targets={name: f"{nodes_by_name[name].ip}:{NODE_EXPORTER_PORT}" for name in monitored},
+        gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path) if pc.gitops else None,
+        protect_data=cfg.protect_data,
+        rotation=dict(pc.rotation),
+        argocd_password_mtime=pc.argocd_password_mtime,
+        values={name: dict(v) for name, v in pc.values.items()},
+    )
