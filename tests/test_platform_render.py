@@ -30,6 +30,7 @@ import yaml
 from components.config import StackConfig, parse_config
 from components.render import k3s
 from components.render import platform as pv
+from gitops_patch import apply_patch_ops
 from harness import EDGE_STACKS, stack_model
 
 CONFIGS: dict[str, StackConfig] = {n: parse_config(stack_model(n)) for n in ("dev", "prod", *EDGE_STACKS)}
@@ -636,17 +637,22 @@ def test_longhorn_and_nfs_values(name):
 # ------------------------------------------------------------------ promtool
 
 
+def render_gitops_rules(spec: pv.GitOpsAlertsSpec) -> str:
+    """The rule groups as a Prometheus rules file (what ``promtool check rules`` reads)."""
+    return yaml.safe_dump({"groups": pv.gitops_alert_groups(spec)}, sort_keys=True, default_flow_style=False)
+
+
 @validators
 def test_gitops_rules_pass_promtool_check(tmp_path):
     tool = need("promtool")
     path = tmp_path / "gitops.rules.yml"
-    path.write_text(pv.render_gitops_rules(pv.GitOpsAlertsSpec()))
+    path.write_text(render_gitops_rules(pv.GitOpsAlertsSpec()))
     res = subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     n = len(pv.gitops_alert_groups(pv.GitOpsAlertsSpec())[0]["rules"])
     assert f"SUCCESS: {n} rules found" in res.stdout
     # The check can fail: a broken expression.
-    path.write_text(pv.render_gitops_rules(pv.GitOpsAlertsSpec()).replace("> 0", "> > 0", 1))
+    path.write_text(render_gitops_rules(pv.GitOpsAlertsSpec()).replace("> 0", "> > 0", 1))
     assert subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True).returncode != 0
 
 
@@ -666,7 +672,7 @@ def test_gitops_alerts_fire_for_bad_apps_only(tmp_path):
     tool = need("promtool")
     spec = pv.GitOpsAlertsSpec()
     rules = {r["alert"]: r for r in pv.gitops_alert_groups(spec)[0]["rules"]}
-    (tmp_path / "rules.yml").write_text(pv.render_gitops_rules(spec))
+    (tmp_path / "rules.yml").write_text(render_gitops_rules(spec))
     longest = max(_minutes(r["for"]) for r in rules.values() if "for" in r)
     at = longest + 5
     window = _minutes(spec.failure_window)
@@ -737,7 +743,7 @@ def test_gitops_alerts_fire_for_bad_apps_only(tmp_path):
 def test_node_exporter_scrape_config_passes_promtool(name, tmp_path):
     tool = need("promtool")
     spec = monitoring_spec(CONFIGS[name])
-    (tmp_path / "rules.yml").write_text(pv.render_gitops_rules(spec.alerts))
+    (tmp_path / "rules.yml").write_text(render_gitops_rules(spec.alerts))
     conf = {
         "global": {"scrape_interval": "30s"},
         "rule_files": ["rules.yml"],
@@ -1027,7 +1033,7 @@ def test_root_application_patches_every_placeholder():
     (patch,) = app["spec"]["source"]["kustomize"]["patches"]
     appset = next(d for ds in gitops_docs("root").values() for d in ds if d.get("kind") == "ApplicationSet")
     assert patch["target"]["name"] == appset["metadata"]["name"]
-    out = pv.apply_patch_ops(appset, json.loads(patch["patch"]))
+    out = apply_patch_ops(appset, json.loads(patch["patch"]))
     text = json.dumps(out)
     assert "git.invalid" not in text, "a placeholder is left"
     assert out["spec"]["generators"][0]["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
@@ -1035,7 +1041,7 @@ def test_root_application_patches_every_placeholder():
     assert (out["spec"]["template"]["spec"]["source"]["repoURL"],
             out["spec"]["template"]["spec"]["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
     with pytest.raises(KeyError):
-        pv.apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
+        apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
     assert "finalizers" not in pv.root_application(dataclasses.replace(spec, cascade=False))["metadata"]
     for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space")):
         with pytest.raises(ValueError):

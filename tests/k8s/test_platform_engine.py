@@ -42,6 +42,7 @@ import pytest
 from cli import cli_env, plugin_versions_missing, toolchain_bin
 from components.platform import ARGOCD_PART_OF, CHART_VERSIONS, SEALING_KEY_SECRET, TRAEFIK_AUTH_SECRET, TRAEFIK_CERT_SECRET
 from components.render import platform as pv
+from gitops_patch import apply_patch_ops
 from harness import ROOT
 
 from .cluster import ApiError, wait_for
@@ -382,7 +383,7 @@ def test_root_app_and_gitops_accepted(run, k8s_cluster, k8s_namespace):
     assert kinds == {"ApplicationSet", "AppProject"}, kinds
     for f, obj in root:
         if obj["kind"] == "ApplicationSet" and obj["metadata"]["name"] == patch["target"]["name"]:
-            obj = pv.apply_patch_ops(obj, ops)
+            obj = apply_patch_ops(obj, ops)
             assert obj["spec"]["generators"][0]["git"]["repoURL"] == GIT_REPO
         status, body = dry_run(k8s_cluster, obj, obj["metadata"]["namespace"])
         if status >= 300:

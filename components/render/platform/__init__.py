@@ -29,8 +29,7 @@ from .argocd import (APPLICATION_HEALTH_LUA, ARGOCD_NAMESPACE, ARGOCD_REDIS_SECR
                      argocd_host, argocd_values)
 from .common import TRAEFIK_TLS_ANNOTATIONS, ReclaimPolicy
 from .gitops import (APP_PROJECT, APPSET, CASCADE_FINALIZER, IN_CLUSTER, ROOT_APP, SYNC_WAVE, GitOpsAlertsSpec,
-                     GitOpsSpec, apply_patch_ops, gitops_alert_groups, render_gitops_rules, root_application,
-                     root_patch_ops)
+                     GitOpsSpec, gitops_alert_groups, root_application, root_patch_ops)
 from .longhorn import (K3S_KUBELET_ROOT, LONGHORN_DATA_PATH, LONGHORN_DISK_LABEL, LONGHORN_MANAGER, LONGHORN_NAMESPACE,
                        LONGHORN_STORAGE_CLASS, LONGHORN_UNINSTALL_JOB, LonghornSpec, longhorn_storage_class,
                        longhorn_uninstall_job, longhorn_values)
@@ -49,8 +48,8 @@ __all__ = [
     "SEALED_SECRETS_NAMESPACE", "SEALING_KEY_LABEL", "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE",
     "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec", "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec",
     "MonitoringSpec", "NfsProvisionerSpec", "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec",
-    "admission_secret", "apply_patch_ops", "argocd_host", "argocd_values", "gitops_alert_groups", "grafana_claim",
+    "admission_secret", "argocd_host", "argocd_values", "gitops_alert_groups", "grafana_claim",
     "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values",
-    "nfs_provisioner_values", "node_exporter_scrape_configs", "render_gitops_rules", "root_application",
+    "nfs_provisioner_values", "node_exporter_scrape_configs", "root_application",
     "root_patch_ops", "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",
 ]

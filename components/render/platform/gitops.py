@@ -6,8 +6,6 @@ import json
 from dataclasses import dataclass
 from typing import Optional
 
-import yaml
-
 from .argocd import ARGOCD_NAMESPACE
 
 ROOT_APP = "root"
@@ -86,27 +84,6 @@ def root_application(spec: GitOpsSpec) -> dict:
     }
 
 
-def apply_patch_ops(obj: dict, ops: list[dict]) -> dict:
-    """What Kustomize does with ``root_patch_ops`` (replace only; a missing path is an error, as in Kustomize)."""
-    import copy
-
-    out = copy.deepcopy(obj)
-    for op in ops:
-        if op["op"] != "replace":
-            raise ValueError(f"gitops: only replace ops, not {op['op']}")
-        *parents, last = [p for p in op["path"].split("/")[1:]]
-        node = out
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        if isinstance(node, list):
-            node[int(last)] = op["value"]
-        elif last in node:
-            node[last] = op["value"]
-        else:
-            raise KeyError(f"gitops: no {op['path']} to replace")
-    return out
-
-
 # ------------------------------------------------------------------ GitOps alerts
 
 
@@ -176,8 +153,3 @@ def gitops_alert_groups(spec: GitOpsAlertsSpec) -> list[dict]:
         ),
     ]
     return [{"name": "microcloud-gitops", "rules": rules}]
-
-
-def render_gitops_rules(spec: GitOpsAlertsSpec) -> str:
-    """The rule groups as a Prometheus rules file (what ``promtool check rules`` reads)."""
-    return yaml.safe_dump({"groups": gitops_alert_groups(spec)}, sort_keys=True, default_flow_style=False)
