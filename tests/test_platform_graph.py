@@ -1,4 +1,4 @@
-"""The Platform component (components/platform.py) under Pulumi mocks: its graph, not the charts' contents.
+"""The Platform component (components/platform/) under Pulumi mocks: its graph, not the charts' contents.
 
 Chart directories are stand-ins (a Chart.yaml each) in a temp dir: under
 mocks a helm.v4.Chart registers as one resource and renders nothing. What the

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from ..chart_pins import CHARTS
 from .base import _Model, check_pinned
 
-# Generated passwords a keeper can rotate (components/platform.py ROTATABLE).
+# Generated passwords a keeper can rotate (components/platform/args.py ROTATABLE).
 ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
 _EXACT = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 

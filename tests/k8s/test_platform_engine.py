@@ -1,4 +1,4 @@
-"""The platform layer (components/platform.py) under the real Pulumi CLI against the test Kubernetes API.
+"""The platform layer (components/platform/) under the real Pulumi CLI against the test Kubernetes API.
 
 tests/k8s/platform_program is copied into a temp dir (the passphrase provider
 writes its salt into the stack file) with the checkout's venv linked and the
