@@ -229,7 +229,10 @@ cli_from_go() { # version
   refused_recently "pkg-v$v" "github.com/pulumi/pulumi/pkg/v3@v$v" && return 1
   go_env
   log "resolving github.com/pulumi/pulumi/pkg/v3@v$v"
-  pkgmod=$(mc_mod_json "github.com/pulumi/pulumi/pkg/v3@v$v") && pkgmod=$(mc_json_field "$pkgmod" GoMod) || pkgmod=
+  local pkgjson pkgdir
+  pkgjson=$(mc_mod_json "github.com/pulumi/pulumi/pkg/v3@v$v") || pkgjson=
+  pkgmod=$(mc_json_field "$pkgjson" GoMod)
+  pkgdir=$(mc_json_field "$pkgjson" Dir)
   if [[ -z $pkgmod || ! -f $pkgmod ]]; then
     log "the module proxy does not serve github.com/pulumi/pulumi/pkg/v3@v$v"
     mark_refused "pkg-v$v" "pkg/v3@v$v not served"
@@ -261,6 +264,10 @@ cli_from_go() { # version
     printf 'require (\n\tgithub.com/pulumi/pulumi/pkg/v3 v%s\n\tgithub.com/pulumi/pulumi/sdk/v3 v%s\n)\n\n' "$v" "$v"
     if [[ -n $replaces ]]; then printf '%s\n' "$replaces"; fi
   } >"$work/cli/go.mod"
+  # Upstream's go.sum (pkg/v3's and sdk/v3's) seeds the wrapper's: the same dependency
+  # graph, so `go mod tidy` checks every module against those sums and asks the checksum
+  # database for none (it is not always reachable: a cold build once failed on one lookup).
+  cat "$pkgdir/go.sum" "$sdkdir/go.sum" 2>/dev/null | sort -u >"$work/cli/go.sum"
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"\n' >"$work/cli/tools.go"
   detail "wrapper go.mod: go $gover; replaces: ${replaces:-none}"
   (cd "$work/cli" && mc_offline_first "$GO" mod tidy &&
