@@ -7,13 +7,20 @@ Machines with a warm module cache never saw it. These tests run the helper the
 way node-exporter.sh and actionlint.sh do (mc_cached_build + mc_build_upstream)
 on a small pinned module that a module proxy on 127.0.0.1 serves, with an
 empty GOMODCACHE: cold (downloads what is missing), warm (no go, no request),
-rebuilt from the module cache with the proxy gone, refused (named), and
---cached-only. The proxy is a plain HTTP server of the GOPROXY protocol over a
-directory this test writes; nothing leaves the machine.
+rebuilt from the module cache with the proxy gone, refused (named),
+--cached-only, and cached but never checked against the checksum database
+(the etcd case: offline, the go command asks the database directly, which a
+machine that reaches only the proxy cannot; the helper must go online, where
+the database is asked through the proxy). The proxy is a plain HTTP server of
+the GOPROXY protocol over a directory this test writes, with a checksum
+database (a signed one-level transparency log, signed by openssl's ed25519)
+under its /sumdb/ path; nothing leaves the machine.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -82,6 +89,53 @@ def _zip_module(dest: Path, path: str, version: str, files: dict[str, str]) -> N
             z.writestr(f"{path}@{version}/{name}", text)
 
 
+# The database's name is also its direct address (https://NAME): a closed port on
+# loopback, which is what sum.golang.org is to a machine that reaches only the
+# module proxy. (An explicit URL in GOSUMDB would bypass the proxy altogether.)
+SUMDB = "127.0.0.1:9"
+
+
+def _ed25519(tmp: Path) -> tuple[bytes, callable]:
+    """A fresh ed25519 key made by openssl: (raw public key, sign(message) -> raw signature)."""
+    key = tmp / "sumdb.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key], check=True, capture_output=True)
+    der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    msg = tmp / "msg"
+
+    def sign(message: bytes) -> bytes:
+        msg.write_bytes(message)
+        return subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", key, "-in", msg], check=True,
+                              capture_output=True).stdout
+
+    return der[-32:], sign
+
+
+def _checksum_db(tmp: Path, records: list[str]) -> tuple[str, dict[str, bytes]]:
+    """A checksum database of `records` (go.sum lines of one module each): (GOSUMDB key, routes under /sumdb/NAME).
+
+    The layout of golang.org/x/mod/sumdb: a record's leaf hash is
+    SHA-256(0x00 || record), the tree of two leaves SHA-256(0x01 || left || right),
+    the hash tile of level 0 holds the leaves, the signed tree head is a note
+    ("go.sum database tree", size, root) signed as "— NAME base64(keyhash || sig)".
+    """
+    assert len(records) == 2
+    pub, sign = _ed25519(tmp)
+    alg_pub = b"\x01" + pub
+    keyhash = hashlib.sha256(SUMDB.encode() + b"\n" + alg_pub).digest()[:4]
+    verifier = f"{SUMDB}+{keyhash.hex()}+{base64.b64encode(alg_pub).decode()}"
+    leaves = [hashlib.sha256(b"\x00" + r.encode()).digest() for r in records]
+    root = hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    tree = f"go.sum database tree\n{len(records)}\n{base64.b64encode(root).decode()}\n".encode()
+    note = tree + "\n\u2014 {} {}\n".format(SUMDB, base64.b64encode(keyhash + sign(tree)).decode()).encode()
+    base = f"/sumdb/{SUMDB}"
+    routes = {f"{base}/supported": b"", f"{base}/latest": note, f"{base}/tile/8/0/000.p/2": leaves[0] + leaves[1]}
+    for i, r in enumerate(records):
+        path, version = r.split()[:2]
+        routes[f"{base}/lookup/{path}@{version}"] = f"{i}\n{r}\n".encode() + note
+    return verifier, routes
+
+
 def _publish(proxy: Path, path: str, version: str, files: dict[str, str]) -> None:
     d = proxy / path / "@v"
     d.mkdir(parents=True, exist_ok=True)
@@ -103,23 +157,29 @@ def proxy(tmp_path_factory) -> Iterator[tuple[str, list[str], Path]]:
     scratch = base / "sums"
     scratch.mkdir()
     env = _go_env(base / "sums-mod", f"file://{root}")
-    out = subprocess.run([GO, "mod", "download", "-json", "@".join(GREET)], cwd=scratch, env=env,
-                         capture_output=True, text=True, timeout=120)
-    _chmod_rw(base / "sums-mod")
-    meta = json.loads(out.stdout)
-    assert "Error" not in meta, meta
-    go_sum = f"{GREET[0]} {GREET[1]} {meta['Sum']}\n{GREET[0]} {GREET[1]}/go.mod {meta['GoModSum']}\n"
-    _publish(root, *HELLO, {"go.mod": HELLO_GO_MOD, "go.sum": go_sum, "main.go": HELLO_MAIN})
+
+    def go_sum(mod: tuple[str, str]) -> str:
+        out = subprocess.run([GO, "mod", "download", "-json", "@".join(mod)], cwd=scratch, env=env,
+                             capture_output=True, text=True, timeout=120)
+        _chmod_rw(base / "sums-mod")
+        meta = json.loads(out.stdout)
+        assert "Error" not in meta, meta
+        return f"{mod[0]} {mod[1]} {meta['Sum']}\n{mod[0]} {mod[1]}/go.mod {meta['GoModSum']}\n"
+
+    greet_sum = go_sum(GREET)
+    _publish(root, *HELLO, {"go.mod": HELLO_GO_MOD, "go.sum": greet_sum, "main.go": HELLO_MAIN})
+    verifier, sumdb = _checksum_db(base, [greet_sum, go_sum(HELLO)])
 
     routes = {f"/{p.relative_to(root)}": p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    with serve(routes) as host:
-        yield host.base, host.requests, base
+    with serve({**routes, **sumdb}) as host:
+        yield host.base, host.requests, verifier
 
 
 def _go_env(modcache: Path, goproxy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
     env.update(
         GOMODCACHE=str(modcache),
+        GOPATH=str(modcache.parent / "gopath"),   # the checksum database's tree head is kept in GOPATH/pkg/sumdb
         GOPROXY=goproxy,
         GONOSUMDB="example.test",   # the module is ours: no checksum database to ask
         GOPRIVATE="",
@@ -140,13 +200,13 @@ def _chmod_rw(tree: Path) -> None:
 @pytest.fixture()
 def cold(proxy, tmp_path) -> Iterator[dict]:
     """An empty module cache and an empty build-output cache for one test."""
-    url, requests, _ = proxy
+    url, requests, verifier = proxy
     script = tmp_path / "hello.sh"
     script.write_text(SCRIPT)
     env = _go_env(tmp_path / "gomod", url)
     env.update(REPO=str(ROOT), CACHE=str(tmp_path / "cache"))
     requests.clear()
-    yield {"env": env, "script": script, "requests": requests, "tmp": tmp_path}
+    yield {"env": env, "script": script, "requests": requests, "tmp": tmp_path, "sumdb": verifier}
     _chmod_rw(tmp_path / "gomod")
 
 
@@ -195,6 +255,77 @@ def test_rebuild_from_the_module_cache_needs_no_proxy(cold):
     assert binary.is_file()
     assert "downloading" not in proc.stderr
     assert cold["requests"] == []
+
+
+# k8s.sh's wrapper module, for the test module: requires it, seeded with a go.sum
+# that lacks its dependency, as etcd's go.sum lacks etcd's sibling modules (local
+# replaces upstream).
+WRAPPER = r"""#!/usr/bin/env bash
+set -euo pipefail
+source "$REPO/.ci/pins.sh"
+source "$REPO/.ci/lib/gomod.sh"
+MC_LOG_NAME=wrapper.sh
+mc_go_setup
+up=$(mc_mod_dir example.test/hello@v1.2.3)
+src=$CACHE/wrapper
+rm -rf "$src"; mkdir -p "$src"
+printf 'module microcloud.local/hello\n\ngo 1.22\n\nrequire example.test/hello v1.2.3\n' >"$src/go.mod"
+grep -v '^example.test/greet ' "$up/go.sum" >"$src/go.sum" || true
+cd "$src" && mc_offline_first "$GO" build -o "$CACHE/hello" example.test/hello
+"""
+
+
+def _wrapper(ctx: dict, **env: str) -> subprocess.CompletedProcess:
+    script = ctx["tmp"] / "wrapper.sh"
+    script.write_text(WRAPPER)
+    return subprocess.run(["bash", str(script)], env={**ctx["env"], **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cached_modules_the_checksum_database_never_saw_go_online(cold):
+    """etcd's case: modules in the cache but in no go.sum; offline, go asks the database directly."""
+    first = _wrapper(cold)   # the database off for example.test: the cache is filled, nothing vouched for
+    assert first.returncode == 0, first.stderr
+    binary = cold["tmp"] / "cache" / "hello"
+    binary.unlink()
+    cold["requests"].clear()
+    # The database switched on: directly it cannot be reached, through the proxy it can.
+    db = {"GONOSUMDB": "", "GOSUMDB": cold["sumdb"]}
+    proc = _wrapper(cold, **db)
+    assert proc.returncode == 0, proc.stderr
+    assert subprocess.run([binary], capture_output=True, text=True).stdout == "hello dev greetings\n"
+    assert ("wrapper.sh: not all modules in Go's module cache are checked against the checksum database: "
+            "asking it through GOPROXY") in proc.stderr
+    assert f"/sumdb/{SUMDB}/supported" in cold["requests"]
+    assert f"/sumdb/{SUMDB}/lookup/example.test/greet@v1.0.0" in cold["requests"]
+    assert _zips(cold["requests"]) == []   # the modules themselves came from the cache
+    # Vouched for once (the answer is cached), the next build is offline again.
+    binary.unlink()
+    cold["requests"].clear()
+    again = _wrapper(cold, **db)
+    assert again.returncode == 0, again.stderr
+    assert binary.is_file()
+    assert cold["requests"] == []
+    assert "checksum database" not in again.stderr
+
+
+def test_going_online_for_the_checksum_database_still_verifies(cold, tmp_path):
+    """The online retry asks the database; a tree head it cannot verify stops the build."""
+    assert _wrapper(cold).returncode == 0
+    binary = cold["tmp"] / "cache" / "hello"
+    binary.unlink()
+    cold["requests"].clear()
+    # The same database name with another key: the served tree heads carry no signature it trusts.
+    other = tmp_path / "other-key"
+    other.mkdir()
+    pub, _ = _ed25519(other)
+    alg_pub = b"\x01" + pub
+    keyhash = hashlib.sha256(SUMDB.encode() + b"\n" + alg_pub).digest()[:4]
+    proc = _wrapper(cold, GONOSUMDB="", GOSUMDB=f"{SUMDB}+{keyhash.hex()}+{base64.b64encode(alg_pub).decode()}")
+    assert proc.returncode != 0
+    assert f"/sumdb/{SUMDB}/lookup/example.test/hello@v1.2.3" in cold["requests"]
+    assert "verifying" in proc.stderr and "no verifiable signatures" in proc.stderr
+    assert not binary.exists()
 
 
 def test_a_version_the_proxy_refuses_is_named(cold):

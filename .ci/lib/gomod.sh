@@ -13,6 +13,14 @@
 # served the module (tests/test_gomod.py runs this file against an empty
 # GOMODCACHE and a module proxy on loopback so that cannot come back).
 #
+# The checksum database is the other thing an offline run can lack. A module
+# that is in the cache but in no go.sum (etcd's sibling modules: its go.sum
+# replaces them with local directories) is checked against GOSUMDB, and with
+# GOPROXY=off the go command asks the database directly instead of through
+# the proxy; a machine that reaches the proxy only fails with "verifying
+# module: ... dial tcp". That is a miss too: online, the go command asks the
+# database through GOPROXY (the proxy protocol's /sumdb/ endpoint).
+#
 # The caller names itself in MC_LOG_NAME ("node-exporter.sh: ..." lines on
 # stderr). Functions return non-zero after saying why; none prints a secret.
 #
@@ -47,15 +55,25 @@ mc_go_setup() {
   export GO GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${MC_GOFLAGS:--mod=mod} -buildvcs=false"
 }
 
-# Both streams of a failed GOPROXY=off run are searched for the reason.
+# Both streams of a failed GOPROXY=off run are searched for the reason: a
+# module missing from the cache, or a checksum the database was never asked
+# for (any "verifying" failure offline; a real mismatch fails online again).
 _mc_offline_miss() { grep -qsE 'GOPROXY=off|module lookup disabled' "$@"; }
+_mc_offline_unverified() { grep -qsE 'verifying [^ ]+: |verifying module' "$@"; }
 
 mc_offline_first() {
-  local out err rc=0
+  local out err rc=0 why=
   out=$(mktemp) err=$(mktemp)
   GOPROXY=off "$@" >"$out" 2>"$err" || rc=$?
-  if ((rc != 0)) && _mc_offline_miss "$out" "$err"; then
-    mc_log "not all modules are in Go's module cache: downloading them"
+  if ((rc != 0)); then
+    if _mc_offline_miss "$out" "$err"; then
+      why="not all modules are in Go's module cache: downloading them"
+    elif _mc_offline_unverified "$out" "$err"; then
+      why="not all modules in Go's module cache are checked against the checksum database: asking it through GOPROXY"
+    fi
+  fi
+  if [[ -n $why ]]; then
+    mc_log "$why"
     rc=0
     "$@" >"$out" 2>"$err" || rc=$?
   fi
