@@ -10,9 +10,11 @@ from pydantic import Field, field_validator, model_validator
 from ..chart_pins import CHARTS
 from .base import _Model, check_pinned
 
-# Generated passwords a keeper can rotate (components/platform/args.py ROTATABLE).
+# Every generated password a keeper can rotate, by its key in the config's
+# `platform.rotation` and in PlatformArgs.rotation (the platform layer reads both from here).
 ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
-_EXACT = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
+# An exact chart version (no range, no v): what the config and PlatformArgs accept (fullmatch).
+EXACT_CHART_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 
 
 class ChartConfig(_Model):
@@ -27,7 +29,7 @@ class ChartConfig(_Model):
     def _version(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
             check_pinned(v, "chart version")
-            if not _EXACT.match(v):
+            if not EXACT_CHART_VERSION.fullmatch(v):
                 raise ValueError(f"{v!r} is not an exact chart version like 41.3.0 (no ranges)")
         return v
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
@@ -11,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.chart_pins import CHARTS
+from components.config.platform import EXACT_CHART_VERSION, ROTATABLE
 from components.render.node_exporter import NODE_EXPORTER_PORT
 from components.render.platform.longhorn import LONGHORN_DATA_PATH
 
@@ -19,9 +19,6 @@ from .charts import ChartSource, chart_sources, needed_charts
 if TYPE_CHECKING:
     from components.config import StackConfig
 
-# Every generated password, by its key in PlatformArgs.rotation.
-ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
-_EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ def check_args(args: PlatformArgs) -> None:
         src = args.charts.get(chart)
         if src is None:
             raise ValueError(f"platform: chart {chart}: no source given (pinned version {CHARTS[chart].version})")
-        if not _EXACT_VERSION.fullmatch(src.version or ""):
+        if not EXACT_CHART_VERSION.fullmatch(src.version or ""):
             raise ValueError(f"platform: chart {chart}: version {src.version!r} is not an exact version (pin one, e.g. "
                              f"{CHARTS[chart].version})")
     unknown = sorted(set(args.rotation) - set(ROTATABLE))
