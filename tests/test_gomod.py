@@ -111,6 +111,13 @@ def _ed25519(tmp: Path) -> tuple[bytes, callable]:
     return der[-32:], sign
 
 
+def _verifier(pub: bytes) -> str:
+    """The GOSUMDB key of SUMDB for an ed25519 public key: NAME+keyhash+base64(0x01 || key)."""
+    alg_pub = b"\x01" + pub
+    keyhash = hashlib.sha256(SUMDB.encode() + b"\n" + alg_pub).digest()[:4]
+    return f"{SUMDB}+{keyhash.hex()}+{base64.b64encode(alg_pub).decode()}"
+
+
 def _checksum_db(tmp: Path, records: list[str]) -> tuple[str, dict[str, bytes]]:
     """A checksum database of `records` (go.sum lines of one module each): (GOSUMDB key, routes under /sumdb/NAME).
 
@@ -121,9 +128,8 @@ def _checksum_db(tmp: Path, records: list[str]) -> tuple[str, dict[str, bytes]]:
     """
     assert len(records) == 2
     pub, sign = _ed25519(tmp)
-    alg_pub = b"\x01" + pub
-    keyhash = hashlib.sha256(SUMDB.encode() + b"\n" + alg_pub).digest()[:4]
-    verifier = f"{SUMDB}+{keyhash.hex()}+{base64.b64encode(alg_pub).decode()}"
+    verifier = _verifier(pub)
+    keyhash = bytes.fromhex(verifier.split("+")[1])
     leaves = [hashlib.sha256(b"\x00" + r.encode()).digest() for r in records]
     root = hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
     tree = f"go.sum database tree\n{len(records)}\n{base64.b64encode(root).decode()}\n".encode()
@@ -319,9 +325,7 @@ def test_going_online_for_the_checksum_database_still_verifies(cold, tmp_path):
     other = tmp_path / "other-key"
     other.mkdir()
     pub, _ = _ed25519(other)
-    alg_pub = b"\x01" + pub
-    keyhash = hashlib.sha256(SUMDB.encode() + b"\n" + alg_pub).digest()[:4]
-    proc = _wrapper(cold, GONOSUMDB="", GOSUMDB=f"{SUMDB}+{keyhash.hex()}+{base64.b64encode(alg_pub).decode()}")
+    proc = _wrapper(cold, GONOSUMDB="", GOSUMDB=_verifier(pub))
     assert proc.returncode != 0
     assert f"/sumdb/{SUMDB}/lookup/example.test/hello@v1.2.3" in cold["requests"]
     assert "verifying" in proc.stderr and "no verifiable signatures" in proc.stderr
