@@ -44,7 +44,7 @@ def boot_to_ssh(stack: Stack, name: str, ip: str, prefix: str, timeout: float = 
     t0 = time.monotonic()
     assert stack.sandbox.virsh("start", dom).returncode == 0
     while time.monotonic() - t0 < timeout:
-        if stack.ssh(ip, "true", timeout=20).returncode == 0:
+        if stack.ssh(ip, "true", timeout=20, attempts=1).returncode == 0:
             return time.monotonic() - t0
         time.sleep(1)
     raise RuntimeError(f"{name} did not answer SSH in {timeout}s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,13 @@ from .sandbox import Sandbox
 PLUGINS = ("command", "libvirt", "random", "tls")
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-    "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
 ]
+# What ssh prints when it never reached the remote command (exit status 255).
+SSH_CONNECT_FAILURE = re.compile(
+    r"Connection timed out|banner exchange|kex_exchange_identification|Connection refused|"
+    r"Connection reset|Connection closed by|No route to host"
+)
 
 
 def missing_plugins() -> list[str]:
@@ -111,5 +117,15 @@ class Stack:
             path.chmod(0o600)
         return path
 
-    def ssh(self, ip: str, command: str, user: str = "core", timeout: float = 60) -> subprocess.CompletedProcess:
-        return self.sandbox.run(["ssh", *SSH_OPTS, "-i", str(self.key_file()), f"{user}@{ip}", command], timeout=timeout)
+    def ssh(self, ip: str, command: str, user: str = "core", timeout: float = 60,
+            attempts: int = 4) -> subprocess.CompletedProcess:
+        """Run `command` on the node. A connection that fails before the command runs (ssh's own exit
+        status 255 with a connection error: a busy emulated VM can take more than ConnectTimeout to send
+        its banner) is tried again, up to `attempts` times; any answer from the command is final."""
+        cmd = ["ssh", *SSH_OPTS, "-i", str(self.key_file()), f"{user}@{ip}", command]
+        for attempt in range(1, attempts + 1):
+            res = self.sandbox.run(cmd, timeout=timeout)
+            if res.returncode != 255 or not SSH_CONNECT_FAILURE.search(res.stderr) or attempt == attempts:
+                return res
+            time.sleep(5)
+        return res
