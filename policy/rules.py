@@ -7,9 +7,12 @@ from typing import Any, Iterator, Optional
 
 # A default provider's name (the engine makes one per package and version).
 DEFAULT_PROVIDER = re.compile(r"^default(_\d+_\d+_\d+.*)?$")
+# The pack runs without the program, so it keeps its own copies of two of the config's rules;
+# tests/test_policy.py asserts they agree. An exact chart version: the config's
+# EXACT_CHART_VERSION, with the leading v other programs' charts may carry.
 EXACT = re.compile(r"^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?$")
 # A tag that moves (container images) and a path segment that does (OS image URLs:
-# the same rule as the config's; "stable" is a Flatcar channel host name there).
+# the config's UNPINNED_PATH; "stable" is a Flatcar channel host name there).
 MOVING_TAG = re.compile(r"^(latest|current|stable|edge|main|master|head)$", re.I)
 MOVING_PATH = re.compile(r"(^|[/:_.-])(latest|current)($|[/:_.-])", re.I)
 WORKLOADS = ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", "batch/v1:Job", "batch/v1:CronJob", "core/v1:Pod")

@@ -8,6 +8,7 @@ charts render against a real API server is tests/k8s/test_platform_engine.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pulumi
@@ -144,8 +145,22 @@ def test_chart_sources_prefers_the_local_directory(tmp_path):
 @pytest.mark.parametrize("version", ["^41.0.0", "41.x", "", ">=41.3.0", "latest"])
 def test_a_floating_version_is_refused(chart_paths, version):
     run = run_platform({**chart_paths, "traefik": ChartSource(version=version, repo=CHARTS["traefik"].repo)})
-    assert isinstance(run.error, ValueError) and "not an exact version" in str(run.error), run.error
+    # The config's own rule and words (components/config/platform.py), under the platform's prefix.
+    assert isinstance(run.error, ValueError), run.error
+    assert re.fullmatch(rf"platform: chart traefik: (chart version )?'{re.escape(version)}' is not (pinned|an exact chart version).*",
+                        str(run.error)), run.error
     assert "\n" not in str(run.error)
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"rotation": {"grafana": "2"}}, "platform: rotation: no generated password grafana (keepers: "),
+    ({"values": {"grafana": {"x": 1}}}, "platform: values: no chart named grafana (charts: "),
+])
+def test_platform_args_use_the_configs_rules(chart_paths, kw, words):
+    """PlatformArgs built without the stack config meet the config's own rules and words."""
+    run = run_platform(chart_paths, **kw)
+    assert isinstance(run.error, ValueError) and str(run.error).startswith(words), run.error
+    assert not run.by_type(CHART), "a chart was registered before the inputs were checked"
 
 
 def test_a_packaged_chart_is_checked_too(tmp_path):

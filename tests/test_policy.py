@@ -63,3 +63,13 @@ def test_container_images_have_an_exact_tag_or_digest(image, ok):
     assert (not got) == ok, got
     cron = {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}}
     assert (not _all(rules.pinned_versions, "kubernetes:batch/v1:CronJob", {"spec": cron})) == ok
+
+
+def test_the_packs_copies_of_the_configs_rules_agree():
+    """The pack runs without the program, so it copies two rules; a change to either side fails here."""
+    from components.config.base import UNPINNED_PATH
+    from components.config.platform import EXACT_CHART_VERSION
+
+    assert (rules.MOVING_PATH.pattern, rules.MOVING_PATH.flags) == (UNPINNED_PATH.pattern, UNPINNED_PATH.flags)
+    assert rules.EXACT.pattern == "^v?" + EXACT_CHART_VERSION.pattern + "$"
+    assert rules.EXACT.flags == EXACT_CHART_VERSION.flags

@@ -17,6 +17,30 @@ ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "
 EXACT_CHART_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 
 
+# The platform's rules, each written once: the config's validators and the platform layer's
+# check of PlatformArgs (which programs may build without the config) both call these.
+def check_chart_version(v: str) -> str:
+    """An exact chart version: no moving alias, no range, no leading v."""
+    check_pinned(v, "chart version")
+    if not EXACT_CHART_VERSION.fullmatch(v):
+        raise ValueError(f"{v!r} is not an exact chart version like 41.3.0 (no ranges)")
+    return v
+
+
+def check_known_charts(names) -> None:
+    """Every name is a chart this program pins."""
+    unknown = sorted(set(names) - set(CHARTS))
+    if unknown:
+        raise ValueError(f"no chart named {', '.join(unknown)} (charts: {', '.join(CHARTS)})")
+
+
+def check_keepers(names) -> None:
+    """Every name is a generated password a keeper can rotate."""
+    unknown = sorted(set(names) - set(ROTATABLE))
+    if unknown:
+        raise ValueError(f"no generated password {', '.join(unknown)} (keepers: {', '.join(ROTATABLE)})")
+
+
 class ChartConfig(_Model):
     """Where one chart comes from; default: `$MICROCLOUD_CHART_DIR/<name>-<version>` when present, else its pinned repository."""
 
@@ -27,11 +51,7 @@ class ChartConfig(_Model):
     @field_validator("version")
     @classmethod
     def _version(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            check_pinned(v, "chart version")
-            if not EXACT_CHART_VERSION.fullmatch(v):
-                raise ValueError(f"{v!r} is not an exact chart version like 41.3.0 (no ranges)")
-        return v
+        return v if v is None else check_chart_version(v)
 
     @field_validator("repo")
     @classmethod
@@ -97,9 +117,7 @@ class PlatformConfig(_Model):
     @field_validator("charts", "values")
     @classmethod
     def _known(cls, v: dict) -> dict:
-        unknown = sorted(set(v) - set(CHARTS))
-        if unknown:
-            raise ValueError(f"no chart named {', '.join(unknown)} (charts: {', '.join(CHARTS)})")
+        check_known_charts(v)
         return v
 
     @field_validator("argocd_password_mtime")
@@ -112,7 +130,5 @@ class PlatformConfig(_Model):
     @field_validator("rotation")
     @classmethod
     def _rotation(cls, v: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(v) - set(ROTATABLE))
-        if unknown:
-            raise ValueError(f"no generated password {', '.join(unknown)} (keepers: {', '.join(ROTATABLE)})")
+        check_keepers(v)
         return v

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.chart_pins import CHARTS
-from components.config.platform import EXACT_CHART_VERSION, ROTATABLE
+from components.config.platform import ROTATABLE, check_chart_version, check_keepers, check_known_charts
 from components.render.node_exporter import NODE_EXPORTER_PORT
 from components.render.platform.longhorn import LONGHORN_DATA_PATH
 
@@ -84,20 +84,27 @@ class PlatformArgs:
 
 
 def check_args(args: PlatformArgs) -> None:
-    """Every mistake in the inputs as one ValueError, before any resource is registered."""
+    """Every mistake in the inputs as one ValueError, before any resource is registered.
+
+    PlatformArgs may come from a program without the stack config: the chart, keeper and
+    values rules are the config's own functions (components/config/platform.py), not copies.
+    """
+    def fail(what: str, exc: ValueError) -> None:
+        raise ValueError(f"platform: {what}{exc}") from None
+
     for chart in needed_charts(args):
         src = args.charts.get(chart)
         if src is None:
             raise ValueError(f"platform: chart {chart}: no source given (pinned version {CHARTS[chart].version})")
-        if not EXACT_CHART_VERSION.fullmatch(src.version or ""):
-            raise ValueError(f"platform: chart {chart}: version {src.version!r} is not an exact version (pin one, e.g. "
-                             f"{CHARTS[chart].version})")
-    unknown = sorted(set(args.rotation) - set(ROTATABLE))
-    if unknown:
-        raise ValueError(f"platform: rotation: no generated password {', '.join(unknown)} (keepers: {', '.join(ROTATABLE)})")
-    unknown = sorted(set(args.values) - set(CHARTS))
-    if unknown:
-        raise ValueError(f"platform: values: no chart named {', '.join(unknown)}")
+        try:
+            check_chart_version(src.version or "")
+        except ValueError as exc:
+            fail(f"chart {chart}: ", exc)
+    for what, check, names in (("rotation: ", check_keepers, args.rotation), ("values: ", check_known_charts, args.values)):
+        try:
+            check(names)
+        except ValueError as exc:
+            fail(what, exc)
     if not args.protect_data and args.kubeconfig is None:
         raise ValueError("platform: kubeconfig is needed to run Longhorn's uninstall on destroy (or set protect_data)")
     if args.gitops is not None and not args.argocd:
