@@ -6,7 +6,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 
-from components import config, specs
+from components import config
+from components.day2 import NodeAccess
 from components.images import ImageStore, ImageStoreArgs
 from components.infra_services import InfraServices, InfraServicesArgs
 from components.k3s_cluster import K3sCluster, K3sClusterArgs
@@ -46,66 +47,32 @@ nodes = {
     for n in cfg.nodes
 }
 
-infra = InfraServices(
-    "infra-services",
-    InfraServicesArgs(
-        stack=cfg,
-        host=nodes[cfg.infra_node.name].ip,
-        domain_id=nodes[cfg.infra_node.name].domain_id,
-        node_ips={name: node.ip for name, node in nodes.items()},
-        ssh_user=cfg.ssh.user,
-        ssh_private_key=secrets.ssh_private_key,
-    ),
+# How every day-2 component reaches the nodes: their addresses and domain ids, one SSH identity.
+access = NodeAccess(
+    ips={name: node.ip for name, node in nodes.items()},
+    domain_ids={name: node.domain_id for name, node in nodes.items()},
+    user=cfg.ssh.user,
+    private_key=secrets.ssh_private_key,
 )
-
-lbs = LoadBalancerPair(
-    "load-balancers",
-    LoadBalancerPairArgs(
-        stack=cfg,
-        lb_hosts={n.name: nodes[n.name].ip for n in cfg.load_balancers},
-        lb_domain_ids={n.name: nodes[n.name].domain_id for n in cfg.load_balancers},
-        backend_ips={name: nodes[name].ip for name in specs.haproxy_backends(cfg)},
-        ssh_user=cfg.ssh.user,
-        ssh_private_key=secrets.ssh_private_key,
-        vrrp_auth=secrets.vrrp_auth,
-    ),
-)
-
+infra = InfraServices("infra-services", InfraServicesArgs(stack=cfg, access=access))
+lbs = LoadBalancerPair("load-balancers", LoadBalancerPairArgs(stack=cfg, access=access, vrrp_auth=secrets.vrrp_auth))
 # node_exporter on the VMs outside the cluster, reachable from the K3s networks only.
 watched = monitored_nodes(cfg)
 exporters = NodeExporters(
     "node-exporters",
-    NodeExportersArgs(
-        binary=cfg.monitoring.node_exporter,
-        hosts={n: nodes[n].ip for n in watched},
-        domain_ids={n: nodes[n].domain_id for n in watched},
-        allowed_sources=scrape_sources(cfg),
-        ssh_user=cfg.ssh.user,
-        ssh_private_key=secrets.ssh_private_key,
-    ),
+    NodeExportersArgs(binary=cfg.monitoring.node_exporter, nodes=tuple(watched), access=access,
+                      allowed_sources=scrape_sources(cfg)),
 )
 
 cluster = storage = None
 if cfg.k3s.enabled:
     # Data disks formatted once and mounted, NFS on the storage node, what Longhorn needs on its nodes.
-    storage = Storage(
-        "storage",
-        StorageArgs(
-            stack=cfg,
-            node_ips={name: node.ip for name, node in nodes.items()},
-            domain_ids={name: node.domain_id for name, node in nodes.items()},
-            ssh_user=cfg.ssh.user,
-            ssh_private_key=secrets.ssh_private_key,
-        ),
-    )
+    storage = Storage("storage", StorageArgs(stack=cfg, access=access))
     cluster = K3sCluster(
         "k3s",
         K3sClusterArgs(
             stack=cfg,
-            node_ips={name: node.ip for name, node in nodes.items()},
-            domain_ids={name: node.domain_id for name, node in nodes.items()},
-            ssh_user=cfg.ssh.user,
-            ssh_private_key=secrets.ssh_private_key,
+            access=access,
             # Servers 2..n and the agents join through the API VIP, and resolve
             # names (downloads) through the infra node: both must answer first.
             wait_for=[*lbs.commands, infra],
@@ -138,7 +105,7 @@ if cluster is not None and cfg.platform.enabled:
         config.fail(str(err))
 
 key_file = f"~/.ssh/{prefix}"
-pulumi.export("nodes", {name: node.ip for name, node in nodes.items()})
+pulumi.export("nodes", access.ips)
 pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
 pulumi.export("dns_server", infra.dns_server)
 pulumi.export("node_exporter_targets", exporters.targets)

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import shlex
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
@@ -51,6 +51,28 @@ new_worker() {
   return 1
 }
 """
+
+
+@dataclass(frozen=True)
+class NodeAccess:
+    """What a day-2 component needs to reach the nodes, built once in __main__.
+
+    ``ips``: node name -> its address, an output of its VM (a command waits for the VM);
+    ``domain_ids``: node name -> its libvirt domain id (a new VM gets every file again);
+    ``user`` and ``private_key``: the one SSH identity every node trusts.
+    """
+
+    ips: Mapping[str, pulumi.Input[str]]
+    domain_ids: Mapping[str, pulumi.Input[str]]
+    user: str
+    private_key: pulumi.Input[str]
+
+    def conn(self, node: str) -> "Connection":
+        return Connection(host=self.ips[node], user=self.user, private_key=self.private_key)
+
+    def ips_of(self, names: Iterable[str]) -> dict[str, pulumi.Input[str]]:
+        """name -> address of ``names``, in their order (what a rendered file lists)."""
+        return {n: self.ips[n] for n in names}
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 from pulumi_command import remote
 
 from . import specs
 from .config import StackConfig, file_sha256
-from .day2 import Connection, apply_file, install_script
+from .day2 import NodeAccess, apply_file, install_script
 from .render.coredns import CoreDnsUnitSpec, render_unit
 from .render.os_family import family_of
 
@@ -27,12 +27,8 @@ def dig(name: str, rtype: str = "A") -> str:
 @dataclass(frozen=True)
 class InfraServicesArgs:
     stack: StackConfig
-    host: pulumi.Input[str]
-    domain_id: pulumi.Input[str]
-    # name -> IP output of every node: the DNS records
-    node_ips: Mapping[str, pulumi.Input[str]]
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str]
+    # Every node: the infra node is reached through it, and every address is a DNS record.
+    access: NodeAccess
 
 
 class InfraServices(pulumi.ComponentResource):
@@ -46,9 +42,9 @@ class InfraServices(pulumi.ComponentResource):
         infra = cfg.infra_node
         fam = family_of(infra.os)
         self.dns_server = self.ntp_server = str(infra.ip)
-        self._conn = Connection(host=args.host, user=args.ssh_user, private_key=args.ssh_private_key)
+        self._conn = args.access.conn(infra.name)
         self._node = infra.name
-        self._again = [args.domain_id]
+        self._again = [args.access.domain_ids[infra.name]]
         child = pulumi.ResourceOptions(parent=self)
 
         apply_file(
@@ -64,7 +60,7 @@ class InfraServices(pulumi.ComponentResource):
             replace_with=self._again,
             opts=child,
         )
-        self.hosts_file = pulumi.Output.all(**args.node_ips).apply(lambda ips: specs.hosts_file(cfg, ips))
+        self.hosts_file = pulumi.Output.all(**args.access.ips).apply(lambda ips: specs.hosts_file(cfg, ips))
         # No restart for any of these: CoreDNS re-reads the hosts file by
         # itself (hosts plugin reload), so a new node only rewrites it; the zone
         # (the SOA that turns unknown names into NXDOMAIN) never changes; the

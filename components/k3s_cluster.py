@@ -23,7 +23,7 @@ import hashlib
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_random as random
@@ -33,7 +33,7 @@ from pulumi_command import remote
 from . import specs
 from .config import NodeConfig, StackConfig, file_sha256
 from .config import K3sArtifact
-from .day2 import Connection
+from .day2 import NodeAccess
 from .render import k3s
 
 # Where files copied from the Pulumi host wait on the node until installed.
@@ -44,11 +44,8 @@ ADMIN_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 @dataclass(frozen=True)
 class K3sClusterArgs:
     stack: StackConfig
-    # name -> IP / libvirt domain id of every node (K3s nodes are picked from the config)
-    node_ips: Mapping[str, pulumi.Input[str]]
-    domain_ids: Mapping[str, pulumi.Input[str]]
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str]
+    # Every node (the K3s nodes are picked from the config) is reached through it.
+    access: NodeAccess
     # What must be up first: the load-balancer pair (the VIP every node joins through) and DNS/NTP.
     wait_for: Sequence[pulumi.Resource] = ()
 
@@ -127,7 +124,7 @@ class K3sCluster(pulumi.ComponentResource):
         names = sorted(n.name for n in cfg.nodes_with("server", "agent", "storage"))
         ready = remote.Command(
             "k3s-ready",
-            connection=self._conn(first.name).args(),
+            connection=args.access.conn(first.name).args(),
             create=ready_script(
                 node=first.name,
                 binary=posixpath.join(specs.k3s_bin_dir(first), "k3s"),
@@ -136,7 +133,7 @@ class K3sCluster(pulumi.ComponentResource):
                 timeout=kc.ready_timeout,
             ),
             # Again when the node set changes, the bootstrap server is a new VM, or the keeper moves.
-            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), kc.kubeconfig_keeper, args.domain_ids[first.name]],
+            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), kc.kubeconfig_keeper, args.access.domain_ids[first.name]],
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=previous,
@@ -149,10 +146,6 @@ class K3sCluster(pulumi.ComponentResource):
         self.register_outputs({"kubeconfig": self.kubeconfig})
 
     # ------------------------------------------------------------------ helpers
-
-    def _conn(self, node: str) -> Connection:
-        a = self._args
-        return Connection(host=a.node_ips[node], user=a.ssh_user, private_key=a.ssh_private_key)
 
     def _artifact(self, node: NodeConfig, what: str, art: Optional[K3sArtifact]) -> tuple[Optional[k3s.Artifact], list]:
         """The renderer's Artifact for ``art`` on ``node``, and what must run first (the copy of a local file)."""
@@ -167,10 +160,10 @@ class K3sCluster(pulumi.ComponentResource):
         remote_path = f"{UPLOAD_DIR}-{sha[:16]}-{posixpath.basename(local)}"
         copy = remote.CopyToRemote(
             f"{node.name}-k3s-{what}",
-            connection=self._conn(node.name).args(),
+            connection=self._args.access.conn(node.name).args(),
             source=pulumi.FileAsset(local),
             remote_path=remote_path,
-            triggers=[sha, self._args.domain_ids[node.name]],
+            triggers=[sha, self._args.access.domain_ids[node.name]],
             opts=self._child,
         )
         return k3s.Artifact(sha256=sha, path=remote_path), [copy]
@@ -193,12 +186,12 @@ class K3sCluster(pulumi.ComponentResource):
         script = k3s.render_k3s_install(install)
         return remote.Command(
             res_name,
-            connection=self._conn(node.name).args(),
+            connection=self._args.access.conn(node.name).args(),
             create="sudo sh -c " + shlex.quote(script),
             # The token arrives here, never in the script, a file name or an argument.
             stdin=self._token,
             # Keyed on the script (config.yaml, unit, pinned files are in it; the token is not).
-            triggers=[hashlib.sha256(script.encode()).hexdigest(), a.domain_ids[node.name]],
+            triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*after, *copies, *more],

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 
 from . import specs
 from .config import StackConfig
-from .day2 import Connection, apply_file
+from .day2 import NodeAccess, apply_file
 
 
 @dataclass(frozen=True)
 class LoadBalancerPairArgs:
     stack: StackConfig
-    # name -> Node of the two load balancers and of every backend (servers, ingress nodes)
-    lb_hosts: Mapping[str, pulumi.Input[str]]
-    lb_domain_ids: Mapping[str, pulumi.Input[str]]
-    backend_ips: Mapping[str, pulumi.Input[str]]
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str]
+    # The two load balancers are reached through it; HAProxy's backends (servers, ingress nodes) are its addresses.
+    access: NodeAccess
     vrrp_auth: pulumi.Input[str]
 
 
@@ -34,7 +30,7 @@ class LoadBalancerPair(pulumi.ComponentResource):
         cfg = args.stack
         self.api_vip = str(cfg.load_balancer.api_vip)
         self.ingress_vip = str(cfg.load_balancer.ingress_vip)
-        self.haproxy_cfg = pulumi.Output.all(**args.backend_ips).apply(lambda ips: specs.haproxy_cfg(cfg, ips))
+        self.haproxy_cfg = pulumi.Output.all(**args.access.ips_of(specs.haproxy_backends(cfg))).apply(lambda ips: specs.haproxy_cfg(cfg, ips))
         # Rendered together and checked as a pair (unicast peers, ids, priorities).
         keepalived = pulumi.Output.secret(args.vrrp_auth).apply(lambda pw: specs.keepalived_confs(cfg, pw))
         check_script = specs.keepalived_check_script(cfg)
@@ -45,8 +41,8 @@ class LoadBalancerPair(pulumi.ComponentResource):
         self.register_outputs({"haproxy_cfg": self.haproxy_cfg})
 
     def _configure(self, lb: str, args: LoadBalancerPairArgs, keepalived_conf, check_script: str) -> list[pulumi.Resource]:
-        conn = Connection(host=args.lb_hosts[lb], user=args.ssh_user, private_key=args.ssh_private_key)
-        again = [args.lb_domain_ids[lb]]
+        conn = args.access.conn(lb)
+        again = [args.access.domain_ids[lb]]
         child = pulumi.ResourceOptions(parent=self)
         haproxy = apply_file(
             f"{lb}-haproxy",

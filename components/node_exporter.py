@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 from pulumi_command import remote
 
 from .config import K3S_ROLES, StackConfig, file_sha256
 from .config.monitoring import NodeExporterBinary
-from .day2 import Connection, apply_file, install_script
+from .day2 import NodeAccess, apply_file, install_script
 from .render.firewalld import firewalld_script, tracks_connections
 from .render.node_exporter import (
     NODE_EXPORTER_PORT,
@@ -61,16 +61,14 @@ def scrape_sources(cfg: StackConfig) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class NodeExportersArgs:
-    """``hosts``: node name -> its IP (SSH and the exporter's listen address);
-    ``domain_ids``: node name -> its VM's domain id (a new VM gets everything again);
-    ``allowed_sources``: CIDRs that may scrape (see ``scrape_sources``)."""
+    """``nodes``: the nodes that get an exporter, reached through ``access`` (its address is
+    also the exporter's listen address); ``allowed_sources``: CIDRs that may scrape (see
+    ``scrape_sources``)."""
 
     binary: NodeExporterBinary
-    hosts: Mapping[str, pulumi.Input[str]]
-    domain_ids: Mapping[str, pulumi.Input[str]]
+    nodes: tuple[str, ...]
+    access: NodeAccess
     allowed_sources: tuple[str, ...]
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str]
     port: int = NODE_EXPORTER_PORT
 
 
@@ -81,8 +79,9 @@ class NodeExporters(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NodeExportersArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("microcloud:monitoring:NodeExporters", name, None, opts)
-        if set(args.hosts) != set(args.domain_ids):
-            raise ValueError(f"node_exporter: hosts {sorted(args.hosts)} and domain ids {sorted(args.domain_ids)} name different nodes")
+        unknown = sorted(n for n in args.nodes if n not in args.access.ips or n not in args.access.domain_ids)
+        if unknown:
+            raise ValueError(f"node_exporter: no address or domain id for {', '.join(unknown)}")
         if not args.allowed_sources:
             raise ValueError("node_exporter: allowed_sources is empty: nothing could scrape the exporters")
         self._args = args
@@ -90,16 +89,17 @@ class NodeExporters(pulumi.ComponentResource):
         self._sha = file_sha256(local)
         self._local = local
         self.binary_path = f"{LIB_DIR}/node_exporter-{args.binary.version}/node_exporter"
-        for node in sorted(args.hosts):
+        hosts = args.access.ips_of(args.nodes)
+        for node in sorted(hosts):
             self._install(node)
         port = args.port
-        self.targets = pulumi.Output.all(**args.hosts).apply(lambda ips: {n: f"{ip}:{port}" for n, ip in sorted(ips.items())})
+        self.targets = pulumi.Output.all(**hosts).apply(lambda ips: {n: f"{ip}:{port}" for n, ip in sorted(ips.items())})
         self.register_outputs({"targets": self.targets})
 
     def _install(self, node: str) -> None:
         args = self._args
-        conn = Connection(host=args.hosts[node], user=args.ssh_user, private_key=args.ssh_private_key)
-        again = [args.domain_ids[node]]
+        conn = args.access.conn(node)
+        again = [args.access.domain_ids[node]]
         child = pulumi.ResourceOptions(parent=self)
         version = args.binary.version
         sha = self._sha
@@ -164,7 +164,7 @@ class NodeExporters(pulumi.ComponentResource):
             opts=child,
         )
 
-        unit = pulumi.Output.all(args.hosts[node], conntrack).apply(
+        unit = pulumi.Output.all(args.access.ips[node], conntrack).apply(
             lambda a: render_unit(
                 NodeExporterUnitSpec(
                     binary=target,

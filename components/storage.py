@@ -31,7 +31,7 @@ import pulumi
 from pulumi_command import remote
 
 from .config import K3S_ROLES, NodeConfig, StackConfig
-from .day2 import Connection, apply_file
+from .day2 import NodeAccess, apply_file
 from .render.firewalld import firewalld_script
 from .render import k3s
 from .render import storage as st
@@ -282,12 +282,8 @@ def steps(ns: NodeStorage) -> list[Step]:
 @dataclass(frozen=True)
 class StorageArgs:
     stack: StackConfig
-    # name -> IP output of each node (an output of its domain: commands wait for the VM)
-    node_ips: Mapping[str, pulumi.Input[str]]
-    # name -> domain id: a new VM gets every file again
-    domain_ids: Mapping[str, pulumi.Input[str]]
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str]
+    # Every node with storage is reached through it.
+    access: NodeAccess
 
 
 class Storage(pulumi.ComponentResource):
@@ -305,14 +301,14 @@ class Storage(pulumi.ComponentResource):
         for ns in plan(args.stack):
             exported = self._configure(ns)
             if exported is not None and self.nfs_server is None:
-                self.nfs_server = pulumi.Output.all(exported.id, args.node_ips[ns.node]).apply(lambda a: a[1])
+                self.nfs_server = pulumi.Output.all(exported.id, args.access.ips[ns.node]).apply(lambda a: a[1])
                 self.nfs_path = ns.exports[0].path
         self.register_outputs({"nfs_server": self.nfs_server, "nfs_path": self.nfs_path})
 
     def _configure(self, ns: NodeStorage) -> Optional[remote.Command]:
         """Every command of one node; returns its exports command, if it exports."""
         a = self._args
-        conn = Connection(host=a.node_ips[ns.node], user=a.ssh_user, private_key=a.ssh_private_key)
+        conn = a.access.conn(ns.node)
         made: dict[str, remote.Command] = {}
         for step in steps(ns):
             made[step.res] = apply_file(
@@ -325,7 +321,7 @@ class Storage(pulumi.ComponentResource):
                 validate=step.validate,
                 activate=step.activate,
                 verify=step.verify,
-                replace_with=[a.domain_ids[ns.node]],
+                replace_with=[a.access.domain_ids[ns.node]],
                 # The order on the node (a disk before its mount, a mount
                 # before what lives on it); no data flows between them.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[made[r] for r in step.after]),
@@ -338,7 +334,7 @@ class Storage(pulumi.ComponentResource):
                 f"{ns.node}-nfs-firewall",
                 connection=conn.args(),
                 create=script,
-                triggers=[hashlib.sha256(script.encode()).hexdigest(), a.domain_ids[ns.node]],
+                triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[ns.node]],
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
             )
         return made.get("exports")

@@ -501,17 +501,15 @@ def run_with_exporters(stack: str) -> Run:
         if made:
             pulumi.export("test_node_exporter_targets", made[0].targets)
             return
-        cfg, nodes = g["cfg"], g["nodes"]
+        cfg = g["cfg"]
         names = monitored_nodes(cfg)
         ne = NodeExporters(
             "node-exporters",
             NodeExportersArgs(
                 binary=NodeExporterBinary(path=str(FAKE_EXPORTER)),
-                hosts={n: nodes[n].ip for n in names},
-                domain_ids={n: nodes[n].domain_id for n in names},
+                nodes=tuple(names),
+                access=g["access"],
                 allowed_sources=scrape_sources(cfg),
-                ssh_user=cfg.ssh.user,
-                ssh_private_key=g["secrets"].ssh_private_key,
             ),
         )
         pulumi.export("test_node_exporter_targets", ne.targets)

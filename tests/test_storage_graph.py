@@ -14,6 +14,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components import storage
+from components.day2 import NodeAccess
 from components.config import parse_config
 from components.render import storage as st
 from harness import EDGE_STACKS, Mocks, RecordingMonitor, Run, run_program, stack_model
@@ -47,10 +48,12 @@ def run_storage(stack: str) -> tuple[Run, storage.Storage]:
             "storage",
             storage.StorageArgs(
                 stack=cfg,
-                node_ips={n.name: vms[n.name].id.apply(lambda _, ip=str(n.ip): ip) for n in cfg.nodes},
-                domain_ids={name: vm.id for name, vm in vms.items()},
-                ssh_user="core",
-                ssh_private_key=pulumi.Output.secret(key.private_key_openssh),
+                access=NodeAccess(
+                    ips={n.name: vms[n.name].id.apply(lambda _, ip=str(n.ip): ip) for n in cfg.nodes},
+                    domain_ids={name: vm.id for name, vm in vms.items()},
+                    user="core",
+                    private_key=pulumi.Output.secret(key.private_key_openssh),
+                ),
             ),
         )
 
