@@ -14,9 +14,10 @@ from components.k3s_cluster import K3sCluster, K3sClusterArgs
 from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
 from components.node import Node, NodeArgs
-from components.node_exporter import NodeExporters, NodeExportersArgs, monitored_nodes, scrape_sources
+from components.node_exporter import NodeExporters, NodeExportersArgs
 from components.platform import Platform, platform_args
 from components.secrets import Secrets, SecretsArgs
+from components.specs import monitored_nodes, scrape_sources
 from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line

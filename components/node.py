@@ -11,6 +11,7 @@ import pulumi_libvirt as libvirt
 from . import specs
 from .config import NodeConfig, StackConfig
 from .render import nocloud
+from .render import libvirt_xml
 from .render import storage as storage_render
 
 GIB = 1024**3
@@ -121,8 +122,8 @@ class Node(pulumi.ComponentResource):
             first_boot = {}
         # Data disks get a serial (the provider writes none), so the guest finds
         # each one as /dev/disk/by-id/virtio-<serial>, whatever its bus order.
-        xslt = storage_render.render_disk_serial_xslt(
-            storage_render.DiskSerials(
+        xslt = libvirt_xml.render_disk_serial_xslt(
+            libvirt_xml.DiskSerials(
                 tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
             )
         )

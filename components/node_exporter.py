@@ -22,7 +22,7 @@ from typing import Optional
 import pulumi
 from pulumi_command import remote
 
-from .config import K3S_ROLES, StackConfig, file_sha256
+from .config import file_sha256
 from .config.monitoring import NodeExporterBinary
 from .day2 import NodeAccess, apply_file, install_script
 from .render.firewalld import firewalld_script, tracks_connections
@@ -42,21 +42,6 @@ LIB_DIR = "/usr/local/lib/microcloud"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 UNIT = UNIT_NAME.removesuffix(".service")
 SYSUSERS_PATH = "/etc/sysusers.d/microcloud-node-exporter.conf"
-
-def monitored_nodes(cfg: StackConfig) -> list[str]:
-    """The VMs outside the cluster that get node_exporter: the load balancers and the infra node."""
-    return [n.name for n in cfg.nodes_with("load_balancer", "infra")]
-
-
-def scrape_sources(cfg: StackConfig) -> tuple[str, ...]:
-    """CIDRs of the networks the K3s nodes are on.
-
-    Prometheus runs in a pod; K3s' flannel masquerades its traffic to
-    addresses outside the cluster to the node's own address, so a scrape
-    arrives from one of these networks.
-    """
-    nets = {n.network for n in cfg.nodes if n.role in K3S_ROLES}
-    return tuple(str(cfg.network_by_name[name].cidr) for name in sorted(nets))
 
 
 @dataclass(frozen=True)

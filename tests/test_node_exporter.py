@@ -34,13 +34,8 @@ from pulumi.runtime.sync_await import _sync_await
 from components.config import StackConfig, parse_config
 from components.config.monitoring import MonitoringConfig, NodeExporterBinary
 from components.day2 import trigger_digest
-from components.node_exporter import (
-    SYSUSERS_PATH,
-    NodeExporters,
-    NodeExportersArgs,
-    monitored_nodes,
-    scrape_sources,
-)
+from components.node_exporter import SYSUSERS_PATH, NodeExporters, NodeExportersArgs
+from components.specs import monitored_nodes, scrape_sources
 from components.render.firewalld import firewalld_commands, tracks_connections
 from components.render.node_exporter import (
     binary_check,

@@ -14,6 +14,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components import storage
+from components.specs import storage as storage_specs
 from components.day2 import NodeAccess
 from components.config import parse_config
 from components.render import storage as st
@@ -91,8 +92,8 @@ def test_one_prepare_and_one_mount_command_per_disk(built):
     cmds = [r for r in run.by_type(COMMAND) if r.parent == comp.urn]
     assert {c.name for c in cmds} == _expected(cfg), name
     assert len(cmds) == len({c.name for c in cmds})
-    for ns in storage.plan(cfg):
-        for step in storage.steps(ns):
+    for ns in storage_specs.plan(cfg):
+        for step in storage_specs.steps(ns):
             # what each command delivers is the planned file
             assert run.one(COMMAND, f"{ns.node}-{step.res}").inputs["stdin"] == step.content
     for n in cfg.nodes:
@@ -121,7 +122,7 @@ def test_every_storage_command_waits_for_its_own_vm_and_is_redone_on_a_new_one(b
 
 def test_order_on_the_node_disk_then_mount_then_what_lives_on_it(built):
     name, cfg, run, _ = built
-    for ns in storage.plan(cfg):
+    for ns in storage_specs.plan(cfg):
         for d in ns.disks:
             mount = run.one(COMMAND, f"{ns.node}-mount-{d.disk}")
             assert run.urn_of(COMMAND, f"{ns.node}-disk-{d.disk}") in mount.dependencies
@@ -158,7 +159,7 @@ def test_nfs_outputs_follow_the_live_export(built):
     # known only once the export command ran: the NFS provisioner waits for it
     deps = {_sync_await(r.urn.future()) for r in _sync_await(comp.nfs_server.resources())}
     assert run.urn_of(COMMAND, f"{first.name}-exports") in deps
-    nfs_disk = next(d for d, subs in next(ns for ns in storage.plan(cfg) if ns.node == first.name).subdirs.items() if "nfs" in subs)
+    nfs_disk = next(d for d, subs in next(ns for ns in storage_specs.plan(cfg) if ns.node == first.name).subdirs.items() if "nfs" in subs)
     assert comp.nfs_path == f"/var/mnt/{nfs_disk}/nfs"
     assert comp.longhorn_path == "/var/lib/longhorn"
 
@@ -180,7 +181,8 @@ def test_in_the_whole_program_storage_commands_wait_for_the_domains():
 def test_nfs_is_opened_in_firewalld_to_the_export_networks_only_on_packaged_os():
     """A storage node on EL9/Debian: 2049/tcp opened (where firewalld runs) to exactly the export's clients."""
     from components.render.firewalld import firewalld_script
-    from components.storage import NFS_PORT, plan
+    from components.specs.storage import plan
+    from components.storage import NFS_PORT
 
     opened = 0
     for stack in ("dev", "prod", *EDGE_STACKS):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from components import storage
+from components.specs import storage as storage_specs
 from components.config import parse_config
+from components.render import libvirt_xml, nfs
 from components.render import storage as st
 from harness import EDGE_STACKS, stack_model
 
@@ -43,7 +44,7 @@ def need(tool: str) -> str:
 
 
 def all_plans():
-    return [(name, ns) for name, cfg in CONFIGS.items() for ns in storage.plan(cfg)]
+    return [(name, ns) for name, cfg in CONFIGS.items() for ns in storage_specs.plan(cfg)]
 
 
 # ------------------------------------------------------------------ names
@@ -66,7 +67,7 @@ def test_serials_and_labels_fit_and_stay_stable():
 @unit
 def test_every_node_with_disks_gets_one_spec_per_disk():
     for name, cfg in CONFIGS.items():
-        planned = {ns.node: ns for ns in storage.plan(cfg)}
+        planned = {ns.node: ns for ns in storage_specs.plan(cfg)}
         assert set(planned) == {n.name for n in cfg.nodes if n.data_disks}, name
         for node in cfg.nodes:
             if not node.data_disks:
@@ -85,13 +86,13 @@ def test_every_node_with_disks_gets_one_spec_per_disk():
 
 @unit
 def test_dev_storage_node_shares_its_one_disk_between_nfs_and_longhorn():
-    (s1,) = [ns for ns in storage.plan(CONFIGS["dev"]) if ns.node == "storage1"]
+    (s1,) = [ns for ns in storage_specs.plan(CONFIGS["dev"]) if ns.node == "storage1"]
     assert s1.subdirs == {"data": ("nfs", "longhorn")}
     assert s1.exports[0].path == "/var/mnt/data/nfs"
     assert s1.longhorn.what == "/var/mnt/data/longhorn" and s1.longhorn.where == "/var/lib/longhorn"
     assert s1.mounts[0].before == ("nfs-server.service",)
     assert set(s1.longhorn.before) == {"k3s.service", "k3s-agent.service"}
-    (w1,) = [ns for ns in storage.plan(CONFIGS["dev"]) if ns.node == "worker1"]
+    (w1,) = [ns for ns in storage_specs.plan(CONFIGS["dev"]) if ns.node == "worker1"]
     assert w1.subdirs == {"longhorn": ("longhorn",)} and not w1.exports
 
 
@@ -101,7 +102,7 @@ def test_named_disks_pick_their_service():
     for n in model["nodes"]:
         if n["name"] == "storage1":
             n["data_disks"] = [{"name": "scratch", "size_gib": 5}, {"name": "longhorn", "size_gib": 10}, {"name": "nfs", "size_gib": 10}]
-    (s1,) = [ns for ns in storage.plan(parse_config(model)) if ns.node == "storage1"]
+    (s1,) = [ns for ns in storage_specs.plan(parse_config(model)) if ns.node == "storage1"]
     assert s1.subdirs == {"nfs": ("nfs",), "longhorn": ("longhorn",)}
     assert s1.exports[0].path == "/var/mnt/nfs/nfs"
     assert [m.where for m in s1.mounts] == ["/var/mnt/scratch", "/var/mnt/longhorn", "/var/mnt/nfs"]
@@ -111,8 +112,8 @@ def test_named_disks_pick_their_service():
 def test_exports_only_to_the_k3s_networks_with_root_squash():
     for name, cfg in CONFIGS.items():
         k3s_nets = {str(cfg.network_by_name[n.network].cidr) for n in cfg.nodes if n.role in ("server", "agent", "storage")}
-        for ns in storage.plan(cfg):
-            text = st.render_exports(st.ExportsFile(ns.node, tuple(ns.exports)))
+        for ns in storage_specs.plan(cfg):
+            text = nfs.render_exports(nfs.ExportsFile(ns.node, tuple(ns.exports)))
             assert "no_root_squash" not in text and "*" not in text and "insecure" not in text
             for e in ns.exports:
                 assert set(e.clients) == k3s_nets, name
@@ -134,7 +135,7 @@ def test_exports_only_to_the_k3s_networks_with_root_squash():
     ],
 )
 def test_exports_refuse_open_or_rootful_entries(change):
-    good = st.ExportSpec(path="/var/mnt/data/nfs", clients=("10.27.4.0/24",))
+    good = nfs.ExportSpec(path="/var/mnt/data/nfs", clients=("10.27.4.0/24",))
     with pytest.raises(ValueError):
         dataclasses.replace(good, **change)
 
@@ -212,7 +213,7 @@ def test_the_nodes_unit_validator_accepts_ours_and_refuses_a_misnamed_unit(tmp_p
     spec = st.data_disk_mount("storage1", "data", before=("nfs-server.service",))
     f = tmp_path / "new"
     f.write_text(st.render_mount_unit(spec))
-    check = storage.unit_validator(spec.unit_name).format(file=str(f))
+    check = st.unit_validator(spec.unit_name).format(file=str(f))
     res = subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     # Where= that does not match the unit name: systemd refuses to load it.
@@ -254,7 +255,7 @@ def exportfs_ns():
 def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     f = tmp_path / "exports.new"
     f.write_text(text)
-    check = st.exports_validate_command("{file}").format(file=f'"{f}"')
+    check = nfs.exports_validate_command("{file}").format(file=f'"{f}"')
     return subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=60)
 
 
@@ -268,7 +269,7 @@ def _with_exports(tmp_path: Path, text: str, then: str) -> subprocess.CompletedP
     return subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True, timeout=60)
 
 
-def _local(spec: st.ExportSpec, tmp_path: Path) -> st.ExportSpec:
+def _local(spec: nfs.ExportSpec, tmp_path: Path) -> nfs.ExportSpec:
     d = tmp_path / "export" / spec.path.strip("/").replace("/", "-")
     d.mkdir(parents=True, exist_ok=True)
     return dataclasses.replace(spec, path=str(d))
@@ -282,10 +283,10 @@ def test_rendered_exports_pass_exportfs_and_show_up_in_exportfs_v(tmp_path, expo
             continue
         # Our paths, moved under tmp_path: exportfs stats each one.
         local = tuple(_local(e, tmp_path) for e in ns.exports)
-        text = st.render_exports(st.ExportsFile(ns.node, tuple(local)))
+        text = nfs.render_exports(nfs.ExportsFile(ns.node, tuple(local)))
         res = _validate(tmp_path, text)
         assert res.returncode == 0 and res.stderr.strip() == "", (name, res.stderr)
-        res = _with_exports(tmp_path, text, st.exports_verify_command(local) + " && exportfs -v")
+        res = _with_exports(tmp_path, text, nfs.exports_verify_command(local) + " && exportfs -v")
         assert res.returncode == 0, (name, res.stdout, res.stderr)
         assert "root_squash" in res.stdout and "no_root_squash" not in res.stdout
         checked += 1
@@ -294,16 +295,16 @@ def test_rendered_exports_pass_exportfs_and_show_up_in_exportfs_v(tmp_path, expo
 
 @validators
 def test_exportfs_refuses_a_bad_file_and_verify_refuses_the_wrong_export(tmp_path, exportfs_ns):
-    spec = _local(st.ExportSpec(path="/var/mnt/data/nfs", clients=("10.27.4.0/24",)), tmp_path)
-    good = st.render_exports(st.ExportsFile("storage1", (spec,)))
+    spec = _local(nfs.ExportSpec(path="/var/mnt/data/nfs", clients=("10.27.4.0/24",)), tmp_path)
+    good = nfs.render_exports(nfs.ExportsFile("storage1", (spec,)))
     # a typo in an option
     res = _validate(tmp_path, good.replace("no_subtree_check", "no_subtree_chek"))
     assert res.returncode != 0 and "no_subtree_chek" in res.stderr
     # the export directory is not there (the disk is not mounted)
     missing = dataclasses.replace(spec, path=str(tmp_path / "not-mounted" / "nfs"))
-    res = _validate(tmp_path, st.render_exports(st.ExportsFile("storage1", (missing,))))
+    res = _validate(tmp_path, nfs.render_exports(nfs.ExportsFile("storage1", (missing,))))
     assert res.returncode != 0 and "not-mounted" in res.stderr
-    verify = st.exports_verify_command((spec,))
+    verify = nfs.exports_verify_command((spec,))
     # exported, but without root squash: verify fails
     res = _with_exports(tmp_path, good.replace("root_squash", "no_root_squash"), verify)
     assert res.returncode != 0
@@ -354,7 +355,7 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
     disks = [("microcloud-dev-storage1-data.qcow2", st.disk_serial("data")),
              ("microcloud-dev-storage1-a-very-long-disk-name.qcow2", st.disk_serial("a-very-long-disk-name"))]
     xsl = tmp_path / "serial.xsl"
-    xsl.write_text(st.render_disk_serial_xslt(st.DiskSerials(tuple(disks))))
+    xsl.write_text(libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials(tuple(disks))))
     dom = tmp_path / "domain.xml"
     dom.write_text(DOMAIN_XML)
     res = subprocess.run([xsltproc, str(xsl), str(dom)], capture_output=True, text=True, timeout=60)
@@ -371,9 +372,9 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
         out.write_text(res.stdout)
         v = subprocess.run([validate, str(out), "domain"], capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
-    assert st.render_disk_serial_xslt(st.DiskSerials(())) is None
+    assert libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials(())) is None
     with pytest.raises(ValueError):
-        st.render_disk_serial_xslt(st.DiskSerials((("a.qcow2", "x"), ("b.qcow2", "x"))))
+        libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials((("a.qcow2", "x"), ("b.qcow2", "x"))))
 
 
 # ------------------------------------------------------------------ the commands as the nodes run them
@@ -389,7 +390,7 @@ def test_every_remote_command_parses_and_passes_shellcheck():
     shellcheck, dash = need("shellcheck"), need("sh")
     seen, done = set(), set()
     for name, ns in all_plans():
-        for s in storage.steps(ns):
+        for s in storage_specs.steps(ns):
             # Nodes of one stack differ only in names here: one of each kind and OS is enough.
             if (name, s.res, ns.os) in done:
                 continue

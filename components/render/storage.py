@@ -20,11 +20,10 @@ bind mount fails, instead of serving the root disk's empty mount point.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ._template import render
 
@@ -36,15 +35,14 @@ LONGHORN_SUBDIR = "longhorn"
 # root_squash maps a client's root to this uid/gid, so it must own the export
 # for the NFS provisioner (root in its pod) to create volume directories.
 NOBODY = 65534
-EXPORT_OPTIONS = ("rw", "sync", "no_subtree_check", "root_squash")
 # virtio-blk keeps 20 bytes of serial; ext4 labels are at most 16.
 SERIAL_MAX = 20
 LABEL_MAX = 16
 LABEL_PREFIX = "mc-"
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_VOLUME = re.compile(r"^[A-Za-z0-9._-]+$")
+# An absolute path of plain characters (devices, mount points, exports).
+PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
 def _check_name(name: str, what: str) -> str:
@@ -119,7 +117,7 @@ class DiskSpec:
     def __post_init__(self):
         _check_name(self.node, "node name")
         _check_name(self.disk, "disk name")
-        if not _PATH.match(self.device):
+        if not PLAIN_PATH.match(self.device):
             raise ValueError(f"{self.node}: data disk {self.disk}: {self.device!r} is not an absolute device path")
         if not re.match(r"^[A-Za-z0-9_-]+$", self.label) or len(self.label.encode()) > LABEL_MAX:
             raise ValueError(f"{self.node}: data disk {self.disk}: label {self.label!r} is not a valid ext4 label (<= 16 of A-Z a-z 0-9 _ -)")
@@ -170,7 +168,7 @@ class MountSpec:
 
     def __post_init__(self):
         for p in (self.what, self.where, *self.requires_mounts_for):
-            if not _PATH.match(p):
+            if not PLAIN_PATH.match(p):
                 raise ValueError(f"mount: {p!r} is not an absolute path of plain characters")
         if self.where in ("/", "/var", "/usr", "/etc"):
             raise ValueError(f"mount: refusing to mount over {self.where}")
@@ -225,88 +223,77 @@ def render_mount_unit(spec: MountSpec) -> str:
     )
 
 
-# ---------------------------------------------------------------- NFS exports
+# ---------------------------------------------------------------- activating and verifying mounts
 
 
-@dataclass(frozen=True)
-class ExportSpec:
-    path: str
-    clients: tuple[str, ...]  # network CIDRs
-    options: tuple[str, ...] = EXPORT_OPTIONS
+def unit_validator(unit: str) -> str:
+    """``systemd-analyze verify`` of the new unit under its real name (it checks Where= against the name).
 
-    def __post_init__(self):
-        if not _PATH.match(self.path) or self.path == "/":
-            raise ValueError(f"export {self.path!r}: not an absolute path of plain characters")
-        if not self.clients:
-            raise ValueError(f"export {self.path}: no client network")
-        for c in self.clients:
-            try:
-                ipaddress.ip_network(c, strict=True)
-            except ValueError:
-                raise ValueError(f"export {self.path}: client {c!r} is not a network CIDR like 10.27.4.0/24") from None
-        if any("no_root_squash" in o or "insecure" == o or o.startswith("all_squash") for o in self.options):
-            raise ValueError(f"export {self.path}: {self.options} gives clients root or insecure access")
-        for must in ("root_squash", "sync", "no_subtree_check"):
-            if must not in self.options:
-                raise ValueError(f"export {self.path}: needs {must}")
-
-
-@dataclass(frozen=True)
-class ExportsFile:
-    """/etc/exports of one storage node."""
-
-    node: str
-    exports: tuple[ExportSpec, ...]
-
-
-def render_exports(spec: ExportsFile) -> str:
-    """/etc/exports: one line per exported path, one entry per client network."""
-    node, exports = spec.node, spec.exports
-    if len({e.path for e in exports}) != len(exports):
-        raise ValueError(f"{node}: a path is exported twice")
-    lines = []
-    for e in exports:
-        opts = ",".join(e.options)
-        lines.append(e.path + " " + " ".join(f"{c}({opts})" for c in e.clients))
-    return render("exports.j2", node=node, lines=lines)
-
-
-def exports_validate_command(file: str) -> str:
-    """Shell that checks an exports file with the real ``exportfs`` without changing what the node exports.
-
-    In a private mount namespace the file is bound over /etc/exports and a
-    scratch tmpfs over /var/lib/nfs (and /etc/exports.d), so ``exportfs -ra``
-    parses it, stats every path and asks the kernel whether each can be
-    exported, and writes its table only into the scratch directory. It fails
-    on any error (an unknown option, a missing directory).
+    It fails on a non-zero exit and on any message naming the unit; messages
+    about other units already on the node are not this file's fault.
     """
-    inner = (
-        "set -e; mount --make-rprivate /; mount --bind \"$1\" /etc/exports; "
-        "mount -t tmpfs tmpfs /var/lib/nfs; "
-        "if [ -d /etc/exports.d ]; then mount -t tmpfs tmpfs /etc/exports.d; fi; "
-        "exportfs -ra"
-    )
-    # The bind mount needs a file to cover, and exportfs its state directory.
-    # No braces: day2.install_script formats a validator with str.format.
+    u = shlex.quote(unit)
     return (
-        "( [ -e /etc/exports ] || : > /etc/exports ) && mkdir -p /var/lib/nfs && "
-        f"unshare -m sh -c {shlex.quote(inner)} sh {file}"
+        f'd=$(mktemp -d); cp {{file}} "$d"/{u}; out=$(systemd-analyze verify "$d"/{u} 2>&1); rc=$?; rm -rf "$d"; '
+        f'printf "%s\\n" "$out" >&2; [ $rc -eq 0 ] && ! printf "%s\\n" "$out" | grep -qF {u}'
     )
 
 
-def exports_verify_command(exports: Sequence[ExportSpec]) -> str:
-    """Shell that succeeds only when ``exportfs -v`` shows every path to every client network with root_squash."""
-    checks = []
-    awk = (
-        "/^\\// { path = $1; if (NF < 2) next; spec = $2 } "
-        "!/^\\// { spec = $1 } "
-        "path == p && index(spec, c \"(\") == 1 && spec ~ /[(,]root_squash[,)]/ && spec ~ /[(,]sync[,)]/ { found = 1 } "
-        "END { exit !found }"
+def _guard_mount_point(node: str, where: str) -> str:
+    """Refuse to mount over a directory holding files on the root disk: they would be hidden, not lost, but unseen."""
+    w = shlex.quote(where)
+    return (
+        f"{{ mountpoint -q {w} || [ ! -d {w} ] || [ -z \"$(ls -A {w})\" ] || "
+        f"{{ echo \"microcloud: {node}: {where} holds files on the root disk; move them away, then run pulumi up again\" >&2; false; }}; }}"
     )
-    for e in exports:
-        for c in e.clients:
-            checks.append(f"exportfs -v | awk -v p={shlex.quote(e.path)} -v c={shlex.quote(c)} {shlex.quote(awk)}")
+
+
+def mount_activate(node: str, spec: MountSpec, subdirs: tuple[str, ...] = ()) -> str:
+    """Start (or remount) the unit, then make the service subdirectories on the mounted disk."""
+    u, w = shlex.quote(spec.unit_name), shlex.quote(spec.where)
+    steps = [
+        "systemctl daemon-reload",
+        _guard_mount_point(node, spec.where),
+        f"systemctl enable -q {u}",
+        # reload = remount with the new options: never unmounts a busy disk.
+        f"systemctl reload-or-restart {u}",
+        f"mountpoint -q {w}",
+    ]
+    for sub in subdirs:
+        path = shlex.quote(f"{spec.where}/{sub}")
+        if sub == NFS_SUBDIR:
+            # root_squash makes a client's root nobody: nobody owns the export.
+            steps.append(f"install -d -m 0755 -o {NOBODY} -g {NOBODY} {path}")
+        else:
+            steps.append(f"install -d -m 0700 -o root -g root {path}")
+    return " && ".join(steps)
+
+
+def mount_verify(spec: MountSpec, subdirs: tuple[str, ...] = ()) -> str:
+    w = shlex.quote(spec.where)
+    checks = [f'[ "$(findmnt -rn -o SOURCE -M {w})" = "$(readlink -f {shlex.quote(spec.what)})" ]']
+    checks += [f"[ -d {shlex.quote(spec.where + '/' + s)} ]" for s in subdirs]
     return " && ".join(checks)
+
+
+def bind_activate(node: str, spec: MountSpec) -> str:
+    u, w = shlex.quote(spec.unit_name), shlex.quote(spec.where)
+    return " && ".join(
+        [
+            "systemctl daemon-reload",
+            _guard_mount_point(node, spec.where),
+            # While unmounted, the mount point takes no writes: Longhorn finds
+            # no disk instead of filling the root disk.
+            f"{{ mountpoint -q {w} || {{ mkdir -p {w} && chattr +i {w}; }}; }}",
+            f"systemctl enable -q {u}",
+            f"systemctl reload-or-restart {u}",
+        ]
+    )
+
+
+def bind_verify(spec: MountSpec) -> str:
+    w, s = shlex.quote(spec.where), shlex.quote(spec.what)
+    return f'mountpoint -q {w} && [ "$(stat -c %d:%i {w})" = "$(stat -c %d:%i {s})" ]'
 
 
 # ---------------------------------------------------------------- services per OS
@@ -338,34 +325,3 @@ LONGHORN_MODULES_FILE = "/etc/modules-load.d/microcloud-longhorn.conf"
 LONGHORN_MODULES_CONF = "# Generated by microcloud: kernel modules Longhorn's iSCSI initiator needs.\n" + "".join(
     f"{m}\n" for m in LONGHORN_MODULES
 )
-
-
-# ---------------------------------------------------------------- domain XML
-
-
-@dataclass(frozen=True)
-class DiskSerials:
-    """(volume name, serial) of each data disk of one VM."""
-
-    disks: tuple[tuple[str, str], ...]
-
-
-def render_disk_serial_xslt(spec: DiskSerials) -> Optional[str]:
-    """XSLT for the libvirt domain: ``<serial>`` on the disk whose source is each (volume name, serial).
-
-    The provider (terraform-provider-libvirt 0.8) writes a pool volume disk as
-    ``<disk type="volume" device="disk"><source pool=".." volume="NAME"/>``;
-    the stylesheet adds (or replaces) its serial. None when there are no data disks.
-    """
-    disks = spec.disks
-    if not disks:
-        return None
-    serials = [s for _, s in disks]
-    if len(set(serials)) != len(serials):
-        raise ValueError(f"data disk serials must be unique per VM: {serials}")
-    for volume, serial in disks:
-        if not _VOLUME.match(volume):
-            raise ValueError(f"volume name {volume!r} has characters an XPath literal cannot carry")
-        if not re.match(r"^[A-Za-z0-9_.+-]{1,20}$", serial):
-            raise ValueError(f"serial {serial!r}: at most 20 of A-Z a-z 0-9 _ . + -")
-    return render("disk_serial.xsl.j2", disks=list(disks))

@@ -1,0 +1,32 @@
+"""From the typed stack config to renderer inputs. Pure: no Pulumi. One module per subject:
+
+    nodes          each VM's network settings and first-boot documents (Ignition, NoCloud)
+    load_balancer  haproxy.cfg from the live backend addresses, keepalived.conf of both LBs
+    infra          chrony's server config; CoreDNS' Corefile, zone and hosts file
+    k3s            the bootstrap server, the install order, each node's config.yaml spec
+    storage        what each node with data disks gets (plan) and the files that deliver it (steps)
+    monitoring     the VMs that get node_exporter and the networks that may scrape them
+
+The components call these inside ``Output.apply`` once generated values (SSH
+keys, VRRP password) and node addresses are known; the real-validator tests
+call them directly with the same configs, so what is checked is what ships.
+Every function is re-exported here, so ``specs.X`` names any of them.
+"""
+
+from .infra import chrony_server_conf, corefile, dns_records, hosts_file, zone_file
+from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_install_order, k3s_node_spec
+from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
+                            keepalived_confs, keepalived_specs)
+from .monitoring import monitored_nodes, scrape_sources
+from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, network_settings, reboot_slot,
+                    storage_packages)
+# Storage by module (specs.storage.plan, .steps): its names are too generic for this namespace.
+from . import storage
+
+__all__ = [
+    "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_records",
+    "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json", "k3s_bin_dir",
+    "k3s_bootstrap_server", "k3s_install_order", "k3s_node_spec", "keepalived_check_script", "keepalived_confs",
+    "keepalived_specs", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
+    "storage_packages", "zone_file",
+]

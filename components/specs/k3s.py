@@ -1,0 +1,57 @@
+"""K3s: the bootstrap server, the install order, each node's config.yaml spec and binary directory."""
+
+from __future__ import annotations
+
+from ..config import K3S_ROLES, NodeConfig, StackConfig
+from ..render import k3s
+from ..render.platform.longhorn import LONGHORN_DISK_LABEL
+
+
+def k3s_bootstrap_server(cfg: StackConfig) -> NodeConfig:
+    """The server that initializes etcd: the first by name, so reordering the node list moves nothing."""
+    return min(cfg.servers, key=lambda n: n.name)
+
+
+def k3s_install_order(cfg: StackConfig) -> list[NodeConfig]:
+    """One node at a time: servers 2..n, then the bootstrap server (re-pointed at the VIP), then every agent.
+
+    By name within each group, so inserting or reordering nodes in the config
+    changes no other node's place relative to the ones it already follows.
+    """
+    first = k3s_bootstrap_server(cfg)
+    others = sorted((n for n in cfg.servers if n.name != first.name), key=lambda n: n.name)
+    agents = sorted((n for n in cfg.nodes_with(*K3S_ROLES) if n.role != "server"), key=lambda n: n.name)
+    return [*others, first, *agents]
+
+
+def k3s_node_spec(cfg: StackConfig, node: NodeConfig, *, bootstrap: bool = False) -> k3s.K3sNodeSpec:
+    """config.yaml of one K3s node.
+
+    ``bootstrap``: the bootstrap server's first start (``cluster-init``).
+    Otherwise every node joins through the API VIP, the bootstrap server too
+    once there is more than one server; a lone server keeps ``cluster-init``
+    (there is no other member to join).
+    """
+    if node.role not in K3S_ROLES:
+        raise ValueError(f"k3s: {node.name} is a {node.role} node, not a K3s node")
+    lb = cfg.load_balancer
+    lone = len(cfg.servers) == 1 and node.role == "server"
+    labels = {**node.labels}
+    if node.uses_longhorn:
+        key, value = LONGHORN_DISK_LABEL.split("=", 1)
+        labels[key] = value
+    return k3s.K3sNodeSpec(
+        role="server" if node.role == "server" else "agent",
+        node_name=node.name,
+        node_ip=str(node.ip),
+        api_vip=str(lb.api_vip),
+        api_port=lb.api_port,
+        domain=cfg.domain,
+        cluster_init=bootstrap or lone,
+        node_labels=tuple(f"{k}={v}" for k, v in sorted(labels.items())),
+        node_taints=tuple(node.taints),
+    )
+
+
+def k3s_bin_dir(node: NodeConfig) -> str:
+    return k3s.FLATCAR_BIN_DIR if node.is_flatcar else k3s.BIN_DIR
