@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import cli_env, plugin_versions_missing, toolchain_bin
-from harness import ROOT
+from support.cli import cli_env, plugin_versions_missing, toolchain_bin
+from support.harness import ROOT
 
 pytestmark = pytest.mark.engine
 

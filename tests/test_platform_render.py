@@ -30,8 +30,8 @@ import yaml
 from components.config import StackConfig, parse_config
 from components.render import k3s
 from components.render import platform as pv
-from gitops_patch import apply_patch_ops
-from harness import EDGE_STACKS, stack_model
+from support.gitops_patch import apply_patch_ops
+from support.harness import EDGE_STACKS, stack_model
 
 CONFIGS: dict[str, StackConfig] = {n: parse_config(stack_model(n)) for n in ("dev", "prod", *EDGE_STACKS)}
 NAMES = sorted(CONFIGS)

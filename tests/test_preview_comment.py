@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import stack_model
 from policy import comment, plan
+from support.harness import stack_model
 
 pytestmark = pytest.mark.unit
 

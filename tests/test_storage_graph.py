@@ -16,7 +16,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components import storage
 from components.config import parse_config
 from components.render import storage as st
-from harness import EDGE_STACKS, Mocks, RecordingMonitor, Run, run_program, stack_model
+from support.harness import EDGE_STACKS, Mocks, RecordingMonitor, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 

@@ -27,7 +27,7 @@ import pytest
 from components import storage
 from components.config import parse_config
 from components.render import storage as st
-from harness import EDGE_STACKS, stack_model
+from support.harness import EDGE_STACKS, stack_model
 
 unit = pytest.mark.unit
 validators = pytest.mark.validators
