@@ -96,7 +96,7 @@ PLUGIN_DIR=${MICROCLOUD_PLUGIN_DIR:-$CACHE/plugins}
 LOGS=$CACHE/logs
 LANGHOST=$REPO/.ci/langhost
 export PULUMI_HOME=$REPO/.pulumi-home
-POINTER=$PULUMI_HOME/toolchain-bin   # read by .ci/env.sh and tests/cli.py
+POINTER=$PULUMI_HOME/toolchain-bin   # read by .ci/env.sh and tests/support/cli.py
 NEGATIVE_TTL=$((24 * 3600))          # how long a refused download is not retried
 
 log() { printf 'toolchain.sh: %s\n' "$*" >&2; }

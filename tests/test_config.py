@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from components.config import ConfigError, parse_config, vrrp_priority
-from harness import run_program, stack_model
+from support.harness import run_program, stack_model
 
 pytestmark = pytest.mark.unit
 
@@ -185,7 +185,7 @@ def test_program_reports_missing_config():
     import pulumi
 
     from components.config import load
-    from harness import stack_config
+    from support.harness import stack_config
 
     cfg = {k: v for k, v in stack_config("dev").items() if k != "microcloud:config"}
     pulumi.runtime.set_all_config({k: json.dumps(v) for k, v in cfg.items()})
@@ -309,7 +309,7 @@ def test_program_reports_a_typo_in_the_stack_key():
     import pulumi
 
     from components.config import load
-    from harness import stack_config
+    from support.harness import stack_config
 
     cfg = {("microcloud:confg" if k == "microcloud:config" else k): v for k, v in stack_config("dev").items()}
     pulumi.runtime.set_all_config({k: json.dumps(v) for k, v in cfg.items()})
@@ -355,7 +355,7 @@ def test_every_field_is_documented_in_the_table():
 def test_docs_config_table_is_the_generated_one():
     """Fails when a field, default or description changes without regenerating docs/config.md's table."""
     from components.config.doc import config_table, readme_table
-    from harness import ROOT
+    from support.harness import ROOT
 
     assert readme_table((ROOT / "docs" / "config.md").read_text()) == config_table(), (
         "docs/config.md's config table is stale: run venv/bin/python -m components.config.doc --write docs/config.md"

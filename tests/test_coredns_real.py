@@ -31,7 +31,7 @@ import pytest
 from components import specs
 from components.config import DnsConfig, parse_config
 from components.render.coredns import CorefileSpec, HostsSpec, render_corefile, render_hosts
-from harness import stack_model
+from support.harness import stack_model
 
 pytestmark = pytest.mark.validators
 

@@ -6,7 +6,7 @@ passphrase prompt, and, when the plugin directory is empty, one message
 naming every provider plugin and where each binary goes. `.ci/prereqs.sh`
 reports what a machine lacks, all at once.
 
-The copy (tests/cli.py ``project_copy``, plus .ci/ and the stack files)
+The copy (tests/support/cli.py ``project_copy``, plus .ci/ and the stack files)
 keeps its state, passphrase and PULUMI_HOME in a temp dir: the checkout's
 stack files and the user's ~/.config are never touched.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import project_copy, require_toolchain
-from harness import ROOT
+from support.cli import project_copy, require_toolchain
+from support.harness import ROOT
 
 pytestmark = pytest.mark.engine
 

@@ -32,7 +32,7 @@ from typing import Iterator
 
 import pytest
 
-from loopback import serve
+from support.loopback import serve
 
 pytestmark = pytest.mark.toolchain
 

@@ -2,7 +2,7 @@
 
 ignition-validate (test_renderers_real.py) says a config is well formed; this
 tier runs what Flatcar's initramfs runs (stages fetch-offline and files, harness
-ignition_apply.py) and asserts the tree it leaves: the user and its keys, the
+support/ignition_apply.py) and asserts the tree it leaves: the user and its keys, the
 network, resolver, time, sysctl, update and Kubernetes files, modes and owners.
 Expectations come from the config model, never from the JSON.
 
@@ -27,11 +27,11 @@ from typing import Iterator, Optional
 
 import pytest
 
-import ignition_apply as ia
 from components import specs
 from components.config import K3S_ROLES, NodeConfig, StackConfig, parse_config
 from components.render import ignition
-from harness import EDGE_STACKS, stack_model
+from support import ignition_apply as ia
+from support.harness import EDGE_STACKS, stack_model
 
 pytestmark = pytest.mark.validators
 

@@ -11,7 +11,7 @@ import yaml
 from components import specs
 from components.config import parse_config
 from components.render import k3s
-from harness import EDGE_STACKS, Run, run_program, stack_model
+from support.harness import EDGE_STACKS, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 

@@ -1,7 +1,7 @@
 """The K3s install script's bootstrap guard and Ready wait, run for real by dash against a temporary root.
 
 The stand-ins (systemctl, curl, the k3s binary's kubectl) come from
-tests/test_platform_render.py's Node; here the fake binary also answers
+tests/support/k3s_node.py's Node; here the fake binary also answers
 `kubectl get node` with the Ready status the test chooses.
 """
 
@@ -14,7 +14,8 @@ import subprocess
 import pytest
 
 from components.render import k3s
-from test_platform_render import CONFIGS, Node, k3s_nodes
+from support.k3s_node import Node, k3s_nodes
+from support.platform_render import CONFIGS
 
 pytestmark = pytest.mark.validators
 

@@ -20,8 +20,8 @@ import pytest
 
 from components.config import parse_config
 from components.render import keepalived as ka
-from harness import stack_model
-from lbnet import LbNet, Tls, _fetch, lb_test_model, our_namespaces, tool, wait_for
+from support.harness import stack_model
+from support.lbnet import LbNet, Tls, _fetch, lb_test_model, our_namespaces, tool, wait_for
 
 pytestmark = pytest.mark.lbpair
 

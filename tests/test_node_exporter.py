@@ -50,7 +50,7 @@ from components.render.node_exporter import (
     SYSUSERS_CONF,
     render_unit,
 )
-from harness import FAKE_COREDNS, MAIN, PROJECT, Mocks, RecordingMonitor, Run, stack_config, stack_model
+from support.harness import FAKE_COREDNS, MAIN, PROJECT, Mocks, RecordingMonitor, Run, stack_config, stack_model
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / ".ci" / "node-exporter.sh"

@@ -21,7 +21,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.platform import (CHART_VERSIONS, CHARTS, ROTATABLE, ChartSource, GitOps, Platform, PlatformArgs,
                                  chart_dir, chart_sources)
 from components.render import platform as pv
-from harness import Mocks, RecordingMonitor, Run
+from support.harness import Mocks, RecordingMonitor, Run
 
 pytestmark = pytest.mark.graph
 

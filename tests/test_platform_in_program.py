@@ -15,7 +15,7 @@ import yaml
 
 from components.config import parse_config
 from components.chart_pins import CHARTS
-from harness import Run, run_program, stack_model
+from support.harness import Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 

@@ -1,4 +1,4 @@
-"""The policy pack's checks (policy/rules.py) as plain functions; the engine running them is tests/test_engine_policy.py."""
+"""The policy pack's checks (policy/rules.py) as plain functions; the engine running them is tests/test_policy_engine.py."""
 
 from __future__ import annotations
 

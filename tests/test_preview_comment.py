@@ -5,7 +5,7 @@ tests/previews/record.py (the real CLI and provider plugins against prod's
 planned state): add a worker, change a K3s flag (a node taint), change the
 domain (every node replaced), remove the storage node (the engine stops at
 its protected volume). Each expected line is asserted. The same policies
-under the live engine: tests/test_engine_plan_policy.py.
+under the live engine: tests/test_plan_policy_engine.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import stack_model
 from policy import comment, plan
+from support.harness import stack_model
 
 pytestmark = pytest.mark.unit
 

@@ -24,8 +24,8 @@ from typing import Iterator
 import pytest
 
 from components.config import ConfigError, CorednsBinary, NodeExporterBinary, check_local_files, parse_config
-from harness import stack_model
-from loopback import Redirect, serve
+from support.harness import stack_model
+from support.loopback import Redirect, serve
 
 pytestmark = pytest.mark.validators
 

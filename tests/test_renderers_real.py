@@ -35,7 +35,7 @@ from components.config import StackConfig, parse_config
 from components.day2 import install_script
 from components.render import keepalived as ka
 from components.render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
-from harness import EDGE_STACKS, stack_model
+from support.harness import EDGE_STACKS, stack_model
 
 pytestmark = pytest.mark.validators
 

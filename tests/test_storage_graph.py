@@ -18,7 +18,7 @@ from components.specs import storage as storage_specs
 from components.day2 import NodeAccess
 from components.config import parse_config
 from components.render import storage as st
-from harness import EDGE_STACKS, Mocks, RecordingMonitor, Run, run_program, stack_model
+from support.harness import EDGE_STACKS, Mocks, RecordingMonitor, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 

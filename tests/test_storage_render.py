@@ -28,7 +28,7 @@ from components.specs import storage as storage_specs
 from components.config import parse_config
 from components.render import libvirt_xml, nfs
 from components.render import storage as st
-from harness import EDGE_STACKS, stack_model
+from support.harness import EDGE_STACKS, stack_model
 
 unit = pytest.mark.unit
 validators = pytest.mark.validators

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import require_toolchain
-from loopback import Hang, Status, serve
+from support.cli import require_toolchain
+from support.loopback import Hang, Status, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
 from e2e.sandbox import Sandbox  # noqa: E402
 from e2e.stack import Stack, e2e_model, missing_plugins  # noqa: E402
-from harness import ROOT  # noqa: E402
+from support.harness import ROOT  # noqa: E402
 
 BOOTED = ("lb1", "lb2", "infra")
 

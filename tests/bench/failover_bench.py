@@ -3,7 +3,7 @@
 
 Not a test. Rerun (as root) with:  venv/bin/python tests/bench/failover_bench.py [--repeat 10]
 
-Builds the same namespace topology as tests/test_lb_failover.py (tests/lbnet.py:
+Builds the same namespace topology as tests/test_lb_failover.py (tests/support/lbnet.py:
 rendered haproxy.cfg / keepalived.conf of the dev stack grown to 3 servers and
 2 ingress agents), then repeats: SIGKILL haproxy on the MASTER and measure
 
@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness import stack_model  # noqa: E402
-from lbnet import LbNet, lb_test_model, wait_for  # noqa: E402
+from support.harness import stack_model  # noqa: E402
+from support.lbnet import LbNet, lb_test_model, wait_for  # noqa: E402
 
 
 def move(net: LbNet, to: str, act, interval: float, timeout: float, limit: float = 30.0) -> dict:

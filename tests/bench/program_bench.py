@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness import run_program, stack_model  # noqa: E402
+from support.harness import run_program, stack_model  # noqa: E402
 
 
 def workers_model(n: int) -> dict:

@@ -1,6 +1,6 @@
 """A dev-shaped stack under the real Pulumi CLI, inside a Sandbox: used by the e2e tier and its benchmark.
 
-The CLI runs on a throwaway copy of the program (see tests/cli.py), inside
+The CLI runs on a throwaway copy of the program (see tests/support/cli.py), inside
 the sandbox's namespaces so it reaches libvirt's socket and the VMs.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from cli import plugin_versions_missing, project_copy, toolchain_bin
-from harness import stack_config
+from support.cli import plugin_versions_missing, project_copy, toolchain_bin
+from support.harness import stack_config
 
 from .sandbox import Sandbox
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT
+from support.harness import ROOT
 
 from .sandbox import Sandbox, tools_missing
-from cli import toolchain_bin
+from support.cli import toolchain_bin
 
 from .stack import Stack, e2e_model, missing_plugins
 

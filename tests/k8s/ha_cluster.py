@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from lbnet import CLONE_NEWNET, LbNet, Proc, _http_get, tool, wait_for
+from support.lbnet import CLONE_NEWNET, LbNet, Proc, _http_get, tool, wait_for
 
 from .cluster import _die_with_parent
 

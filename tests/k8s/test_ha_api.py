@@ -1,7 +1,7 @@
 """The HA API path: three kube-apiservers on one etcd behind the project's own load-balancer pair.
 
 haproxy.cfg and keepalived.conf are rendered by the program (components.specs,
-through tests/lbnet.py) for the dev topology grown to three K3s servers; the
+through tests/support/lbnet.py) for the dev topology grown to three K3s servers; the
 servers run real kube-apiservers (tests/k8s/ha_cluster.py). A client on the
 VIP network sends a steady stream of authenticated requests to
 https://<API VIP>:6443 (a new TLS connection each, verified against the VIP),
@@ -27,8 +27,8 @@ from typing import Optional
 
 import pytest
 
-from harness import stack_model
-from lbnet import lb_test_model, tool, wait_for
+from support.harness import stack_model
+from support.lbnet import lb_test_model, tool, wait_for
 
 from .ha_cluster import ApiStream, HaApiNet, Result, api_request
 

@@ -39,11 +39,11 @@ import yaml
 
 import pytest
 
-from cli import cli_env, plugin_versions_missing, toolchain_bin
 from components.platform import ARGOCD_PART_OF, CHART_VERSIONS, SEALING_KEY_SECRET, TRAEFIK_AUTH_SECRET, TRAEFIK_CERT_SECRET
 from components.render import platform as pv
-from gitops_patch import apply_patch_ops
-from harness import ROOT
+from support.cli import cli_env, plugin_versions_missing, toolchain_bin
+from support.gitops_patch import apply_patch_ops
+from support.harness import ROOT
 
 from .cluster import ApiError, wait_for
 

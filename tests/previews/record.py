@@ -2,7 +2,7 @@
 
     venv/bin/python tests/previews/record.py     # needs a libvirtd answering (bash .ci/libvirtd.sh start)
 
-prod's state is built as the engine plans it (tests/planned_state.py; the
+prod's state is built as the engine plans it (tests/support/planned_state.py; the
 platform off, libvirt's test driver), then each change below is previewed
 with `pulumi preview --json` (and `--diff` where the display stays small)
 and stored here, scrubbed: no timestamps or stack traces, the throwaway
@@ -83,7 +83,7 @@ def scrub(value, base: str):
 
 
 def main() -> int:
-    import planned_state
+    from support import planned_state
 
     with tempfile.TemporaryDirectory(prefix="mc-record-") as tmp:
         base = Path(tmp)

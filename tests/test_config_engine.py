@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli import POINTER, project_copy, toolchain_bin
-from harness import stack_config
+from support.cli import POINTER, project_copy, toolchain_bin
+from support.harness import stack_config
 from test_config import CASES
 
 pytestmark = pytest.mark.engine
@@ -95,7 +95,7 @@ ENGINE_CASES = [CASES[0], CASES[10], CASES[25], CASES[32], CASES[-1]]
 @pytest.mark.parametrize("case_id,mutate,key,words", ENGINE_CASES, ids=[c[0] for c in ENGINE_CASES])
 def test_config_mistake_is_one_line_through_the_cli(engine, case_id, mutate, key, words):
     """`pulumi preview` on a bad config: exactly one error, one line naming the key and the fix; no traceback, no "unhandled error", nothing but the stack."""
-    from harness import stack_model
+    from support.harness import stack_model
 
     model = stack_model("dev")
     mutate(model)
@@ -112,7 +112,7 @@ def test_config_mistake_is_one_line_through_the_cli(engine, case_id, mutate, key
 
 def test_stack_key_typo_is_named_through_the_cli(engine):
     """`microcloud:confg` in Pulumi.<stack>.yaml: the typo is named, not "microcloud:config is not set"."""
-    from harness import stack_model
+    from support.harness import stack_model
 
     name = new_stack(engine, stack_model("dev"), key="microcloud:confg")
     _, errors = preview_errors(engine, name)
@@ -121,7 +121,7 @@ def test_stack_key_typo_is_named_through_the_cli(engine):
 
 def test_config_mistake_in_the_plain_display(engine):
     """What a user reads without --json: the Diagnostics section holds the one error and nothing else."""
-    from harness import stack_model
+    from support.harness import stack_model
 
     model = stack_model("dev")
     next(n for n in model["nodes"] if n["name"] == "worker1")["memroy_mib"] = 4096

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from harness import ROOT
+from support.harness import ROOT
 
 PULUMI_HOME = ROOT / ".pulumi-home"
 POINTER = PULUMI_HOME / "toolchain-bin"

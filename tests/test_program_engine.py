@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from cli import plugin_versions_missing, toolchain_bin
 from components.config import parse_config
 from components.chart_pins import CHARTS
 from components.specs import k3s_bootstrap_server, k3s_install_order
-from harness import ROOT, stack_model
+from support.cli import plugin_versions_missing, toolchain_bin
+from support.harness import ROOT, stack_model
 
 pytestmark = pytest.mark.engine
 

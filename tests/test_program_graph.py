@@ -9,7 +9,7 @@ import pytest
 
 from components import specs
 from components.config import parse_config
-from harness import EDGE_STACKS, Run, run_program, stack_model
+from support.harness import EDGE_STACKS, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 

@@ -1,6 +1,6 @@
 """What Kustomize does with the root Application's JSON patch ops: the tests apply them to gitops/root/applicationset.yaml.
 
-Used by tests/test_platform_render.py (the patched ApplicationSet names the
+Used by tests/test_platform_gitops_render.py (the patched ApplicationSet names the
 configured repository) and tests/k8s/test_platform_engine.py (the API server
 accepts it); the program itself hands the ops to Argo CD.
 """

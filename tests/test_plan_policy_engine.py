@@ -1,6 +1,6 @@
 """Every policy under the real engine: prod's day-2 changes through policy/guard.py, file backend.
 
-prod's state is built as the engine plans it (tests/planned_state.py: the
+prod's state is built as the engine plans it (tests/support/planned_state.py: the
 real CLI, language host and libvirt/command/random/tls plugins against a
 private libvirtd; the platform off, since no cluster answers here), and a
 no-change preview of it must plan nothing. Then guard.py - the policy pack
@@ -23,8 +23,8 @@ import subprocess
 
 import pytest
 
-from cli import plugin_versions_missing, toolchain_bin
-from harness import ROOT
+from support.cli import plugin_versions_missing, toolchain_bin
+from support.harness import ROOT
 
 pytestmark = pytest.mark.engine
 
@@ -52,7 +52,7 @@ def prod(tmp_path_factory):
     if missing:
         pytest.skip("not available: " + "; ".join(missing))
     from e2e.sandbox import Sandbox
-    from planned_state import PlannedStack
+    from support.planned_state import PlannedStack
 
     base = tmp_path_factory.mktemp("plan-policy")
     with Sandbox(base / "sandbox") as sb:

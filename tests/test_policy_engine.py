@@ -5,7 +5,7 @@ policy`: a resource on the default provider and floating container images
 fail the preview as mandatory violations naming each resource; the same
 program with an explicit provider and pinned images passes. No cluster is
 contacted: preview only (KUBECONFIG points nowhere). The whole program with
-the pack is tests/test_engine_full_preview.py.
+the pack is tests/test_program_engine.py.
 
 Skips, naming what is missing: the toolchain, the kubernetes plugin, pulumi-policy in the venv.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import cli_env, plugin_versions_missing, toolchain_bin
-from harness import ROOT
+from support.cli import cli_env, plugin_versions_missing, toolchain_bin
+from support.harness import ROOT
 
 pytestmark = pytest.mark.engine
 

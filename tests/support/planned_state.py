@@ -222,7 +222,7 @@ def pending(plan: dict) -> list[str]:
 # ------------------------------------------------------------------ a stack to build it in
 def model(stack: str, base) -> dict:
     """The stack's config as the plan tests use it: its own pool and seed dir, local stand-in binaries, no platform."""
-    from harness import stack_model
+    from support.harness import stack_model
 
     m = stack_model(stack)
     fake = base / "fake-binary"
@@ -242,8 +242,8 @@ class PlannedStack:
 
         import yaml
 
-        from cli import project_copy, toolchain_bin
-        from harness import stack_config
+        from support.cli import project_copy, toolchain_bin
+        from support.harness import stack_config
 
         self.base, self.stack = base, stack
         self.work, self.env = project_copy(base, toolchain_bin(), MICROCLOUD_SEED_DIR=str(base / "seeds"))

@@ -23,12 +23,12 @@ from pulumi.runtime import mocks as pmocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "__main__.py"
 PROJECT = "microcloud"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
-STACKS = Path(__file__).resolve().parent / "stacks"
+STACKS = Path(__file__).resolve().parents[1] / "stacks"
 # The edge topologies (tests/stacks/Pulumi.<name>.yaml), used by every tier.
 EDGE_STACKS = tuple(sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS.glob("Pulumi.*.yaml")))
 

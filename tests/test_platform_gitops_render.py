@@ -1,0 +1,216 @@
+"""The GitOps renderers (components/render/platform/gitops.py): the alert rules, the gitops/ layout, the root app's patches.
+
+``unit`` tests are plain Python; the ``validators`` tests have ``promtool``
+check and unit-test the alert rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.render import platform as pv
+from support.gitops_patch import apply_patch_ops
+from support.platform_render import need, render_gitops_rules
+
+unit = pytest.mark.unit
+validators = pytest.mark.validators
+
+
+# ------------------------------------------------------------------ alert rules
+
+
+@unit
+def test_gitops_alerts_cover_the_originals_signals():
+    rules = pv.gitops_alert_groups(pv.GitOpsAlertsSpec())[0]["rules"]
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert 'phase=~"Error|Failed"' in exprs["ArgoCdAppSyncFailed"]
+    assert 'sync_status="OutOfSync"' in exprs["ArgoCdAppOutOfSync"]
+    assert 'health_status="Degraded"' in exprs["ArgoCdAppDegraded"]
+    assert 'health_status="Unknown"' in exprs["ArgoCdAppHealthUnknown"]
+    assert "argocd_git_fetch_fail_total" in exprs["ArgoCdRepoUnreachable"]
+
+
+# ------------------------------------------------------------------ promtool
+
+
+@validators
+def test_gitops_rules_pass_promtool_check(tmp_path):
+    tool = need("promtool")
+    path = tmp_path / "gitops.rules.yml"
+    path.write_text(render_gitops_rules(pv.GitOpsAlertsSpec()))
+    res = subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    n = len(pv.gitops_alert_groups(pv.GitOpsAlertsSpec())[0]["rules"])
+    assert f"SUCCESS: {n} rules found" in res.stdout
+    # The check can fail: a broken expression.
+    path.write_text(render_gitops_rules(pv.GitOpsAlertsSpec()).replace("> 0", "> > 0", 1))
+    assert subprocess.run([tool, "check", "rules", str(path)], capture_output=True, text=True).returncode != 0
+
+
+def _minutes(d: str) -> int:
+    m = re.fullmatch(r"(\d+)([mh])", d)
+    assert m, d
+    return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
+
+
+def _expand(template: str, labels: dict[str, str]) -> str:
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
+
+
+@validators
+def test_gitops_alerts_fire_for_bad_apps_only(tmp_path):
+    """promtool's rule unit tests: a broken app and an unreachable repo fire every alert; a healthy app none."""
+    tool = need("promtool")
+    spec = pv.GitOpsAlertsSpec()
+    rules = {r["alert"]: r for r in pv.gitops_alert_groups(spec)[0]["rules"]}
+    (tmp_path / "rules.yml").write_text(render_gitops_rules(spec))
+    longest = max(_minutes(r["for"]) for r in rules.values() if "for" in r)
+    at = longest + 5
+    window = _minutes(spec.failure_window)
+    assert window > 5
+    step = at - 3  # counters step up inside the last failure window
+    info = {
+        "outofsync": dict(name="drifted", project="default", sync_status="OutOfSync", health_status="Healthy"),
+        "degraded": dict(name="broken", project="default", sync_status="Synced", health_status="Degraded"),
+        "unknown": dict(name="lost", project="default", sync_status="Synced", health_status="Unknown"),
+        "good": dict(name="fine", project="default", sync_status="Synced", health_status="Healthy"),
+    }
+
+    def series(metric: str, labels: dict, values: str) -> dict:
+        return {"series": metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}", "values": values}
+
+    repo = "https://git.example.org/platform.git"
+    inputs = [series("argocd_app_info", lbl, f"1x{at + 10}") for lbl in info.values()]
+    inputs += [
+        series("argocd_app_sync_total", dict(name="broken", project="default", phase="Failed"), f"0x{step} 1x{at + 10 - step}"),
+        series("argocd_app_sync_total", dict(name="fine", project="default", phase="Succeeded"), f"0+1x{at + 10}"),
+        series("argocd_git_fetch_fail_total", dict(repo=repo), f"0x{step} 1x{at + 10 - step}"),
+    ]
+    expected = {
+        "ArgoCdAppOutOfSync": [info["outofsync"]],
+        "ArgoCdAppDegraded": [info["degraded"]],
+        "ArgoCdAppHealthUnknown": [info["unknown"]],
+        "ArgoCdAppSyncFailed": [dict(name="broken", project="default")],
+        "ArgoCdRepoUnreachable": [dict(repo=repo)],
+        "ArgoCdMetricsAbsent": [],
+    }
+    assert set(expected) == set(rules), "every rule is exercised"
+
+    def alert(name: str, labels: dict) -> dict:
+        full = {**labels, **rules[name]["labels"]}
+        ann = {k: _expand(v, full) for k, v in rules[name]["annotations"].items()}
+        return {"exp_labels": full, "exp_annotations": ann}
+
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": f"{at}m", "alertname": name, "exp_alerts": [alert(name, lbl) for lbl in lbls]}
+                for name, lbls in expected.items()
+            ],
+        },
+        {  # nothing scraped from Argo CD: only the absence alert
+            "interval": "1m",
+            "input_series": [series("up", dict(job="node"), f"1x{at + 10}")],
+            "alert_rule_test": [
+                {"eval_time": f"{at}m", "alertname": "ArgoCdMetricsAbsent", "exp_alerts": [alert("ArgoCdMetricsAbsent", {})]},
+                {"eval_time": f"{at}m", "alertname": "ArgoCdAppOutOfSync", "exp_alerts": []},
+            ],
+        },
+    ]
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}))
+    res = subprocess.run([tool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # The check can fail: the healthy app is not expected to alert.
+    tests[0]["alert_rule_test"][0]["exp_alerts"].append(alert("ArgoCdAppOutOfSync", info["good"]))
+    test_file.write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}))
+    assert subprocess.run([tool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120, cwd=tmp_path).returncode != 0
+
+
+# ------------------------------------------------------------------ gitops/
+
+GITOPS = Path(__file__).resolve().parent.parent / "gitops"
+
+
+def gitops_docs(sub: str) -> dict[str, list[dict]]:
+    return {str(f.relative_to(GITOPS)): [d for d in yaml.safe_load_all(f.read_text()) if d]
+            for f in sorted((GITOPS / sub).rglob("*")) if f.is_file()}
+
+
+@unit
+def test_gitops_layout():
+    """root/ (what the root app syncs) and apps/<name>/ (plain manifests), nothing else."""
+    top = {p.name for p in GITOPS.iterdir()}
+    assert top == {"README.md", "root", "apps"}, top
+    root = gitops_docs("root")
+    kust = root.pop("root/kustomization.yaml")[0]
+    assert kust["kind"] == "Kustomization"
+    assert sorted(kust["resources"]) == sorted(Path(f).name for f in root), "kustomization lists every file of root/"
+    objs = {(d["kind"], d["metadata"]["name"]): d for docs in root.values() for d in docs}
+    assert set(objs) == {("AppProject", pv.APP_PROJECT), ("ApplicationSet", pv.APPSET)}
+    for o in objs.values():
+        assert o["apiVersion"] == "argoproj.io/v1alpha1" and o["metadata"]["namespace"] == pv.ARGOCD_NAMESPACE
+    # Waves: the project exists before the ApplicationSet that uses it.
+    waves = {k: int(o["metadata"]["annotations"][pv.SYNC_WAVE]) for k, o in objs.items()}
+    assert waves[("AppProject", pv.APP_PROJECT)] < waves[("ApplicationSet", pv.APPSET)]
+    appset = objs[("ApplicationSet", pv.APPSET)]["spec"]
+    (gen,) = appset["generators"]
+    assert gen["git"]["directories"] == [{"path": "gitops/apps/*"}]
+    tmpl = appset["template"]
+    assert tmpl["metadata"]["name"] == "{{.path.basename}}" and tmpl["spec"]["source"]["path"] == "{{.path.path}}"
+    assert tmpl["spec"]["project"] == pv.APP_PROJECT
+    assert tmpl["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert pv.CASCADE_FINALIZER in tmpl["metadata"]["finalizers"]
+
+    apps = [p for p in (GITOPS / "apps").iterdir()]
+    assert apps and all(p.is_dir() for p in apps), apps
+    for app in apps:
+        docs = gitops_docs(f"apps/{app.name}")
+        assert docs, app
+        for f, ds in docs.items():
+            assert f.endswith(".yaml"), f"{f}: plain manifests only"
+            for d in ds:
+                assert {"apiVersion", "kind", "metadata"} <= set(d), f
+                assert "namespace" not in d["metadata"], f"{f}: the Application's destination sets the namespace"
+                int(d["metadata"]["annotations"][pv.SYNC_WAVE])  # every object has a wave
+
+
+@unit
+def test_gitops_example_waves_order_config_workload_service():
+    docs = {d["kind"]: d for ds in gitops_docs("apps/example").values() for d in ds}
+    wave = {k: int(d["metadata"]["annotations"][pv.SYNC_WAVE]) for k, d in docs.items()}
+    assert wave["ConfigMap"] < wave["Deployment"] < wave["Service"], wave
+    vols = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "page", "configMap": {"name": docs["ConfigMap"]["metadata"]["name"]}} in vols
+
+
+@unit
+def test_root_application_patches_every_placeholder():
+    spec = pv.GitOpsSpec(repo_url="https://git.example.test/infra.git", revision="v1.2.3", path="deploy/gitops")
+    app = pv.root_application(spec)
+    assert app["spec"]["source"]["path"] == "deploy/gitops/root"
+    (patch,) = app["spec"]["source"]["kustomize"]["patches"]
+    appset = next(d for ds in gitops_docs("root").values() for d in ds if d.get("kind") == "ApplicationSet")
+    assert patch["target"]["name"] == appset["metadata"]["name"]
+    out = apply_patch_ops(appset, json.loads(patch["patch"]))
+    text = json.dumps(out)
+    assert "git.invalid" not in text, "a placeholder is left"
+    assert out["spec"]["generators"][0]["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
+                                                   "directories": [{"path": "deploy/gitops/apps/*"}]}
+    assert (out["spec"]["template"]["spec"]["source"]["repoURL"],
+            out["spec"]["template"]["spec"]["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
+    with pytest.raises(KeyError):
+        apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
+    assert "finalizers" not in pv.root_application(dataclasses.replace(spec, cascade=False))["metadata"]
+    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space")):
+        with pytest.raises(ValueError):
+            dataclasses.replace(spec, **bad)
