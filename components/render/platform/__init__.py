@@ -2,7 +2,7 @@
 
 Each ``*_values(spec)`` returns the values handed to ``kubernetes.helm.v4.Chart``.
 Key paths follow the charts' values.yaml (checked against the chart
-directories in tests/test_platform_render.py): traefik 41.x, sealed-secrets
+directories in tests/test_platform_charts_render.py): traefik 41.x, sealed-secrets
 2.x, argo-cd 10.x, kube-prometheus-stack 88.x, longhorn 1.10+,
 nfs-subdir-external-provisioner 4.x.
 

@@ -71,7 +71,7 @@ def longhorn_storage_class(spec: LonghornSpec) -> dict:
         "allowVolumeExpansion": True,
         "reclaimPolicy": spec.reclaim_policy,
         "volumeBindingMode": "Immediate",
-        # The chart's defaults for these (checked against its storageclass.yaml in tests/test_platform_render.py).
+        # The chart's defaults for these (checked against its storageclass.yaml in tests/test_platform_longhorn_render.py).
         "parameters": {
             "numberOfReplicas": str(spec.replica_count),
             "staleReplicaTimeout": "30",
