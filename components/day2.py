@@ -53,6 +53,17 @@ new_worker() {
 """
 
 
+# What a command's output shows in the `pulumi up` display. pulumi-command logs stdout and stderr by
+# default, and additional_secret_outputs protects only the state: a command printing a secret prints
+# it to the display, CI logs and the event stream. So every command of the program sets `logging`:
+# QUIET (nothing) unless a person needs a line, and then NOTICES (stderr only: the script writes that
+# one line to stderr and keeps what the program reads, e.g. the conntrack marker, on stdout). A
+# failure shows both streams anyway: the provider puts them in the error, which is what a person
+# needs to act; no script sends a secret to either (files and the token arrive on stdin).
+QUIET = remote.Logging.NONE
+NOTICES = remote.Logging.STDERR
+
+
 @dataclass(frozen=True)
 class NodeAccess:
     """What a day-2 component needs to reach the nodes, built once in __main__.
@@ -195,6 +206,8 @@ def apply_file(
         create=install_script(node=node, path=path, mode=mode, validate=validate, activate=activate, verify=verify),
         stdin=content,
         triggers=[digest, *replace_with],
+        # Validators and activations talk on success (sysusers, reloads): nobody needs it.
+        logging=QUIET,
         opts=pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(

@@ -11,17 +11,12 @@ from pulumi_command import remote
 
 from . import specs
 from .config import StackConfig, file_sha256
-from .day2 import NodeAccess, apply_file, install_script
-from .render.coredns import CoreDnsUnitSpec, render_unit
+from .day2 import QUIET, NodeAccess, apply_file, install_script
+from .render.coredns import CoreDnsUnitSpec, dig_check, render_unit, version_check
 from .render.os_family import family_of
 
 COREDNS_DIR = "/etc/coredns"
 COREDNS_LIB = "/usr/local/lib/microcloud"
-
-
-def dig(name: str, rtype: str = "A") -> str:
-    """A query to the local CoreDNS that fails unless it answers NOERROR."""
-    return f"dig +time=1 +tries=1 @127.0.0.1 {shlex.quote(name)} {rtype} | grep -q 'status: NOERROR'"
 
 
 @dataclass(frozen=True)
@@ -74,8 +69,8 @@ class InfraServices(pulumi.ComponentResource):
         )
         coredns_files = {
             "coredns-hosts": ("hosts", self.hosts_file, f"{running}( {every_record} )"),
-            "coredns-zone": ("zone.db", specs.zone_file(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
-            "coredns-corefile": ("Corefile", specs.corefile(cfg), f"{running}{dig(cfg.domain, 'SOA')}"),
+            "coredns-zone": ("zone.db", specs.zone_file(cfg), f"{running}{dig_check(cfg.domain, 'SOA')}"),
+            "coredns-corefile": ("Corefile", specs.corefile(cfg), f"{running}{dig_check(cfg.domain, 'SOA')}"),
         }
         delivered = [
             apply_file(
@@ -102,7 +97,7 @@ class InfraServices(pulumi.ComponentResource):
             validate='d=$(mktemp -d); cp {file} "$d/coredns.service"; systemd-analyze verify "$d/coredns.service"; '
             'rc=$?; rm -rf "$d"; exit $rc',
             activate="systemctl daemon-reload && systemctl enable -q coredns && systemctl restart coredns",
-            verify=f"restarted coredns && {dig(cfg.fqdn(infra.name))}",
+            verify=f"restarted coredns && {dig_check(cfg.fqdn(infra.name))}",
             replace_with=[*self._again, binary_installed.id],
             # CoreDNS needs its files in place to start; no data flows.
             opts=pulumi.ResourceOptions(parent=self, depends_on=delivered),
@@ -135,7 +130,7 @@ class InfraServices(pulumi.ComponentResource):
             mode="0755",
             validate=None,
             activate=f"rm -f {upload}",
-            verify=f"{target} -version | grep -q '^CoreDNS-{spec.version[1:]}$'",
+            verify=version_check(target, spec.version),
         )
         # The install script reads the file from stdin: feed it the upload,
         # after checking that it arrived unchanged.
@@ -144,6 +139,7 @@ class InfraServices(pulumi.ComponentResource):
             connection=self._conn.args(),
             create=f"sudo sh -c {shlex.quote(check)} && sudo cat {upload} | {script}",
             triggers=[sha, *self._again],
+            logging=QUIET,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # The upload must be there first; CopyToRemote has no output to pass.

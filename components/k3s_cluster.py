@@ -33,7 +33,7 @@ from pulumi_command import remote
 from . import specs
 from .config import NodeConfig, StackConfig, file_sha256
 from .config import K3sArtifact
-from .day2 import NodeAccess
+from .day2 import QUIET, NodeAccess
 from .render import k3s
 
 # Where files copied from the Pulumi host wait on the node until installed.
@@ -134,6 +134,8 @@ class K3sCluster(pulumi.ComponentResource):
             ),
             # Again when the node set changes, the bootstrap server is a new VM, or the keeper moves.
             triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), kc.kubeconfig_keeper, args.access.domain_ids[first.name]],
+            # stdout is the admin kubeconfig: never in the display, CI logs or the event stream.
+            logging=QUIET,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=previous,
@@ -192,6 +194,8 @@ class K3sCluster(pulumi.ComponentResource):
             stdin=self._token,
             # Keyed on the script (config.yaml, unit, pinned files are in it; the token is not).
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],
+            # The installer's progress is for the failure message, which carries it anyway.
+            logging=QUIET,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*after, *copies, *more],

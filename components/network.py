@@ -74,6 +74,8 @@ class Networks(pulumi.ComponentResource):
             update=script,
             delete=render_delete(spec),
             interpreter=["/bin/sh", "-c"],
+            # The nft/sysctl steps say nothing a person needs on success; a failure's error carries them.
+            logging=local.Logging.NONE,
             opts=pulumi.ResourceOptions(parent=self, depends_on=networks),
         )
         return cmd.id

@@ -24,7 +24,7 @@ from pulumi_command import remote
 
 from .config import file_sha256
 from .config.monitoring import NodeExporterBinary
-from .day2 import NodeAccess, apply_file, install_script
+from .day2 import NOTICES, QUIET, NodeAccess, apply_file, install_script
 from .render.firewalld import firewalld_script, tracks_connections
 from .render.node_exporter import (
     NODE_EXPORTER_PORT,
@@ -114,6 +114,7 @@ class NodeExporters(pulumi.ComponentResource):
             # The upload must arrive unchanged before the install script reads it from stdin.
             create=f"sudo sh -c {shlex.quote(check)} && sudo cat {upload} | {script}",
             triggers=[sha, *again],
+            logging=QUIET,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[copy],  # CopyToRemote has no output to pass
@@ -127,6 +128,8 @@ class NodeExporters(pulumi.ComponentResource):
             connection=conn.args(),
             create=firewalld_script(node, args.port, args.allowed_sources),
             triggers=[*sorted(args.allowed_sources), *again],
+            # One line when firewalld is not running; the conntrack marker on stdout is for the program.
+            logging=NOTICES,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 custom_timeouts=pulumi.CustomTimeouts(create="20m"),

@@ -30,7 +30,7 @@ import pulumi
 from pulumi_command import remote
 
 from .config import StackConfig
-from .day2 import NodeAccess, apply_file
+from .day2 import NOTICES, NodeAccess, apply_file
 from .render import storage as st
 from .render.firewalld import firewalld_script
 from .specs.storage import NodeStorage, plan, steps
@@ -94,6 +94,8 @@ class Storage(pulumi.ComponentResource):
                 connection=conn.args(),
                 create=script,
                 triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[ns.node]],
+                # One line when firewalld is not running; the marker on stdout is for the program.
+                logging=NOTICES,
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
             )
         return made.get("exports")

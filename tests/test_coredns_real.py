@@ -434,3 +434,24 @@ def test_broken_config_exits_nonzero(coredns_bin, tmp_path, breakage):
         assert message in out, f"{breakage}: CoreDNS failed, but not for the breakage:\n{out}"
     finally:
         sink.close()
+
+
+# ------------------------------------------------------------------ day-2 verify fragments, under pipefail
+
+
+@pytest.mark.parametrize("shell", [["/bin/sh", "-c"], ["bash", "-o", "pipefail", "-c"]])
+def test_the_day2_checks_read_whole_answers(server, coredns_bin, shell):
+    """InfraServices' verify fragments against the real CoreDNS and dig: they pass under pipefail with nothing
+    on stderr (no producer killed by a reader that stopped early), and fail where they should."""
+    from components.render.coredns import dig_check, version_check
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*shell, script], capture_output=True, text=True, timeout=60)
+
+    for script in (dig_check(fqdn("lb1"), port=server.port), dig_check(DOMAIN, "SOA", port=server.port),
+                   version_check(str(coredns_bin), VERSION)):
+        res = run(script)
+        assert (res.returncode, res.stderr) == (0, ""), (script, res)
+    for script in (dig_check(fqdn("nonexistent"), port=server.port), version_check(str(coredns_bin), "v1.12.0"),
+                   version_check(str(coredns_bin), VERSION + "0")):
+        assert run(script).returncode != 0, script

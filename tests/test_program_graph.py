@@ -255,6 +255,21 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
     assert "worker2" in after[dev.urn_of(COMMAND, "lb1-haproxy")]["stdin"]
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod", "edge-big"])
+def test_every_command_chooses_what_it_logs(stack):
+    """pulumi-command logs stdout and stderr by default, into the display and CI logs: every command of the
+    program sets `logging`, to nothing or to stderr only (the scripts' chosen notices). The admin kubeconfig
+    (k3s-ready's stdout) is never logged."""
+    run = run_program(stack)
+    assert run.error is None, run.error
+    commands = [r for r in run.resources if r.type in ("command:remote:Command", "command:local:Command")]
+    assert len(commands) >= 10, len(commands)
+    chosen = {r.name: r.inputs.get("logging") for r in commands}
+    assert {n: v for n, v in chosen.items() if v not in ("none", "stderr")} == {}, chosen
+    assert chosen.get("k3s-ready") == "none"
+    assert {n for n, v in chosen.items() if v == "stderr"} == {n for n in chosen if n.endswith("-firewall")}
+
+
 def test_day2_commands_are_keyed_on_content_hash(dev):
     from components.day2 import trigger_digest
 

@@ -50,6 +50,9 @@ def create(p: "Platform") -> None:
         create="true",
         update="true",
         delete=f"{python} -c 'from components.platform import uninstall_longhorn_main as m; m()'",
+        # On destroy: its progress is for a failure's error, which carries it anyway; the kubeconfig
+        # is in its environment, never in its output.
+        logging=command.local.Logging.NONE,
         environment={
             "MICROCLOUD_KUBECONFIG": pulumi.Output.secret(a.kubeconfig),
             "LONGHORN_NAMESPACE": spec.namespace,

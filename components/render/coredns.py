@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from ._template import render
+from .shell import output_matches
 
 CONF_DIR = "/etc/coredns"
 
@@ -134,3 +136,14 @@ def render_unit(spec: CoreDnsUnitSpec) -> str:
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )
+
+
+def dig_check(name: str, rtype: str = "A", port: int = 53) -> str:
+    """Shell: the local CoreDNS answers ``name`` ``rtype`` with NOERROR (dig's whole answer read, then matched)."""
+    at = "@127.0.0.1" if port == 53 else f"@127.0.0.1 -p {port}"
+    return output_matches(f"dig +time=1 +tries=1 {at} {shlex.quote(name)} {rtype}", "status: NOERROR", fixed=True)
+
+
+def version_check(binary: str, version: str) -> str:
+    """Shell: ``binary -version`` names exactly CoreDNS ``version`` (``v1.12.1``) on a line of its own."""
+    return output_matches(f"{binary} -version", f"^CoreDNS-{version.lstrip('v')}$")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+
+from .shell import output_matches
 from typing import Optional, Sequence
 
 # Present once nf_conntrack is loaded (a firewall that tracks connections).
@@ -40,6 +42,7 @@ def firewalld_commands(
         for s in sources
     ]
     want = "\n".join(rules)
+    listed = output_matches("firewall-cmd --list-rich-rules", f'port port="{port}"', fixed=True)
     lines = [
         "set -eu",
         f"node={shlex.quote(node)}",
@@ -47,7 +50,8 @@ def firewalld_commands(
         "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi",
         f"report() {{ if [ -e {shlex.quote(conntrack_table)} ]; then echo {CONNTRACK_REPORT}yes; else echo {CONNTRACK_REPORT}no; fi; }}",
         "if ! command -v firewall-cmd >/dev/null 2>&1 || ! systemctl is-active -q firewalld; then",
-        f'  echo "microcloud: $node: no firewalld running: {without_firewalld}"; report; exit 0',
+        # The one line a person sees (stderr, which the command logs); stdout is for the program.
+        f'  echo "microcloud: $node: no firewalld running: {without_firewalld}" >&2; report; exit 0',
         "fi",
         f"want={shlex.quote(want)}",
         f"firewall-cmd --permanent --list-rich-rules | grep -F 'port port=\"{port}\" protocol=\"tcp\"' | "
@@ -58,7 +62,7 @@ def firewalld_commands(
         '  if [ -n "$rule" ]; then firewall-cmd -q --permanent --add-rich-rule="$rule"; fi',
         "done",
         "firewall-cmd -q --reload",
-        f"firewall-cmd --list-rich-rules | grep -qF 'port port=\"{port}\"' || "
+        f"{listed} || "
         f"{{ echo \"microcloud: $node: firewalld does not list the rule for port {port}\" >&2; exit 1; }}",
         "report",
     ]

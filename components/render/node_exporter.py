@@ -22,8 +22,9 @@ explicitly below.
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass
+
+from .shell import output_matches
 
 NODE_EXPORTER_PORT = 9100
 UNIT_NAME = "node_exporter.service"
@@ -232,4 +233,5 @@ def metrics_check(version: str) -> str:
     """
     addr = "a=$(sed -n 's/^ *--web.listen-address=\\([^ ]*\\).*$/\\1/p' \"$path\")"
     build_info = f'^node_exporter_build_info{{.*version="{version.lstrip("v")}"'
-    return f'{{ {FETCH}; {addr} && [ -n "$a" ] && fetch "http://$a/metrics" | grep -q {shlex.quote(build_info)}; }}'
+    found = output_matches('fetch "http://$a/metrics"', build_info)
+    return f'{{ {FETCH}; {addr} && [ -n "$a" ] && {found}; }}'
