@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import subprocess
 import time
 
@@ -238,3 +239,62 @@ def test_wrong_backup_unicast_peer_is_rejected_before_anything_runs(monkeypatch)
         with LbNet(model):
             pytest.fail("the harness started a pair the program should have rejected")
     assert set(our_namespaces("mc-lb-")) == before, "a namespace was created for a rejected pair"
+
+
+def _impostor_conf(net: LbNet) -> str:
+    """The master's keepalived.conf, taken by another host of the LB network that knows the VRRP password:
+    its own source address, both LBs as peers, a higher priority, no health check to fail."""
+    conf = net.keepalived_text[net.master]
+    ifname = net.cfg.load_balancer.vrrp.interface
+    conf = re.sub(r"^(\s*)router_id \S+", r"\1router_id impostor", conf, flags=re.M)
+    conf = re.sub(r"priority \d+", "priority 254", conf)
+    conf = re.sub(r"unicast_src_ip \S+", f"unicast_src_ip {net.client_addr}", conf)
+    conf = re.sub(r"unicast_peer \{[^}]*\}", "unicast_peer {\n        " + "\n        ".join(net.ip[lb] for lb in (net.master, net.backup)) + "\n    }", conf)
+    conf = re.sub(r"track_script \{[^}]*\}", "", conf)
+    conf = re.sub(r"\bcheck_unicast_src\b", "", conf)
+    conf = conf.replace(f"dev {ifname}", "dev eth0").replace(f"interface {ifname}", "interface eth0")
+    return conf
+
+
+def _start_impostor(net: LbNet) -> None:
+    path = net.workdir / "keepalived-client.conf"
+    path.write_text(_impostor_conf(net))
+    w = net.workdir
+    pid = {k: w / f"keepalived-client.{k}.pid" for k in ("main", "vrrp", "checkers", "bfd")}
+    p = net._spawn("keepalived", "client", [
+        tool("keepalived"), "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp", "-f", str(path),
+        "-p", str(pid["main"]), "-r", str(pid["vrrp"]), "-c", str(pid["checkers"]), "-b", str(pid["bfd"]),
+    ], child_pidfiles=(pid["vrrp"],))
+    time.sleep(0.2)
+    assert p.alive(), p.log.read_text()
+
+
+@pytest.mark.parametrize("checked", [True, False], ids=["check_unicast_src", "without-it"])
+def test_an_impostor_on_the_lan_cannot_take_the_vips(monkeypatch, checked):
+    """A host on the LB network with the VRRP password and a higher priority sends adverts to both LBs. With
+    the rendered check_unicast_src they count only from the configured peer: the VIPs stay on the master.
+    The control run renders the same pair without it, and the impostor takes them: the check is what holds."""
+    _preflight()
+    if not checked:
+        real = ka.render_keepalived
+        monkeypatch.setattr(ka, "render_keepalived", lambda spec: real(spec).replace("    check_unicast_src\n", ""))
+    with LbNet(lb_test_model(stack_model("dev"))) as net:
+        assert ("check_unicast_src" in net.keepalived_text[net.master]) == checked
+        t = net.timers
+        ok, _ = wait_for(lambda: net.vips_on(net.master) == _both(net), t.failover_window(SLACK))
+        assert ok, net.holders()
+        _start_impostor(net)
+        # The impostor believes it is master (it sends adverts) within its own start-up time.
+        ok, _ = wait_for(lambda: "Entering MASTER STATE" in net.log("keepalived", "client"), t.failover_window(SLACK) + 5)
+        assert ok, net.log("keepalived", "client")
+        # Watch for several advert intervals: with the check, nothing moves; without it, the master yields.
+        window = t.advert_int * 6 + SLACK
+        if checked:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < window:
+                assert net.vips_on(net.master) == _both(net), f"the impostor moved the VIPs: {net.holders()}"
+                time.sleep(0.2)
+            assert net.vips_on(net.backup) == set()
+        else:
+            ok, _ = wait_for(lambda: not net.vips_on(net.master), window)
+            assert ok, f"without check_unicast_src the master kept the VIPs against an impostor: {net.holders()}"
