@@ -5,8 +5,8 @@
   find each fault planted in a copy (so the lint really runs);
 - the rules the workflow must keep, read from the parsed YAML: pinned actions,
   least-privilege permissions, the trigger's paths, one job per stack file,
-  the guard command, secrets only from the two repository secrets and only as
-  environment, no expression expanded inside a script;
+  the guard command, each stack in its own GitHub environment, secrets only
+  the two of that environment and only as environment variables, no expression expanded inside a script;
 - the steps' own scripts, run by bash exactly as the runner does
   (`bash --noprofile --norc -eo pipefail`), against a stand-in `gh` that
   serves a pull request's comments (the real jq applies the step's filter):
@@ -193,6 +193,17 @@ def test_one_job_per_stack_file_none_cancels_the_other():
     assert job["concurrency"]["cancel-in-progress"] is True
 
 
+def test_each_stack_previews_in_its_own_environment():
+    """The secrets are an environment's, one environment per stack: preview-prod's required reviewers
+    (set in GitHub, documented in docs/policies.md) hold the job before it starts, so unreviewed code never
+    runs with prod's passphrase, and dev's job gets dev's secrets only."""
+    (job,) = load()["jobs"].values()
+    assert job["environment"] == "preview-${{ matrix.stack }}"
+    doc = (ROOT / "docs" / "policies.md").read_text()
+    assert "preview-prod" in doc and "required reviewers" in doc
+    assert "must not be the libvirt host" in doc and "ephemeral" in doc
+
+
 def test_the_guard_runs_the_stack_and_writes_the_comment():
     wf = load()
     guard = step(wf, "guard")
@@ -211,7 +222,7 @@ def test_the_guard_runs_the_stack_and_writes_the_comment():
     assert order.index("toolchain") < order.index("guard") < order.index("comment") < order.index("verdict")
 
 
-def test_secrets_only_the_two_repository_secrets_only_as_environment():
+def test_secrets_only_the_two_stack_secrets_only_as_environment():
     wf = load()
     text = WORKFLOW.read_text()
     named = set(re.findall(r"secrets\.(\w+)", text))
