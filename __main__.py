@@ -54,6 +54,7 @@ access = NodeAccess(
     domain_ids={name: node.domain_id for name, node in nodes.items()},
     user=cfg.ssh.user,
     private_key=secrets.ssh_private_key,
+    host_keys={name: node.host_key for name, node in nodes.items()},
 )
 infra = InfraServices("infra-services", InfraServicesArgs(stack=cfg, access=access))
 lbs = LoadBalancerPair("load-balancers", LoadBalancerPairArgs(stack=cfg, access=access, vrrp_auth=secrets.vrrp_auth))
@@ -111,6 +112,9 @@ pulumi.export("vips", {"api": lbs.api_vip, "ingress": lbs.ingress_vip})
 pulumi.export("dns_server", infra.dns_server)
 pulumi.export("node_exporter_targets", exporters.targets)
 pulumi.export("ssh_private_key", secrets.ssh_private_key)
+# known_hosts lines: every node's host key, as the program's own connections pin it.
+pulumi.export("ssh_known_hosts", pulumi.Output.all(*(pulumi.Output.concat(str(n.ip), " ", nodes[n.name].host_key) for n in cfg.nodes)).apply(
+    lambda lines: "\n".join(lines) + "\n"))
 # The config this state was last applied with (nothing secret is in it): the
 # plan policies (policy/plan.py) name the config change behind a replacement.
 pulumi.export("config", cfg.model_dump(mode="json", exclude={"allow_replace"}))
@@ -118,7 +122,9 @@ pulumi.export(
     "ssh_commands",
     {
         "save_key": f"pulumi stack output --show-secrets ssh_private_key > {key_file} && chmod 600 {key_file}",
-        **{name: node.ip.apply(lambda ip: f"ssh -i {key_file} {cfg.ssh.user}@{ip}") for name, node in nodes.items()},
+        "save_known_hosts": f"pulumi stack output ssh_known_hosts > {key_file}.known_hosts",
+        **{name: node.ip.apply(lambda ip: f"ssh -i {key_file} -o UserKnownHostsFile={key_file}.known_hosts "
+                                          f"-o StrictHostKeyChecking=yes {cfg.ssh.user}@{ip}") for name, node in nodes.items()},
     },
 )
 if cluster is not None:

@@ -70,16 +70,20 @@ class NodeAccess:
 
     ``ips``: node name -> its address, an output of its VM (a command waits for the VM);
     ``domain_ids``: node name -> its libvirt domain id (a new VM gets every file again);
-    ``user`` and ``private_key``: the one SSH identity every node trusts.
+    ``user`` and ``private_key``: the one SSH identity every node trusts;
+    ``host_keys``: node name -> the host key Pulumi generated for it: a connection accepts
+    exactly that key, so root scripts, files and the token reach that node or nothing.
     """
 
     ips: Mapping[str, pulumi.Input[str]]
     domain_ids: Mapping[str, pulumi.Input[str]]
     user: str
     private_key: pulumi.Input[str]
+    host_keys: Mapping[str, pulumi.Input[str]]
 
     def conn(self, node: str) -> "Connection":
-        return Connection(host=self.ips[node], user=self.user, private_key=self.private_key)
+        return Connection(host=self.ips[node], user=self.user, private_key=self.private_key,
+                          host_key=self.host_keys[node])
 
     def ips_of(self, names: Iterable[str]) -> dict[str, pulumi.Input[str]]:
         """name -> address of ``names``, in their order (what a rendered file lists)."""
@@ -91,12 +95,15 @@ class Connection:
     host: pulumi.Input[str]
     user: str
     private_key: pulumi.Input[str]
+    # The one host key accepted (OpenSSH public form); the session fails on any other.
+    host_key: pulumi.Input[str]
 
     def args(self) -> remote.ConnectionArgs:
         return remote.ConnectionArgs(
             host=self.host,
             user=self.user,
             private_key=self.private_key,
+            host_key=self.host_key,
             # The VM may still be booting when the command starts: keep dialing.
             dial_error_limit=-1,
             per_dial_timeout=10,

@@ -7,12 +7,14 @@ from typing import Optional, Sequence
 
 import pulumi
 import pulumi_libvirt as libvirt
+import pulumi_tls as tls
 
 from . import specs
 from .config import NodeConfig, StackConfig
 from .render import nocloud
 from .render import libvirt_xml
 from .render import storage as storage_render
+from .render.host_key import HostKey
 
 GIB = 1024**3
 
@@ -38,6 +40,8 @@ class Node(pulumi.ComponentResource):
     domain_id: pulumi.Output[str]
     # The static address, as an output of the domain: whoever uses it waits for the VM.
     ip: pulumi.Output[str]
+    # The node's SSH host key (OpenSSH public form): every connection to it pins this.
+    host_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: NodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("microcloud:compute:Node", name, None, opts)
@@ -46,11 +50,17 @@ class Node(pulumi.ComponentResource):
         self.fqdn = cfg.fqdn(node.name)
         self._args = args
         self._physical = f"{args.prefix}-{node.name}"
+        self._host_key = tls.PrivateKey(
+            f"{node.name}-ssh-host-key",
+            algorithm="ED25519",
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_openssh", "private_key_pem"]),
+        )
+        self.host_key = self._host_key.public_key_openssh.apply(lambda k: k.strip())
         disks = [self._create_root_volume(), *self._create_data_disks()]
         domain = self._create_domain(disks, self._create_first_boot_config())
         self.domain_id = domain.id
         self.ip = domain.id.apply(lambda _: str(node.ip))
-        self.register_outputs({"domain_id": self.domain_id, "ip": self.ip})
+        self.register_outputs({"domain_id": self.domain_id, "ip": self.ip, "host_key": self.host_key})
 
     def _opts(self, **kw) -> pulumi.ResourceOptions:
         # Physical names are fixed, so a replacement must free the name first.
@@ -86,20 +96,25 @@ class Node(pulumi.ComponentResource):
     def _create_first_boot_config(self) -> libvirt.Ignition | libvirt.Volume:
         """Ignition for Flatcar; a NoCloud seed volume (see render/nocloud.py) for cloud-init nodes."""
         a, node, cfg = self._args, self._args.node, self._args.stack
+        # The host key's private half makes the whole first-boot config secret.
+        host_key = pulumi.Output.secret(pulumi.Output.all(self._host_key.private_key_openssh, self.host_key)).apply(
+            lambda k: HostKey(private_openssh=k[0], public_openssh=k[1])
+        )
         if node.is_flatcar:
-            content = pulumi.Output.from_input(a.ssh_public_keys).apply(
-                lambda keys: specs.ignition_json(cfg, node, keys)
+            content = pulumi.Output.all(a.ssh_public_keys, host_key).apply(
+                lambda v: specs.ignition_json(cfg, node, v[0], v[1])
             )
             return libvirt.Ignition(
                 f"{node.name}-ignition", name=f"{self._physical}.ign", pool=a.pool_name, content=content, opts=self._opts()
             )
         if not a.seed_dir:
             raise ValueError(f"node {node.name}: NodeArgs.seed_dir is required for a cloud-init node")
-        seed_path = pulumi.Output.from_input(a.ssh_public_keys).apply(
-            lambda keys: nocloud.write_seed_iso(
-                specs.cloud_init_docs(cfg, node, keys, instance_id=self._physical), a.seed_dir, self._physical
+        # The path only names the documents' digest: it can sit in state in clear (the ISO is 0600).
+        seed_path = pulumi.Output.unsecret(pulumi.Output.all(a.ssh_public_keys, host_key).apply(
+            lambda v: nocloud.write_seed_iso(
+                specs.cloud_init_docs(cfg, node, v[0], instance_id=self._physical, host_key=v[1]), a.seed_dir, self._physical
             )
-        )
+        ))
         return libvirt.Volume(
             f"{node.name}-seed",
             name=f"{self._physical}-seed.iso",

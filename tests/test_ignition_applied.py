@@ -32,6 +32,8 @@ from components.config import K3S_ROLES, NodeConfig, StackConfig, parse_config
 from components.render import ignition
 from support import ignition_apply as ia
 from support.harness import EDGE_STACKS, stack_model
+from support.host_key import real_host_key
+from components.render.host_key import PRIVATE_PATH as HOST_KEY_PATH
 
 pytestmark = pytest.mark.validators
 
@@ -103,7 +105,7 @@ def applied(config_json: str, base: Path, fresh: bool = False) -> ia.AppliedTree
 
 
 def node_tree(cfg: StackConfig, node: NodeConfig, base: Path, fresh: bool = False) -> ia.AppliedTree:
-    return applied(specs.ignition_json(cfg, node, KEYS), base, fresh)
+    return applied(specs.ignition_json(cfg, node, KEYS, real_host_key()), base, fresh)
 
 
 # ------------------------------------------------------------------ reading the tree
@@ -248,6 +250,14 @@ def check_modes_and_nothing_else(tree: ia.AppliedTree, cfg: StackConfig, node: N
         for parent in Path(rel).parents:
             if str(parent) != "." and str(parent) not in ia.base_paths():
                 assert tree.entry(str(parent)) == ia.Entry("dir", 0o755, 0, 0), parent
+    # The node's host key: the private half root's alone, the public half readable, exactly what was rendered.
+    key = real_host_key()
+    private, public = HOST_KEY_PATH.lstrip("/"), HOST_KEY_PATH.lstrip("/") + ".pub"
+    assert (tree.entry(private).mode, tree.entry(private).uid) == (0o600, 0), tree.entry(private)
+    assert (tree.entry(public).mode, tree.entry(public).uid) == (0o644, 0), tree.entry(public)
+    assert tree.text(private) == key.private_openssh.rstrip("\n") + "\n"
+    assert tree.text(public) == key.public_openssh + "\n"
+    written += [private, public]
     home = f"home/{cfg.ssh.user}"
     expected = ia.base_paths() | set(written) | {SWAP_MASK} | {home, f"{home}/.ssh", f"{home}/.ssh/authorized_keys.d"}
     expected |= {f"{home}/.ssh/authorized_keys.d/ignition"} | SHADOW_BOOKKEEPING

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
 
 from components import specs
 from components.config import parse_config
-from support.harness import EDGE_STACKS, Run, run_program, stack_model
+from support.harness import EDGE_STACKS, Run, mock_public_key, run_program, stack_model
 
 pytestmark = pytest.mark.graph
 
@@ -186,7 +187,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:infra:InfraServices": 1,
         "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
-        "tls:index/privateKey:PrivateKey": 1,
+        # the stack's SSH key; each node's host key
+        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes),
         # VRRP password; the K3s token
         "random:index/randomPassword:RandomPassword": 1 + k3s,
         "libvirt:index/pool:Pool": 1,
@@ -248,7 +250,7 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
     assert changed == {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready", "platform-longhorn"}
     added = {urn.rsplit("::", 1)[1] for urn in set(after) - set(before)}
     assert added == {
-        "worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s",
+        "worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s", "worker2-ssh-host-key",
         # its Longhorn disk: prepared, mounted, bind-mounted at Longhorn's path; iscsid
         "worker2-disk-longhorn", "worker2-mount-longhorn", "worker2-longhorn-mount", "worker2-iscsi",
     }
@@ -305,8 +307,42 @@ def test_outputs(dev):
     vips, _ = dev.output_value("vips")
     assert vips == {"api": "10.27.0.32", "ingress": "10.27.0.33"}
     cmds, _ = dev.output_value("ssh_commands")
-    assert cmds["lb1"] == "ssh -i ~/.ssh/microcloud-dev core@10.27.0.30"
+    assert cmds["lb1"] == ("ssh -i ~/.ssh/microcloud-dev -o UserKnownHostsFile=~/.ssh/microcloud-dev.known_hosts "
+                           "-o StrictHostKeyChecking=yes core@10.27.0.30")
     assert "--show-secrets ssh_private_key" in cmds["save_key"]
+    assert cmds["save_known_hosts"] == "pulumi stack output ssh_known_hosts > ~/.ssh/microcloud-dev.known_hosts"
+    known, secret = dev.output_value("ssh_known_hosts")
+    lines = known.splitlines()
+    assert not secret and len(lines) == len(nodes), known
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+\.\d+ ssh-ed25519 \S+", ln) for ln in lines), known
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_connection_pins_its_nodes_own_host_key(stack):
+    """Each node gets a host key of its own (pulumi-tls), its first-boot config carries it (secret), and every
+    remote command and copy to the node accepts exactly that key."""
+    run = run_program(stack)
+    assert run.error is None, run.error
+    keys = {r.name.removesuffix("-ssh-host-key"): r for r in run.by_type("tls:index/privateKey:PrivateKey")
+            if r.name.endswith("-ssh-host-key")}
+    nodes = {r.name for r in run.by_type(NODE)}
+    assert set(keys) == nodes
+    assert all(k.inputs["algorithm"] == "ED25519" and "privateKeyOpenssh" in k.additional_secret_outputs
+               for k in keys.values())
+    pins = {n: mock_public_key(keys[n].name) for n in nodes}
+    assert len(set(pins.values())) == len(pins), "two nodes share a host key"
+    ip_to_node = {str(n.ip): n.name for n in parse_config(stack_model(stack)).nodes}
+    checked = 0
+    for r in run.resources:
+        if r.type.startswith("command:remote:"):
+            conn = r.inputs["connection"]
+            conn = conn.get("value", conn)  # secret as a whole: it holds the private key
+            node = ip_to_node[conn["host"]]
+            assert conn.get("hostKey") == pins[node], (r.name, node, conn.get("hostKey"))
+            checked += 1
+    assert checked >= 10
+    for r in [*run.by_type("libvirt:index/ignition:Ignition")]:
+        assert "content" in r.secret_inputs, r.name
 
 
 # ------------------------------------------------------------------ first-boot identity

@@ -36,6 +36,7 @@ from components.day2 import install_script
 from components.render import keepalived as ka
 from components.render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 from support.harness import EDGE_STACKS, stack_model
+from support.host_key import real_host_key
 
 pytestmark = pytest.mark.validators
 
@@ -76,7 +77,7 @@ def test_ignition_validates(name, tmp_path):
         pytest.skip(f"{name} has no Flatcar node")
     for node in flatcar:
         path = tmp_path / f"{node.name}.ign"
-        path.write_text(specs.ignition_json(cfg, node, KEYS))
+        path.write_text(specs.ignition_json(cfg, node, KEYS, real_host_key()))
         res = run([tool, str(path)])
         assert res.returncode == 0, f"{name}/{node.name}: {res.stdout}{res.stderr}"
         assert res.stdout.strip() == "" and res.stderr.strip() == "", "ignition-validate warned"
@@ -137,7 +138,8 @@ def test_reboot_windows_differ_between_servers():
 def _cloud_init_docs(cfg: StackConfig):
     for node in cfg.nodes:
         if not node.is_flatcar:
-            yield node, specs.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}")
+            # As the program ships them: with the node's own host key.
+            yield node, specs.cloud_init_docs(cfg, node, KEYS, instance_id=f"test-{node.name}", host_key=real_host_key())
 
 
 @pytest.mark.parametrize("name", NAMES)

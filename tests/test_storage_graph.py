@@ -54,6 +54,7 @@ def run_storage(stack: str) -> tuple[Run, storage.Storage]:
                     domain_ids={name: vm.id for name, vm in vms.items()},
                     user="core",
                     private_key=pulumi.Output.secret(key.private_key_openssh),
+                    host_keys={n.name: f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{n.name}" for n in cfg.nodes},
                 ),
             ),
         )

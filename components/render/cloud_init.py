@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .chrony import ChronyClientSpec, render_chrony_client
+from .host_key import HostKey
 from .network import NetworkSettings
 from .os_family import OsFamily
 
@@ -28,6 +29,8 @@ class CloudInitNode:
     # The infra node itself runs the chrony server (day 2); others sync from it.
     ntp_server: str | None
     extra_packages: tuple[str, ...] = field(default=())
+    # Pulumi's host key: written before sshd starts, the image's keys deleted, no other ed25519 key generated.
+    host_key: HostKey | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ def render_user_data(node: CloudInitNode) -> str:
         "write_files": files,
         "runcmd": runcmd,
     }
+    if node.host_key is not None:
+        doc["ssh_deletekeys"] = True
+        # Only the type it is given: that file exists, so cloud-init generates nothing.
+        doc["ssh_genkeytypes"] = ["ed25519"]
+        doc["ssh_keys"] = {"ed25519_private": node.host_key.private_openssh, "ed25519_public": node.host_key.public_openssh}
     return _dump(doc, "#cloud-config\n")
 
 

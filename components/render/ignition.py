@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Optional
 from urllib.parse import quote
 
+from . import host_key
+from .host_key import HostKey
 from .network import NetworkSettings
 
 IGNITION_VERSION = "3.3.0"
@@ -34,6 +37,8 @@ class FlatcarNode:
     ntp_server: str
     kubernetes: bool
     updates: UpdatePolicy = field(default_factory=UpdatePolicy)
+    # Pulumi's host key, in place before sshd's first start (Flatcar's key generation makes only missing ones).
+    host_key: Optional[HostKey] = None
 
 
 def _file(path: str, text: str, mode: int = 0o644) -> dict:
@@ -104,6 +109,9 @@ def render_ignition(node: FlatcarNode) -> str:
         ),
         _file("/etc/flatcar/update.conf", _update_conf(node.updates), 0o644),
     ]
+    if node.host_key is not None:
+        files.append(_file(host_key.PRIVATE_PATH, node.host_key.private_openssh.rstrip("\n") + "\n", 0o600))
+        files.append(_file(host_key.PUBLIC_PATH, node.host_key.public_openssh + "\n", 0o644))
     units = []
     if node.kubernetes:
         files.append(_file("/etc/modules-load.d/90-microcloud.conf", "br_netfilter\noverlay\n"))

@@ -63,10 +63,10 @@ def write_seed_iso(docs: dict[str, str], directory: str, stem: str) -> str:
     """
     path = os.path.join(directory, f"{stem}-{seed_digest(docs)[:16]}.iso")
     if not os.path.exists(path):
-        os.makedirs(directory, exist_ok=True)
+        # The seed holds the node's private host key: this user's alone (mkstemp makes it 0600).
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(render_seed_iso(docs))
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     return path

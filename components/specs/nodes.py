@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
 from ..render import cloud_init, ignition, storage
+from ..render.host_key import HostKey
 from ..render.network import NetworkSettings
 from ..render.os_family import family_of
 
@@ -42,7 +43,8 @@ def reboot_slot(name: str) -> int:
     return int(m.group(1)) if m else int(hashlib.sha256(name.encode()).hexdigest(), 16)
 
 
-def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> ignition.FlatcarNode:
+def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
+                 host_key: Optional[HostKey] = None) -> ignition.FlatcarNode:
     u = cfg.updates
     return ignition.FlatcarNode(
         hostname=node.name,
@@ -58,10 +60,12 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) ->
             window_start=ignition.reboot_window(u.window_start, reboot_slot(node.name)),
             window_length=u.window_length,
         ),
+        host_key=host_key,
     )
 
 
-def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> cloud_init.CloudInitNode:
+def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
+                    host_key: Optional[HostKey] = None) -> cloud_init.CloudInitNode:
     return cloud_init.CloudInitNode(
         family=family_of(node.os),
         hostname=node.name,
@@ -72,6 +76,7 @@ def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str])
         network=network_settings(cfg, node),
         ntp_server=None if node.role == "infra" else str(cfg.infra_node.ip),
         extra_packages=storage_packages(node),
+        host_key=host_key,
     )
 
 
@@ -88,13 +93,14 @@ def storage_packages(node: NodeConfig) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
-def ignition_json(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str]) -> str:
-    return ignition.render_ignition(flatcar_node(cfg, node, ssh_keys))
+def ignition_json(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str], host_key: Optional[HostKey] = None) -> str:
+    return ignition.render_ignition(flatcar_node(cfg, node, ssh_keys, host_key))
 
 
-def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str], instance_id: str) -> dict[str, str]:
+def cloud_init_docs(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str], instance_id: str,
+                    host_key: Optional[HostKey] = None) -> dict[str, str]:
     """The NoCloud documents (user-data, network-config, meta-data) of one cloud-init (EL9 or Debian) node."""
-    spec = cloud_init_node(cfg, node, ssh_keys)
+    spec = cloud_init_node(cfg, node, ssh_keys, host_key)
     return {
         "user-data": cloud_init.render_user_data(spec),
         "network-config": cloud_init.render_network_config(spec.network),

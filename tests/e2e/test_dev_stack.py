@@ -382,6 +382,48 @@ def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stac
     assert changed == {"backup": {"create"}, "host-forwarding": {"update"}, "chrony": {"replace"}}, changed
 
 
+def test_nodes_answer_with_their_pinned_host_keys(stack):
+    """Each booted node serves the ed25519 host key Pulumi generated for it (cloud-init wrote it, the image
+    made no other), exactly the line of the ssh_known_hosts output."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    known = dict(line.split(" ", 1) for line in stack.output("ssh_known_hosts").splitlines())
+    for name in DEBIAN_NODES:
+        res = stack.sandbox.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", ips[name]], timeout=60)
+        served = [" ".join(ln.split()[1:3]) for ln in res.stdout.splitlines() if not ln.startswith("#")]
+        assert served == [known[ips[name]]], (name, served, known[ips[name]], res.stderr)
+
+
+def test_a_node_answering_with_another_host_key_is_refused(stack):
+    """lb1 starts answering with a key Pulumi did not make: the next command for it fails, naming it, before
+    anything runs there; with lb1's own key back, the stack converges again."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    lb1 = ips["lb1"]
+    key = "/etc/ssh/ssh_host_ed25519_key"
+    before = stack.ssh(lb1, "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0]
+    swap = (f"sudo cp -p {key} {key}.pinned && sudo cp -p {key}.pub {key}.pub.pinned && "
+            f"sudo rm -f {key} {key}.pub && sudo ssh-keygen -q -t ed25519 -N '' -f {key} && sudo systemctl restart ssh")
+    res = stack.ssh(lb1, swap)
+    assert res.returncode == 0, res.stderr
+    export = json.loads(stack.pulumi("stack", "export", "--stack", stack.name).stdout)
+    (urn,) = [r["urn"] for r in export["deployment"]["resources"] if r["urn"].endswith("$command:remote:Command::lb1-haproxy")]
+    try:
+        res = stack.pulumi("up", "--yes", "--skip-preview", "--target-replace", urn, timeout=900)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out[-3000:]
+        assert "lb1-haproxy" in out and re.search(r"host key mismatch|handshake failed", out), out[-3000:]
+        # Nothing ran there: the old file is still in place.
+        assert stack.ssh(lb1, "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0] == before
+    finally:
+        restore = (f"sudo mv {key}.pinned {key} && sudo mv {key}.pub.pinned {key}.pub && sudo systemctl restart ssh")
+        assert stack.ssh(lb1, restore).returncode == 0
+    res = stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    res = stack.pulumi("preview", "--expect-no-changes")
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     """haproxy -c accepts a frontend on the SSH port; binding it cannot work: up fails, the old config keeps serving."""
     _need_up(stack)

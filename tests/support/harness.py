@@ -7,7 +7,9 @@ and whether each input arrived as a secret.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import os
 import runpy
@@ -125,13 +127,19 @@ users:
 """
 
 
+def mock_public_key(name: str) -> str:
+    """The OpenSSH ed25519 public key the mocks give the tls.PrivateKey ``name``: one of its own per key."""
+    blob = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + hashlib.sha256(name.encode()).digest()).decode()
+    return f"ssh-ed25519 {blob}"
+
+
 class Mocks(pmocks.Mocks):
     """Plausible provider answers: ids, and the computed fields the program reads."""
 
     def new_resource(self, args: pmocks.MockResourceArgs):
         state = dict(args.inputs)
         if args.typ == "tls:index/privateKey:PrivateKey":
-            state["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMockMock\n"
+            state["publicKeyOpenssh"] = mock_public_key(args.name) + "\n"
             state["privateKeyOpenssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----\n"
             state["privateKeyPem"] = "mock-pem"
         elif args.typ == "random:index/randomPassword:RandomPassword":
