@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -90,17 +91,23 @@ class Stack:
         cfg["microcloud:config"] = model
         (self.work / f"Pulumi.{self.name}.yaml").write_text(yaml.safe_dump({"config": cfg}, sort_keys=False))
 
-    def pulumi(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    def pulumi(self, *args: str, timeout: float = 1800, event_log: Optional[Path] = None) -> subprocess.CompletedProcess:
+        """``event_log``: write the engine's event stream there (the CLI offers --event-log only with
+        PULUMI_DEBUG_COMMANDS set)."""
         cmd = ["pulumi", "--non-interactive", "--color=never", *args]
+        env = self.env
+        if event_log is not None:
+            cmd += ["--event-log", str(event_log)]
+            env = {**env, "PULUMI_DEBUG_COMMANDS": "true"}
         if args and args[0] != "stack":
             cmd += ["--stack", self.name]
-        res = self.sandbox.run(cmd, timeout=timeout, env=self.env, cwd=self.work)
+        res = self.sandbox.run(cmd, timeout=timeout, env=env, cwd=self.work)
         self.transcript.append(f"$ pulumi {' '.join(args)}\n{res.stdout}\n{res.stderr}")
         return res
 
-    def timed(self, *args: str, timeout: float = 1800) -> tuple[subprocess.CompletedProcess, float]:
+    def timed(self, *args: str, timeout: float = 1800, **kw) -> tuple[subprocess.CompletedProcess, float]:
         t0 = time.monotonic()
-        res = self.pulumi(*args, timeout=timeout)
+        res = self.pulumi(*args, timeout=timeout, **kw)
         return res, time.monotonic() - t0
 
     def output(self, name: str, secret: bool = False) -> object:

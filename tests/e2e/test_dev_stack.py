@@ -128,12 +128,13 @@ def test_preview_succeeds(stack):
 
 def test_up_succeeds(stack):
     events = stack.work.parent / "up-events.jsonl"
-    res, secs = stack.timed("up", "--yes", "--skip-preview", "--event-log", str(events), timeout=2400)
+    res, secs = stack.timed("up", "--yes", "--skip-preview", timeout=2400, event_log=events)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
     stack.state["up"] = True
     stack.state["up_s"] = secs
     stack.state["up_display"] = res.stdout + res.stderr
     stack.state["event_logs"] = [events]
+    assert events.is_file(), "the CLI wrote no event log"
 
 
 def test_booted_nodes_have_their_identity(stack):
@@ -314,7 +315,8 @@ def test_up_shows_only_what_was_chosen(stack):
     the chosen notices (no sysusers chatter, no machine-read marker)."""
     _need_up(stack)
     events = stack.work.parent / "noop-up-events.jsonl"
-    res = stack.pulumi("up", "--yes", "--skip-preview", "--event-log", str(events), timeout=1800)
+    res = stack.pulumi("up", "--yes", "--skip-preview", timeout=1800, event_log=events)
+    assert events.is_file(), "the CLI wrote no event log"
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     stack.state["event_logs"].append(events)
     assert re.search(r"(\d+ unchanged|Resources:\s*\n\s*\d+ unchanged)", res.stdout), res.stdout[-1500:]
