@@ -292,6 +292,8 @@ def test_re_preview_shows_no_changes(stack):
 
 # The one kind of line a command of this program chooses to show (components/day2.py NOTICES).
 CHOSEN_NOTICE = re.compile(r"^microcloud: [a-z0-9-]+: no firewalld running: [^\n]+$")
+# The command provider's own progress while a VM boots (not a script's output): allowed, not chosen.
+DIAL_PROGRESS = re.compile(r"^Dial \d+/(\d+|inf) failed: retrying$")
 
 
 def _diagnostics(path: Path) -> list[dict]:
@@ -306,8 +308,8 @@ def _diagnostics(path: Path) -> list[dict]:
 def _command_lines(diags: list[dict]) -> list[tuple[str, str]]:
     """(resource name, line) of every line a command resource put in the display."""
     return [(d.get("urn", "").rsplit("::", 1)[-1], line) for d in diags
-            if "::command:" in d.get("urn", "") or "$command:" in d.get("urn", "")
-            for line in d.get("message", "").splitlines() if line.strip()]
+            if ("::command:" in d.get("urn", "") or "$command:" in d.get("urn", "")) and d.get("severity") != "debug"
+            for line in d.get("message", "").splitlines() if line.strip() and not DIAL_PROGRESS.match(line)]
 
 
 def test_up_shows_only_what_was_chosen(stack):
