@@ -398,36 +398,6 @@ def test_nodes_answer_with_their_pinned_host_keys(stack):
         assert served == [known[ips[name]]], (name, served, known[ips[name]], res.stderr)
 
 
-def test_a_node_answering_with_another_host_key_is_refused(stack):
-    """lb1 starts answering with a key Pulumi did not make: the next command for it fails, naming it, before
-    anything runs there; with lb1's own key back, the stack converges again."""
-    _need_up(stack)
-    ips = _node_ips(stack)
-    lb1 = ips["lb1"]
-    key = "/etc/ssh/ssh_host_ed25519_key"
-    before = stack.ssh(lb1, "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0]
-    swap = (f"sudo cp -p {key} {key}.pinned && sudo cp -p {key}.pub {key}.pub.pinned && "
-            f"sudo rm -f {key} {key}.pub && sudo ssh-keygen -q -t ed25519 -N '' -f {key} && sudo systemctl restart ssh")
-    res = stack.ssh(lb1, swap)
-    assert res.returncode == 0, res.stderr
-    export = json.loads(stack.pulumi("stack", "export", "--stack", stack.name).stdout)
-    (urn,) = [r["urn"] for r in export["deployment"]["resources"] if r["urn"].endswith("$command:remote:Command::lb1-haproxy")]
-    try:
-        res = stack.pulumi("up", "--yes", "--skip-preview", "--target-replace", urn, timeout=900)
-        out = res.stdout + res.stderr
-        assert res.returncode != 0, out[-3000:]
-        assert "lb1-haproxy" in out and re.search(r"host key mismatch|handshake failed", out), out[-3000:]
-        # Nothing ran there: the old file is still in place.
-        assert stack.ssh(lb1, "sudo sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0] == before
-    finally:
-        restore = (f"sudo mv {key}.pinned {key} && sudo mv {key}.pub.pinned {key}.pub && sudo systemctl restart ssh")
-        assert stack.ssh(lb1, restore).returncode == 0
-    res = stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    res = stack.pulumi("preview", "--expect-no-changes")
-    assert res.returncode == 0, res.stdout[-3000:]
-
-
 def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     """haproxy -c accepts a frontend on the SSH port; binding it cannot work: up fails, the old config keeps serving."""
     _need_up(stack)
@@ -478,9 +448,16 @@ def _secret_values(deployment: dict) -> set[str]:
         if isinstance(v, dict):
             if v.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270" and "plaintext" in v:
                 try:
-                    leaves(json.loads(v["plaintext"]))
+                    inner = json.loads(v["plaintext"])
                 except ValueError:
-                    leaves(v["plaintext"])
+                    inner = v["plaintext"]
+                # A scalar secret is the secret itself. An object made secret as a whole (a connection,
+                # because of its private key) also holds plain parts (address, host key): look for
+                # the scalar secrets inside it, which stand elsewhere in the state too.
+                if isinstance(inner, str):
+                    leaves(inner)
+                else:
+                    walk(inner)
                 return
             for x in v.values():
                 walk(x)
