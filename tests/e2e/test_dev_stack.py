@@ -428,15 +428,19 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 
 def _secret_values(deployment: dict) -> set[str]:
-    """Every secret the state holds, as the strings a leak would show: each string leaf of each secret value,
-    and each body line of a key (PEM, OpenSSH). A command's own stdout and stderr are left out: they are
+    """Every secret the state holds, as the strings a leak would show: each scalar secret value, and a key's
+    (PEM, OpenSSH) body without its line breaks. A command's own stdout and stderr are left out: they are
     kept secret in state, and what of them is shown is the command's `logging` choice, tested above."""
     found: set[str] = set()
 
     def leaves(v: object) -> None:
         if isinstance(v, str):
-            parts = [v, *v.splitlines()] if "-----BEGIN" in v else [v]
-            found.update(x.strip() for x in parts if len(x.strip()) >= 8 and "PRIVATE KEY" not in x)
+            parts = [v]
+            if "-----BEGIN" in v:
+                # The key's body as one string: single body lines are no sign of a leak, as an OpenSSH
+                # key's first lines are the same in every key and it carries the public half too.
+                parts.append("".join(x.strip() for x in v.splitlines() if x.strip() and "-----" not in x))
+            found.update(x.strip() for x in parts if len(x.strip()) >= 8)
         elif isinstance(v, dict):
             for x in v.values():
                 leaves(x)
