@@ -259,14 +259,7 @@ def _impostor_conf(net: LbNet) -> str:
 def _start_impostor(net: LbNet) -> None:
     path = net.workdir / "keepalived-client.conf"
     path.write_text(_impostor_conf(net))
-    w = net.workdir
-    pid = {k: w / f"keepalived-client.{k}.pid" for k in ("main", "vrrp", "checkers", "bfd")}
-    p = net._spawn("keepalived", "client", [
-        tool("keepalived"), "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp", "-f", str(path),
-        "-p", str(pid["main"]), "-r", str(pid["vrrp"]), "-c", str(pid["checkers"]), "-b", str(pid["bfd"]),
-    ], child_pidfiles=(pid["vrrp"],))
-    time.sleep(0.2)
-    assert p.alive(), p.log.read_text()
+    net.start_keepalived("client", conf=path)
 
 
 @pytest.mark.parametrize("checked", [True, False], ids=["check_unicast_src", "without-it"])

@@ -25,6 +25,7 @@ from support.harness import ROOT
 
 from .sandbox import Sandbox, tools_missing
 from support.cli import toolchain_bin
+from support.planned_state import SECRET_SIG, SECRET_VALUE
 
 from .stack import Stack, e2e_model, missing_plugins
 
@@ -424,9 +425,6 @@ def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     assert res.returncode == 0, res.stdout[-3000:]
 
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"
-
-
 def _secret_values(deployment: dict) -> set[str]:
     """Every secret the state holds, as the strings a leak would show: each scalar secret value, and a key's
     (PEM, OpenSSH) body without its line breaks. A command's own stdout and stderr are left out: they are
@@ -450,7 +448,7 @@ def _secret_values(deployment: dict) -> set[str]:
 
     def walk(v: object) -> None:
         if isinstance(v, dict):
-            if v.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270" and "plaintext" in v:
+            if v.get(SECRET_SIG) == SECRET_VALUE and "plaintext" in v:
                 try:
                     inner = json.loads(v["plaintext"])
                 except ValueError:

@@ -529,12 +529,13 @@ class LbNet:
         """The rendered check script, run as keepalived runs it: in the load balancer's namespace."""
         return sh("ip", "netns", "exec", self.ns(lb), str(self.check_script), check=False).returncode == 0
 
-    def start_keepalived(self, lb: str) -> Proc:
+    def start_keepalived(self, lb: str, conf: Optional[Path] = None) -> Proc:
+        """keepalived in ``lb``'s namespace, from its rendered config or from ``conf`` (another host's)."""
         w = self.workdir
         pidfiles = {k: w / f"keepalived-{lb}.{k}.pid" for k in ("main", "vrrp", "checkers", "bfd")}
         cmd = [
             tool("keepalived"), "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp",
-            "-f", str(w / f"keepalived-{lb}.conf"),
+            "-f", str(conf or w / f"keepalived-{lb}.conf"),
             "-p", str(pidfiles["main"]), "-r", str(pidfiles["vrrp"]),
             "-c", str(pidfiles["checkers"]), "-b", str(pidfiles["bfd"]),
         ]

@@ -36,6 +36,8 @@ from typing import Any, Callable
 from policy.plan import MASK, UNKNOWN, _has
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+# The value under SECRET_SIG that marks a secret in a state export.
+SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 LOCAL_TYPES = ("random:", "tls:")
 
 # What `k3s-ready` prints on a real cluster: K3s's admin kubeconfig (here without credentials).
@@ -62,7 +64,7 @@ def _type(urn: str) -> str:
 
 
 def _secret(value: Any) -> dict:
-    return {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "plaintext": json.dumps(value)}
+    return {SECRET_SIG: SECRET_VALUE, "plaintext": json.dumps(value)}
 
 
 def _plan(run: Run, *extra: str, env: dict | None = None) -> dict:
@@ -74,7 +76,7 @@ def _plan(run: Run, *extra: str, env: dict | None = None) -> dict:
 def _stored(value: Any) -> Any:
     """A value from the engine's gRPC log as `stack import` reads it: secrets as plaintext secrets."""
     if isinstance(value, dict):
-        if value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        if value.get(SECRET_SIG) == SECRET_VALUE:
             # (a secret inside a secret stays one, as the engine serializes it)
             return {SECRET_SIG: value[SECRET_SIG], "plaintext": json.dumps(_stored(value.get("value")))}
         return {k: _stored(v) for k, v in value.items()}
