@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 
 from components import config
+from components.cluster_pki import ClusterPki, ClusterPkiArgs
 from components.day2 import NodeAccess
 from components.images import ImageStore, ImageStoreArgs
 from components.infra_services import InfraServices, InfraServicesArgs
@@ -70,18 +71,29 @@ cluster = storage = None
 if cfg.k3s.enabled:
     # Data disks formatted once and mounted, NFS on the storage node, what Longhorn needs on its nodes.
     storage = Storage("storage", StorageArgs(stack=cfg, access=access))
+    # The cluster's own CAs, secure join tokens and admin certificate, before any K3s starts.
+    pki = ClusterPki(
+        "k3s-pki",
+        ClusterPkiArgs(
+            prefix=prefix,
+            admin_validity_days=cfg.k3s.kubeconfig_validity_days,
+            admin_renew_days=cfg.k3s.kubeconfig_renew_days,
+            admin_keeper=cfg.k3s.kubeconfig_keeper,
+        ),
+    )
     cluster = K3sCluster(
         "k3s",
         K3sClusterArgs(
             stack=cfg,
             access=access,
+            pki=pki,
             # Servers 2..n and the agents join through the API VIP, and resolve
             # names (downloads) through the infra node: both must answer first.
             wait_for=[*lbs.commands, infra],
         ),
     )
     # The one provider of every Kubernetes resource. cluster_identifier: a new
-    # kubeconfig (K3s renews its client certificate) updates the provider
+    # kubeconfig (a renewed admin certificate) updates the provider
     # instead of replacing it and, with it, everything it deployed.
     kube = k8s.Provider("k3s", kubeconfig=cluster.kubeconfig, cluster_identifier=prefix)
 
@@ -129,6 +141,10 @@ pulumi.export(
 )
 if cluster is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
+    # When the admin certificate in it ends (RFC 3339); an `up` in its last renew days makes a new one.
+    pulumi.export("kubeconfig_expires_at", cluster.kubeconfig_expires_at)
+    # What a joining node checks the cluster by (K3s' CA hash), and the CA kubectl trusts.
+    pulumi.export("cluster_ca", {"certificate": pki.server_ca_pem, "sha256": pki.ca_hash})
 if platform is not None:
     pulumi.export("sealing_certificate", platform.sealing_certificate)
     pulumi.export("ingress_certificate", platform.default_certificate)

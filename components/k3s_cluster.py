@@ -7,14 +7,19 @@ re-pointed at the VIP like the others, then every agent. Each command waits
 until its node is Ready again before the next one starts, so a day-2 change
 of a label, taint or flag rolls through the cluster without replacing a VM.
 
-The cluster token is a pulumi-random secret that reaches each node on the
-install command's standard input; the script writes it to a 0600 file that
-config.yaml names. It is never in a command line, a log or clear state.
+The join secrets come from ClusterPki (components/cluster_pki.py): each
+node's install command reads them on its standard input (servers: the
+server and agent tokens; the cluster-init server also every cluster CA,
+placed before K3s first starts; agents: the agent token only). The script
+writes them to 0600 files that config.yaml names. They are never in a
+command line, a log or clear state.
 
 ``k3s-ready`` proves the cluster from the bootstrap server: the API answers
 through the VIP and every node is Ready (bounded, naming the node that is
-not); its output is the admin kubeconfig, re-pointed at the VIP, secret, from
-which ``__main__`` makes the one kubernetes provider.
+not); it prints nothing. The admin kubeconfig is built here, after it, from
+the client certificate ClusterPki signs: server = the API VIP, trusting only
+the cluster's server CA; secret; ``__main__`` makes the one kubernetes
+provider from it.
 """
 
 from __future__ import annotations
@@ -26,18 +31,18 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
-import pulumi_random as random
-import yaml
 from pulumi_command import remote
 
 from . import specs
+from .cluster_pki import ClusterPki
 from .config import NodeConfig, StackConfig, file_sha256
 from .config import K3sArtifact
 from .day2 import QUIET, NodeAccess
-from .render import k3s
+from .render import k3s, k3s_pki
 
 # Where files copied from the Pulumi host wait on the node until installed.
 UPLOAD_DIR = "/var/tmp/microcloud-k3s"
+# K3s' own admin kubeconfig on a server: read there by k3s-ready, never sent back.
 ADMIN_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 
 
@@ -46,22 +51,14 @@ class K3sClusterArgs:
     stack: StackConfig
     # Every node (the K3s nodes are picked from the config) is reached through it.
     access: NodeAccess
+    # The cluster's CAs, join tokens and admin certificate.
+    pki: ClusterPki
     # What must be up first: the load-balancer pair (the VIP every node joins through) and DNS/NTP.
     wait_for: Sequence[pulumi.Resource] = ()
 
 
-def kubeconfig_at(text: str, server: str) -> str:
-    """K3s' admin kubeconfig (server https://127.0.0.1:<port>) pointed at ``server``; fails on anything else."""
-    doc = yaml.safe_load(text) or {}
-    clusters = doc.get("clusters") or []
-    if len(clusters) != 1 or "cluster" not in clusters[0]:
-        raise ValueError("k3s: the admin kubeconfig does not hold exactly one cluster")
-    clusters[0]["cluster"]["server"] = server
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
 def ready_script(*, node: str, binary: str, server: str, names: Sequence[str], timeout: int, kubeconfig: str = ADMIN_KUBECONFIG) -> str:
-    """Root sh on the bootstrap server: the API answers at ``server`` and each of ``names`` is Ready; then the kubeconfig."""
+    """Root sh on the bootstrap server: the API answers at ``server`` and each of ``names`` is Ready; prints nothing."""
     q = shlex.quote
     jsonpath = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
     lines = [
@@ -83,7 +80,6 @@ def ready_script(*, node: str, binary: str, server: str, names: Sequence[str], t
         "    i=$((i + 5)); sleep 5",
         "  done",
         "done",
-        f"cat {q(kubeconfig)}",
     ]
     return "sudo sh -c " + q("\n".join(lines))
 
@@ -98,13 +94,6 @@ class K3sCluster(pulumi.ComponentResource):
         kc = cfg.k3s
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
-        token = random.RandomPassword(
-            "k3s-token",
-            length=64,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
-        )
-        self._token = pulumi.Output.secret(token.result)
         self._uploads: dict[str, dict[str, remote.CopyToRemote]] = {}
 
         first = specs.k3s_bootstrap_server(cfg)
@@ -121,6 +110,7 @@ class K3sCluster(pulumi.ComponentResource):
             previous = [cmd]
 
         server = f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
+        kc_name = args.pki.kubeconfig_name
         names = sorted(n.name for n in cfg.nodes_with("server", "agent", "storage"))
         ready = remote.Command(
             "k3s-ready",
@@ -132,20 +122,27 @@ class K3sCluster(pulumi.ComponentResource):
                 names=names,
                 timeout=kc.ready_timeout,
             ),
-            # Again when the node set changes, the bootstrap server is a new VM, or the keeper moves.
-            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), kc.kubeconfig_keeper, args.access.domain_ids[first.name]],
-            # stdout is the admin kubeconfig: never in the display, CI logs or the event stream.
+            # Again when the node set changes or the bootstrap server is a new VM.
+            triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), args.access.domain_ids[first.name]],
+            # It prints nothing on success; a failure names the node in the error.
             logging=QUIET,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=previous,
                 custom_timeouts=pulumi.CustomTimeouts(create="60m"),
-                # stdout is the admin kubeconfig (a client key).
+                # Like every command's: nothing of a node's output reaches clear state.
                 additional_secret_outputs=["stdout", "stderr"],
             ),
         )
-        self.kubeconfig = pulumi.Output.secret(ready.stdout.apply(lambda text: kubeconfig_at(text, server)))
-        self.register_outputs({"kubeconfig": self.kubeconfig})
+        pki = args.pki
+        # After k3s-ready (its id flows in): a provider made from it finds the cluster answering.
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(ready.id, pki.server_ca_pem, pki.admin_cert_pem, pki.admin_key_pem).apply(
+                lambda a: k3s_pki.render_kubeconfig(name=kc_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3])
+            )
+        )
+        self.kubeconfig_expires_at = pki.admin_expires_at
+        self.register_outputs({"kubeconfig": self.kubeconfig, "kubeconfig_expires_at": self.kubeconfig_expires_at})
 
     # ------------------------------------------------------------------ helpers
 
@@ -170,6 +167,16 @@ class K3sCluster(pulumi.ComponentResource):
         )
         return k3s.Artifact(sha256=sha, path=remote_path), [copy]
 
+    def _join_input(self, spec: k3s.K3sNodeSpec) -> pulumi.Output[str]:
+        pki = self._args.pki
+        return pulumi.Output.secret(
+            pulumi.Output.all(pki.server_token, pki.agent_token, pki.tls_files).apply(
+                lambda a: k3s_pki.render_join_input(
+                    k3s_pki.join_input_for(spec.role, spec.cluster_init, server_token=a[0], agent_token=a[1], files=a[2])
+                )
+            )
+        )
+
     def _install(
         self, node: NodeConfig, spec: k3s.K3sNodeSpec, res_name: str, after: Sequence[pulumi.Resource], bootstrap: bool = False
     ) -> remote.Command:
@@ -190,9 +197,10 @@ class K3sCluster(pulumi.ComponentResource):
             res_name,
             connection=self._args.access.conn(node.name).args(),
             create="sudo sh -c " + shlex.quote(script),
-            # The token arrives here, never in the script, a file name or an argument.
-            stdin=self._token,
-            # Keyed on the script (config.yaml, unit, pinned files are in it; the token is not).
+            # The tokens (and the CAs) arrive here, never in the script, a file name or an argument.
+            stdin=self._join_input(spec),
+            # Keyed on the script (config.yaml, unit, pinned files are in it; the secrets are not:
+            # a changed join input is an update of stdin, which runs the script again).
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],
             # The installer's progress is for the failure message, which carries it anyway.
             logging=QUIET,

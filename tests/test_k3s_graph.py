@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections import Counter
 
 import pytest
 import yaml
 
 from components import specs
 from components.config import parse_config
-from components.render import k3s
+from components.render import k3s, k3s_pki
 from support.harness import EDGE_STACKS, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
@@ -98,21 +99,39 @@ def test_bootstrap_is_cluster_init_and_every_node_joins_through_the_vip(runs, st
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_token_is_secret_and_only_on_stdin(runs, stack):
-    run = runs[stack]
-    token = run.one(PASSWORD, "k3s-token")
-    assert "result" in token.additional_secret_outputs
-    token_value = "m0ckPass"  # what the mock gives every RandomPassword
+def test_join_secrets_are_secret_and_only_on_stdin(runs, stack):
+    """Servers get both secure tokens, agents the agent token only, the cluster-init run every CA file; all on stdin, secret."""
+    run, cfg = runs[stack], parse_config(stack_model(stack))
+    server_pw, agent_pw = run.one(PASSWORD, "k3s-pki-server-token"), run.one(PASSWORD, "k3s-pki-node-token")
+    for pw in (server_pw, agent_pw):
+        assert "result" in pw.additional_secret_outputs
+    servers = {n.name for n in cfg.servers}
     for name, cmd in k3s_commands(run).items():
         assert "stdout" in cmd.additional_secret_outputs, name
         if name == "k3s-ready":
+            assert "stdin" not in cmd.inputs
             continue
         stdin = cmd.inputs["stdin"]
-        assert "stdin" in cmd.secret_inputs and isinstance(stdin, dict) and stdin["value"] == token_value, name
-        assert token.urn in cmd.property_dependencies.get("stdin", []), name
+        assert "stdin" in cmd.secret_inputs and isinstance(stdin, dict), name
+        lines = [line.split(" ", 2) for line in stdin["value"].splitlines()]
+        kinds = Counter(kind for kind, *_ in lines)
+        tokens = {kind: rest[0] for kind, *rest in lines if kind != "file"}
+        node = name.split("-k3s")[0]
+        init = name.endswith("-bootstrap") or (len(cfg.servers) == 1 and node in servers)
+        if node in servers:
+            assert set(kinds) == ({"token", "agent-token", "file"} if init else {"token", "agent-token"}), name
+            assert tokens["token"].startswith("K10") and "::server:m0ckPass" in tokens["token"], name
+            assert "::node:m0ckPass" in tokens["agent-token"], name
+            assert kinds["file"] == (len(k3s_pki.TLS_FILES) if init else 0), name
+            assert "agent-token-file: /etc/rancher/k3s/agent-token" in cmd.inputs["create"], name
+        else:
+            assert set(kinds) == {"token"} and "::node:m0ckPass" in tokens["token"], name
+        for pw in (server_pw, agent_pw):
+            assert pw.urn in cmd.property_dependencies.get("stdin", []), name
         for key in ("create", "triggers"):
             assert key not in cmd.secret_inputs, (name, key)
         assert "token-file: /etc/rancher/k3s/token" in cmd.inputs["create"]
+        assert "m0ckPass" not in cmd.inputs["create"] and "PRIVATE KEY" not in cmd.inputs["create"], name
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -214,9 +233,12 @@ def test_k3s_scripts_pin_version_and_sha(runs):
         assert "| sh" not in script and "| bash" not in script, name
 
 
-def test_the_kubeconfig_keeper_reads_the_kubeconfig_again_and_nothing_else(runs):
+def test_the_kubeconfig_keeper_reissues_the_admin_certificate_and_nothing_else(runs):
     model = copy.deepcopy(stack_model("dev"))
     model["k3s"]["kubeconfig_keeper"] = "2026-11-renewed"
     after = run_program("dev", model)
     assert after.error is None, after.error
-    assert _changed(runs["dev"], after) == {"k3s-ready"}
+    # The certificate request: its subject carries the keeper; the certificate follows from it.
+    assert _changed(runs["dev"], after) == {"k3s-pki-admin"}
+    request = after.one("tls:index/certRequest:CertRequest", "k3s-pki-admin")
+    assert request.inputs["subject"]["serialNumber"] == "2026-11-renewed"

@@ -146,10 +146,11 @@ def run_ready(tmp_path, names, timeout, **state):
     return subprocess.run(inner, capture_output=True, text=True, timeout=60, env={**os.environ, "STATE": str(st)})
 
 
-def test_ready_prints_the_kubeconfig_when_api_and_nodes_answer(tmp_path):
+def test_ready_passes_when_api_and_nodes_answer_and_prints_nothing(tmp_path):
     res = run_ready(tmp_path, ["server1", "worker1"], 30, files=("api", "ready.server1", "ready.worker1"))
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "apiVersion: v1\nkind: Config\n"
+    # The node's own admin kubeconfig stays on the node: the program builds its own (k3s_pki).
+    assert res.stdout == "" and "apiVersion" not in res.stderr
 
 
 def test_ready_names_the_node_that_is_not_ready(tmp_path):

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from components.render import k3s
-from support.k3s_node import TOKEN, VERSION, Node, k3s_nodes
+from support.k3s_node import VERSION, Node, k3s_nodes
+from support.k3s_pki import AGENT_PASSWORD, SERVER_PASSWORD, agent_token, join_input, server_token, tls_files
 from support.platform_render import CONFIGS, NAMES, need
 
 unit = pytest.mark.unit
@@ -160,7 +161,9 @@ def test_k3s_install_script_text_holds_no_token_and_pipes_nothing_into_a_shell()
     for node in k3s_nodes(CONFIGS["prod"]):
         for binary in (k3s.Artifact(sha256="a" * 64, url="https://example.org/k3s"), k3s.Artifact(sha256="a" * 64, path="/var/tmp/k3s")):
             script = k3s.render_k3s_install(_install_spec(node, binary=binary))
-            assert TOKEN not in script and "K3S_TOKEN" not in script and "--token " not in script
+            for secret in (SERVER_PASSWORD, AGENT_PASSWORD, "PRIVATE KEY"):
+                assert secret not in script
+            assert "K3S_TOKEN" not in script and "--token " not in script
             assert not re.search(r"\|\s*(sudo\s+)?(ba|da)?sh\b", script), "a download piped into a shell"
             assert k3s.render_k3s_config(node) in script.replace("'\"'\"'", "'")
 
@@ -187,7 +190,11 @@ def test_k3s_install_runs_and_a_second_run_is_a_no_op(tmp_path, role_index):
     images = box.path(f"{node.data_dir}/agent/images/{k3s.IMAGES_PREFIX}.tar.zst")
     assert images.read_bytes() == box.images.read_bytes()
     token = box.path(node.token_file)
-    assert token.read_text() == TOKEN and _mode(token) == 0o600
+    mine = server_token() if node.role == "server" else agent_token()
+    assert token.read_text() == mine + "\n" and _mode(token) == 0o600
+    if node.role == "server":
+        agent = box.path(node.agent_token_file)
+        assert agent.read_text() == agent_token() + "\n" and _mode(agent) == 0o600
     config = box.path(k3s.CONFIG_PATH)
     assert config.read_text() == k3s.render_k3s_config(node) and _mode(config) == 0o600
     unit = box.path(f"{k3s.UNIT_DIR}/{unit_name}")
@@ -195,7 +202,8 @@ def test_k3s_install_runs_and_a_second_run_is_a_no_op(tmp_path, role_index):
     assert f"ExecStart={spec.bin_dir}/k3s {node.role}\n" in unit.read_text()
     assert os.readlink(box.path(f"{spec.bin_dir}/kubectl")) == "k3s"
     assert box.calls("daemon-reload") == 1 and box.calls("restart") == 1 and box.calls("enable") == 1
-    assert TOKEN not in box.log.read_text() and TOKEN not in res.stdout + res.stderr
+    for secret in (SERVER_PASSWORD, AGENT_PASSWORD):
+        assert secret not in box.log.read_text() and secret not in res.stdout + res.stderr
     # Same spec again: nothing re-read (the uploads are gone), nothing restarted.
     box.binary.unlink()
     box.images.unlink()
@@ -245,16 +253,16 @@ def test_k3s_install_without_token_installs_nothing(tmp_path):
 
 
 @validators
-def test_k3s_install_token_from_a_path_on_the_node(tmp_path):
+def test_k3s_install_join_input_from_a_path_on_the_node(tmp_path):
     box = Node(tmp_path)
     node = k3s_nodes(CONFIGS["dev"])[-1]
-    token_src = box.uploads / "token"
-    token_src.write_text(TOKEN)
-    token_src.chmod(0o600)
-    res = box.run(box.spec(node, token_path=str(token_src)), stdin="ignored")
+    source = box.uploads / "join"
+    source.write_text(join_input(node))
+    source.chmod(0o600)
+    res = box.run(box.spec(node, input_path=str(source)), stdin="ignored")
     assert res.returncode == 0, res.stderr
     token = box.path(node.token_file)
-    assert token.read_text() == TOKEN and _mode(token) == 0o600
+    assert token.read_text() == agent_token() + "\n" and _mode(token) == 0o600
 
 
 @validators
@@ -300,9 +308,9 @@ def test_k3s_install_script_is_posix_sh(tmp_path):
     for name in ("dev", "prod"):
         for node in k3s_nodes(CONFIGS[name]):
             for binary in (k3s.Artifact(sha256="a" * 64, url="https://example.org/k3s"), k3s.Artifact(sha256="a" * 64, path="/var/tmp/k3s")):
-                for token_path in (None, "/root/k3s-token"):
+                for input_path in (None, "/root/k3s-join"):
                     path = tmp_path / f"{node.node_name}.sh"
-                    path.write_text(k3s.render_k3s_install(_install_spec(node, binary=binary, token_path=token_path)))
+                    path.write_text(k3s.render_k3s_install(_install_spec(node, binary=binary, input_path=input_path)))
                     res = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
                     assert res.returncode == 0, res.stderr
 

@@ -187,10 +187,15 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:infra:InfraServices": 1,
         "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
-        # the stack's SSH key; each node's host key
-        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes),
-        # VRRP password; the K3s token
-        "random:index/randomPassword:RandomPassword": 1 + k3s,
+        # the stack's SSH key; each node's host key; the cluster PKI's five CA keys, service-account key, admin key
+        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes) + 7 * k3s,
+        # the five cluster CAs; the admin certificate's request and certificate
+        "tls:index/selfSignedCert:SelfSignedCert": 5 * k3s,
+        "tls:index/certRequest:CertRequest": k3s,
+        "tls:index/locallySignedCert:LocallySignedCert": k3s,
+        "microcloud:k3s:ClusterPki": k3s,
+        # VRRP password; the K3s server and agent token passwords
+        "random:index/randomPassword:RandomPassword": 1 + 2 * k3s,
         "libvirt:index/pool:Pool": 1,
         DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node

@@ -1,4 +1,4 @@
-"""K3s: the release, its pinned binary and airgap images, the token keeper, the join order settings."""
+"""K3s: the release, its pinned binary and airgap images, the admin certificate's lifetime and keeper, the join order settings."""
 
 from __future__ import annotations
 
@@ -49,7 +49,20 @@ class K3sConfig(_Model):
     )
     kubeconfig_keeper: str = Field(
         default="1",
-        description="Any string; change it to read the admin kubeconfig from the bootstrap server again (K3s renews its client certificate within 90 days of expiry, a year after install).",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Any short string (letters, digits, `.` `_` `-`); change it to issue a new admin client certificate (the kubeconfig output) at once.",
+    )
+    kubeconfig_validity_days: int = Field(
+        default=90,
+        ge=7,
+        le=825,
+        description="Days the admin client certificate Pulumi signs is valid (Kubernetes cannot revoke one: keep it short). Its end is the stack output `kubeconfig_expires_at`.",
+    )
+    kubeconfig_renew_days: int = Field(
+        default=30,
+        ge=1,
+        description="The first `pulumi up` within this many days of the admin certificate's end issues a new one. Less than `kubeconfig_validity_days`.",
     )
     ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
 
@@ -60,6 +73,14 @@ class K3sConfig(_Model):
         if not re.match(r"^v\d+\.\d+\.\d+\+k3s\d+$", v):
             raise ValueError(f"{v!r} is not a K3s release like v1.34.2+k3s1")
         return v
+
+    @model_validator(mode="after")
+    def _renewal(self) -> "K3sConfig":
+        if self.kubeconfig_renew_days >= self.kubeconfig_validity_days:
+            raise ValueError(
+                f"k3s.kubeconfig_renew_days ({self.kubeconfig_renew_days}) must be less than k3s.kubeconfig_validity_days ({self.kubeconfig_validity_days})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sources(self) -> "K3sConfig":

@@ -1,9 +1,11 @@
 """K3s on a node: /etc/rancher/k3s/config.yaml, its systemd unit, and the idempotent install script.
 
-The cluster token never appears in anything rendered here: config.yaml names
-a root-only ``token-file``, and the install script writes that file from its
-standard input (or copies it from a path on the node), so the token is in
-neither config.yaml, a unit, a command line nor the script text.
+The join secrets never appear in anything rendered here: config.yaml names
+root-only ``token-file`` (and, on servers, ``agent-token-file``), and the
+install script writes those files, and the cluster CAs on the cluster-init
+server, from its standard input (``render/k3s_pki.py``'s join input; or from
+a root-only path on the node), so no token or key is in config.yaml, a unit,
+a command line or the script text.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import shlex
 
 import yaml
 
+from .k3s_pki import SERVER_CA, TLS_FILES
+
 # The node model lives beside; these names are part of this module's interface (k3s.K3sNodeSpec ...).
 from .k3s_node import (  # noqa: F401
     AGENT_KEYS,
+    AGENT_TOKEN_FILE,
     ALLOWED_KEYS,
     BIN_DIR,
     CONFIG_PATH,
@@ -57,6 +62,7 @@ def k3s_config(spec: K3sNodeSpec) -> dict:
     else:
         doc["server"] = server_url(spec)
     if spec.role == "server":
+        doc["agent-token-file"] = spec.agent_token_file
         doc["tls-san"] = [spec.api_vip, f"api.{spec.domain}"]
         doc["disable"] = sorted(spec.disable)
         doc["https-listen-port"] = spec.api_port
@@ -70,7 +76,7 @@ def k3s_config(spec: K3sNodeSpec) -> dict:
 
 def render_k3s_config(spec: K3sNodeSpec) -> str:
     """/etc/rancher/k3s/config.yaml: sorted keys, so equal specs give equal text (and hash)."""
-    head = "# Rendered by microcloud (components/render/k3s.py). The token is in token-file, never here.\n"
+    head = "# Rendered by microcloud (components/render/k3s.py). The tokens are in their files, never here.\n"
     return head + yaml.safe_dump(k3s_config(spec), sort_keys=True, default_flow_style=False)
 
 
@@ -118,8 +124,13 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
     2. checks the sha256 of the binary and of the images tarball, fetched
        (https, to a file, never into a shell) or from their path on the
        node, before installing anything: a mismatch installs nothing;
-    3. installs binary, images, token file (0600), config.yaml and unit,
-       each only when its content differs;
+    2. reads the join input: the node's secure-form token (its CA hash is
+       checked against the cluster CA a server already holds: a node of
+       another cluster is refused), the agent token on servers, and on the
+       cluster-init server every cluster CA file (one that is already there
+       must be the same);
+    3. installs binary, images, token files (0600), the CA files the node
+       lacks, config.yaml and unit, each only when its content differs;
     4. restarts the unit only when something changed (starts it when it is
        not running), waiting at most ``start_timeout`` seconds; a unit that
        does not come up gets the previous files back, is restarted with
@@ -173,13 +184,8 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
     lines += _fetch("bin", spec.binary, root + binary)
     if spec.images:
         lines += _fetch("images", spec.images, root + images_target)
-    lines.append("# 2. The token: from stdin or a root-only file, never an argument.")
-    if spec.token_path is None:
-        lines.append('cat > "$work/token"')
-    else:
-        lines.append(f'cat {q(spec.token_path)} > "$work/token"')
+    lines += _join_input(spec)
     lines += [
-        '[ -s "$work/token" ] || fail "no cluster token given; nothing installed"',
         f"printf '%s' {q(config)} > \"$work/config\"",
         f"printf '%s' {q(unit_text)} > \"$work/unit\"",
         "# 3. Install what differs, keeping what it replaces until the unit runs the new files.",
@@ -203,6 +209,21 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         lines.append(f'if [ -n "$images_new" ]; then put "$images_new" {q(root + images_target)} 0644 || true; fi')
     lines += [
         f'put "$work/token" {q(root + node.token_file)} 0600 || true',
+    ]
+    if node.role == "server":
+        lines.append(f'put "$work/agent-token" {q(root + node.agent_token_file)} 0600 || true')
+    if node.cluster_init:
+        tls_dir = root + posixpath.join(node.data_dir, "server", "tls")
+        lines += [
+            "# The cluster CAs K3s would otherwise make itself; a file already there was checked above.",
+            "while read -r name; do",
+            f'  t={q(tls_dir)}/"$name"',
+            '  [ -e "$t" ] && continue',
+            '  case "$name" in *.key) m=0600 ;; *) m=0644 ;; esac',
+            '  put "$work/tls/$name" "$t" "$m" || true',
+            'done < "$work/files"',
+        ]
+    lines += [
         f'put "$work/config" {q(root + CONFIG_PATH)} 0600 || true',
         "unit_changed=0",
         f'if put "$work/unit" {q(root + posixpath.join(UNIT_DIR, unit))} 0644; then unit_changed=1; fi',
@@ -254,6 +275,68 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         f'echo "microcloud: $node: k3s {spec.version}: $unit runs the new files"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _join_input(spec: K3sInstallSpec) -> list[str]:
+    """Shell that reads the join input into $work/token, $work/agent-token and $work/tls/, checking it; installs nothing."""
+    node, q = spec.node, shlex.quote
+    root = spec.root.rstrip("/")
+    user = "server" if node.role == "server" else "node"
+    source = 'cat > "$work/input"' if spec.input_path is None else f'cat {q(spec.input_path)} > "$work/input"'
+    lines = [
+        "# 2. The join input: from stdin or a root-only file, never an argument; nothing of it is printed.",
+        source,
+        ': > "$work/files"',
+        "while read -r kind name value; do",
+        '  case "$kind" in',
+        "    token) printf '%s\\n' \"$name\" > \"$work/token\" ;;",
+        "    agent-token) printf '%s\\n' \"$name\" > \"$work/agent-token\" ;;",
+        "    file)",
+        '      case "$name" in',
+        "        " + "|".join(TLS_FILES) + ") ;;",
+        '        *) fail "the join input names $name, which is not a K3s CA file; nothing installed" ;;',
+        "      esac",
+        '      mkdir -p "$work/tls/$(dirname "$name")"',
+        "      printf '%s' \"$value\" | base64 -d > \"$work/tls/$name\" 2>/dev/null || fail \"$name in the join input is not base64; nothing installed\"",
+        '      echo "$name" >> "$work/files" ;;',
+        "    '') ;;",
+        '    *) fail "the join input has a line of unknown kind; nothing installed" ;;',
+        "  esac",
+        'done < "$work/input"',
+        'rm -f "$work/input"',
+        '[ -s "$work/token" ] || fail "no cluster token given; nothing installed"',
+        # Servers join with the server token, agents with the agent (node) token.
+        f"hash=$(sed -n 's/^K10\\([0-9a-f]\\{{64\\}}\\)::{user}:..*$/\\1/p' \"$work/token\")",
+        f'[ -n "$hash" ] || fail "the token is not K3s\' secure {user} token (K10<CA hash>::{user}:password); nothing installed"',
+    ]
+    if node.role == "server":
+        ca = root + posixpath.join(node.data_dir, "server", "tls", SERVER_CA)
+        lines += [
+            '[ -s "$work/agent-token" ] || fail "no agent token given; nothing installed"',
+            "case $(cat \"$work/agent-token\") in",
+            '  "K10$hash::node:"?*) ;;',
+            '  *) fail "the agent token is not the secure-form node token of the same cluster CA; nothing installed" ;;',
+            "esac",
+            "# A server that already holds a cluster CA must hold this stack's: the token names it.",
+            f"if [ -f {q(ca)} ]; then",
+            f"  have=$(sha256sum < {q(ca)} | cut -d' ' -f1)",
+            '  [ "$have" = "$hash" ] || fail "this node holds a cluster CA (sha256 $have) that is not the stack\'s ($hash):'
+            ' it belongs to a cluster made without the stack\'s PKI or by another stack; nothing installed"',
+            "fi",
+        ]
+    if node.cluster_init:
+        tls_dir = root + posixpath.join(node.data_dir, "server", "tls")
+        lines += [
+            f'[ "$(wc -l < "$work/files")" -eq {len(TLS_FILES)} ] || fail "the cluster-init server needs all {len(TLS_FILES)} cluster CA files; nothing installed"',
+            f'[ "$(sha256sum < "$work/tls/{SERVER_CA}" | cut -d\' \' -f1)" = "$hash" ] || fail "the server CA given is not the one the token names; nothing installed"',
+            "while read -r name; do",
+            f'  t={q(tls_dir)}/"$name"',
+            '  if [ -e "$t" ] && ! same "$work/tls/$name" "$t"; then',
+            '    fail "$t is not the stack\'s (the cluster was made with other CAs); nothing installed"',
+            "  fi",
+            'done < "$work/files"',
+        ]
+    return lines
 
 
 def _fetch(var: str, art: Artifact, target: str) -> list[str]:

@@ -18,6 +18,8 @@ Role = Literal["server", "agent"]
 
 CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE = "/etc/rancher/k3s/token"
+# Servers only: the token agents join with (K3s' --agent-token-file).
+AGENT_TOKEN_FILE = "/etc/rancher/k3s/agent-token"
 DATA_DIR = "/var/lib/rancher/k3s"  # K3s' own default, written out so it is visible
 # Flatcar's /usr is read-only; /opt/bin is on its PATH. Elsewhere the usual place.
 FLATCAR_BIN_DIR = "/opt/bin"
@@ -34,11 +36,11 @@ IMAGES_PREFIX = "microcloud-airgap-images"
 # --data-dir, --node-name, --node-label, --node-taint, --node-ip.
 # Servers run an agent too, so they accept all of those, plus the server-only
 # flags (https://docs.k3s.io/cli/server): --cluster-init, --tls-san,
-# --disable, --write-kubeconfig-mode, --https-listen-port.
+# --disable, --write-kubeconfig-mode, --https-listen-port, --agent-token-file.
 # Embedded etcd needs no key: it follows from --cluster-init (server 1) or
 # from joining such a server (servers 2..n).
 AGENT_KEYS = frozenset({"server", "token-file", "data-dir", "node-name", "node-label", "node-taint", "node-ip"})
-SERVER_KEYS = AGENT_KEYS | {"cluster-init", "tls-san", "disable", "write-kubeconfig-mode", "https-listen-port"}
+SERVER_KEYS = AGENT_KEYS | {"cluster-init", "tls-san", "disable", "write-kubeconfig-mode", "https-listen-port", "agent-token-file"}
 ALLOWED_KEYS: dict[str, frozenset[str]] = {"server": SERVER_KEYS, "agent": AGENT_KEYS}
 
 _LABEL = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
@@ -71,6 +73,7 @@ class K3sNodeSpec:
     node_taints: tuple[str, ...] = ()  # key[=value]:Effect
     disable: tuple[str, ...] = DISABLED_COMPONENTS
     token_file: str = TOKEN_FILE
+    agent_token_file: str = AGENT_TOKEN_FILE
     data_dir: str = DATA_DIR
 
 
@@ -101,9 +104,10 @@ class Artifact:
 class K3sInstallSpec:
     """The install script of one node.
 
-    ``token_path`` None: the token arrives on the script's standard input
-    (a remote command's ``stdin``); otherwise it is copied from that path on
-    the node. ``root`` exists for the tests: every file lands under it, while
+    ``input_path`` None: the join input (``render/k3s_pki.py``: the node's
+    token; on servers the agent token; on the cluster-init server the
+    cluster CAs) arrives on the script's standard input (a remote command's
+    ``stdin``); otherwise it is read from that root-only path on the node. ``root`` exists for the tests: every file lands under it, while
     the files still name their real paths.
     """
 
@@ -112,7 +116,7 @@ class K3sInstallSpec:
     binary: Artifact
     images: Optional[Artifact]
     bin_dir: str
-    token_path: Optional[str] = None
+    input_path: Optional[str] = None
     start_timeout: int = 300
     # Seconds to wait, after a (re)start, for the node to report Ready; 0: do not wait.
     ready_timeout: int = 0
@@ -157,7 +161,7 @@ def check_node(spec: K3sNodeSpec) -> None:
     for taint in spec.node_taints:
         if not _TAINT.match(taint):
             raise ValueError(f"{who}: node taint {taint!r} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
-    for path in (spec.token_file, spec.data_dir):
+    for path in (spec.token_file, spec.agent_token_file, spec.data_dir):
         if not path.startswith("/"):
             raise ValueError(f"{who}: {path!r} is not an absolute path")
 
@@ -172,8 +176,8 @@ def check_install(spec: K3sInstallSpec) -> None:
         raise ValueError(f"{who}: only the cluster-init server has a bootstrap run")
     if spec.ready_timeout < 0:
         raise ValueError(f"{who}: ready_timeout {spec.ready_timeout} is negative")
-    if spec.token_path is not None and not spec.token_path.startswith("/"):
-        raise ValueError(f"{who}: token_path {spec.token_path!r} is not an absolute path")
+    if spec.input_path is not None and not spec.input_path.startswith("/"):
+        raise ValueError(f"{who}: input_path {spec.input_path!r} is not an absolute path")
     for what, art in (("binary", spec.binary), ("images", spec.images)):
         if art is None:
             continue

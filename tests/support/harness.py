@@ -112,25 +112,16 @@ class RecordingMonitor(pmocks.MockMonitor):
         return resp
 
 
-MOCK_KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters:
-- cluster: {certificate-authority-data: bW9jaw==, server: 'https://127.0.0.1:6443'}
-  name: default
-contexts:
-- context: {cluster: default, user: default}
-  name: default
-current-context: default
-users:
-- name: default
-  user: {client-certificate-data: bW9jaw==, client-key-data: bW9jaw==}
-"""
-
-
 def mock_public_key(name: str) -> str:
     """The OpenSSH ed25519 public key the mocks give the tls.PrivateKey ``name``: one of its own per key."""
     blob = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + hashlib.sha256(name.encode()).digest()).decode()
     return f"ssh-ed25519 {blob}"
+
+
+def mock_certificate(name: str) -> str:
+    """A PEM block of its own per certificate ``name`` (not a parsable certificate: the program only hashes and embeds it)."""
+    body = base64.b64encode(hashlib.sha256(name.encode()).digest()).decode()
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
 
 
 class Mocks(pmocks.Mocks):
@@ -141,12 +132,17 @@ class Mocks(pmocks.Mocks):
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["publicKeyOpenssh"] = mock_public_key(args.name) + "\n"
             state["privateKeyOpenssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----\n"
-            state["privateKeyPem"] = "mock-pem"
+            state["privateKeyPem"] = f"-----BEGIN EC PRIVATE KEY-----\nmock-pem-{args.name}\n-----END EC PRIVATE KEY-----\n"
+        elif args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            state["certPem"] = mock_certificate(args.name)
+            state["validityEndTime"] = "2027-03-02T00:00:00Z"
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = "-----BEGIN CERTIFICATE REQUEST-----\nbW9jaw==\n-----END CERTIFICATE REQUEST-----\n"
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = "m0ckPass"[: int(args.inputs.get("length", 8))]
+            # As long as asked for (a K3s token password is 48), starting with the marker the leak tests search for.
+            state["result"] = ("m0ckPass" * 8)[: int(args.inputs.get("length", 8))]
         elif args.typ == "command:remote:Command":
-            # What `k3s-ready` prints on a node: K3s' admin kubeconfig.
-            state["stdout"] = MOCK_KUBECONFIG if args.name == "k3s-ready" else ""
+            state["stdout"] = ""
         return f"{args.name}-id", state
 
     def call(self, args: pmocks.MockCallArgs):

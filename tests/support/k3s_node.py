@@ -13,13 +13,15 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 from components.config import StackConfig
 from components.render import k3s
 from components.render import platform as pv
 
+from support.k3s_pki import join_input
+
 VERSION = "v1.33.5+k3s1"
-TOKEN = "K10microcloud-test-token::server:0123456789abcdef"
 
 
 # ------------------------------------------------------------------ specs from the stack configs
@@ -119,7 +121,10 @@ class Node:
         )
         return k3s.K3sInstallSpec(**{**args, **kw})
 
-    def run(self, spec: k3s.K3sInstallSpec, stdin: str = TOKEN, **env) -> subprocess.CompletedProcess:
+    def run(self, spec: k3s.K3sInstallSpec, stdin: Optional[str] = None, **env) -> subprocess.CompletedProcess:
+        """The rendered script under dash; ``stdin`` None: the join input the program gives the node."""
+        if stdin is None:
+            stdin = join_input(spec.node)
         script = self.tmp / "install.sh"
         script.write_text(k3s.render_k3s_install(spec))
         environ = {

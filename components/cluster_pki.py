@@ -1,0 +1,128 @@
+"""ClusterPki: the cluster's own CAs, its secure join tokens and the admin client certificate, all made by Pulumi.
+
+K3s would make its CAs itself on the first server's first start; then nodes
+could only trust whatever CA answered at the VIP, and the admin kubeconfig
+had to be read back from a node. Here pulumi-tls makes every CA of K3s'
+custom-CA layout (server, client, request-header, etcd server and peer; the
+service-account key) and K3sCluster places them on the cluster-init server
+before K3s first starts. From them:
+
+- the server and agent tokens are in K3s' secure form (``K10<CA hash>::``):
+  a joining node checks the cluster's CA before it sends its password, and
+  agents hold a token of their own that cannot join a server;
+- the admin kubeconfig is built here from a client certificate Pulumi signs
+  with the client CA (``system:masters``), nothing read from a node. It is
+  valid ``kubeconfig_validity_days`` and renewed by the first ``pulumi up``
+  in its last ``kubeconfig_renew_days`` (pulumi-tls' early renewal);
+  ``kubeconfig_keeper`` reissues it at once.
+
+Every key and token is secret in state; the certificates are public.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_random as random
+import pulumi_tls as tls
+
+from .render import k3s_pki
+
+# A cluster CA outlives any node; rotating it is K3s' `certificate rotate-ca`, not a replacement.
+CA_VALIDITY_HOURS = 10 * 365 * 24
+_CA_USES = ["cert_signing", "crl_signing", "digital_signature", "key_encipherment"]
+_SECRET_KEYS = ["private_key_pem", "private_key_pem_pkcs8", "private_key_openssh"]
+
+
+@dataclass(frozen=True)
+class ClusterPkiArgs:
+    # Names the CAs and the admin user: <prefix>-server-ca, ...
+    prefix: str
+    admin_validity_days: int
+    admin_renew_days: int
+    # Any string; a new one reissues the admin certificate.
+    admin_keeper: str
+
+
+class ClusterPki(pulumi.ComponentResource):
+    server_ca_pem: pulumi.Output[str]
+    ca_hash: pulumi.Output[str]
+    tls_files: pulumi.Output[dict]
+    server_token: pulumi.Output[str]
+    agent_token: pulumi.Output[str]
+    admin_cert_pem: pulumi.Output[str]
+    admin_key_pem: pulumi.Output[str]
+    admin_expires_at: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ClusterPkiArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("microcloud:k3s:ClusterPki", name, None, opts)
+        # The kubeconfig's cluster, user and context names.
+        self.kubeconfig_name = args.prefix
+        if not 0 < args.admin_renew_days < args.admin_validity_days:
+            raise ValueError(f"k3s pki: renew days {args.admin_renew_days} must be within the validity {args.admin_validity_days}")
+        self._secret = pulumi.ResourceOptions(parent=self, additional_secret_outputs=_SECRET_KEYS)
+        child = pulumi.ResourceOptions(parent=self)
+        files: dict[str, pulumi.Output[str]] = {}
+        certs: dict[str, tls.SelfSignedCert] = {}
+        keys: dict[str, tls.PrivateKey] = {}
+        for ca, (cert_path, key_path) in k3s_pki.CA_FILES.items():
+            key = self._key(f"{name}-{ca}-ca")
+            cert = tls.SelfSignedCert(
+                f"{name}-{ca}-ca",
+                private_key_pem=key.private_key_pem,
+                is_ca_certificate=True,
+                set_subject_key_id=True,
+                subject=tls.SelfSignedCertSubjectArgs(common_name=f"{args.prefix}-{ca}-ca", organizational_unit="microcloud"),
+                validity_period_hours=CA_VALIDITY_HOURS,
+                allowed_uses=_CA_USES,
+                opts=child,
+            )
+            keys[ca], certs[ca] = key, cert
+            files[cert_path] = cert.cert_pem
+            files[key_path] = pulumi.Output.secret(key.private_key_pem)
+        service = tls.PrivateKey(f"{name}-service-account", algorithm="RSA", rsa_bits=2048, opts=self._secret)
+        files[k3s_pki.SERVICE_KEY] = pulumi.Output.secret(service.private_key_pem)
+
+        self.server_ca_pem = certs["server"].cert_pem
+        self.ca_hash = self.server_ca_pem.apply(k3s_pki.ca_hash)
+        self.tls_files = pulumi.Output.secret(pulumi.Output.all(**files))
+
+        def token(user: str) -> pulumi.Output[str]:
+            password = random.RandomPassword(f"{name}-{user}-token", length=48, special=False, opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]))
+            return pulumi.Output.secret(
+                pulumi.Output.all(self.server_ca_pem, password.result).apply(lambda a, u=user: k3s_pki.secure_token(a[0], u, a[1]))
+            )
+
+        self.server_token = token("server")
+        self.agent_token = token("node")
+
+        # The admin: K3s' own admin is system:admin in system:masters; this one is named for the stack.
+        admin_key = self._key(f"{name}-admin")
+        request = tls.CertRequest(
+            f"{name}-admin",
+            private_key_pem=admin_key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=f"{args.prefix}-admin", organization="system:masters", serial_number=args.admin_keeper),
+            opts=child,
+        )
+        admin = tls.LocallySignedCert(
+            f"{name}-admin",
+            cert_request_pem=request.cert_request_pem,
+            ca_private_key_pem=keys["client"].private_key_pem,
+            ca_cert_pem=certs["client"].cert_pem,
+            validity_period_hours=args.admin_validity_days * 24,
+            early_renewal_hours=args.admin_renew_days * 24,
+            allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
+            opts=child,
+        )
+        self.admin_cert_pem = admin.cert_pem
+        self.admin_key_pem = pulumi.Output.secret(admin_key.private_key_pem)
+        self.admin_expires_at = admin.validity_end_time
+        self.register_outputs(
+            {"server_ca_pem": self.server_ca_pem, "ca_hash": self.ca_hash, "admin_expires_at": self.admin_expires_at}
+        )
+
+    def _key(self, name: str) -> tls.PrivateKey:
+        # ECDSA P-256: what K3s makes for its own CAs and client certificates.
+        return tls.PrivateKey(name, algorithm="ECDSA", ecdsa_curve="P256", opts=self._secret)
