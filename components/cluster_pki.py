@@ -123,6 +123,24 @@ class ClusterPki(pulumi.ComponentResource):
             {"server_ca_pem": self.server_ca_pem, "ca_hash": self.ca_hash, "admin_expires_at": self.admin_expires_at}
         )
 
+    def join_input(self, role: str, cluster_init: bool) -> pulumi.Output[str]:
+        """A node's install-command stdin (render/k3s_pki.py): its tokens, and the CAs for the cluster-init server. Secret."""
+        return pulumi.Output.secret(
+            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files).apply(
+                lambda a: k3s_pki.render_join_input(
+                    k3s_pki.join_input_for(role, cluster_init, server_token=a[0], agent_token=a[1], files=a[2])
+                )
+            )
+        )
+
+    def kubeconfig(self, server: str, after: pulumi.Input[str]) -> pulumi.Output[str]:
+        """The admin kubeconfig for the API at ``server``, once ``after`` (the cluster's readiness) has a value. Secret."""
+        return pulumi.Output.secret(
+            pulumi.Output.all(after, self.server_ca_pem, self.admin_cert_pem, self.admin_key_pem).apply(
+                lambda a: k3s_pki.render_kubeconfig(name=self.kubeconfig_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3])
+            )
+        )
+
     def _key(self, name: str) -> tls.PrivateKey:
         # ECDSA P-256: what K3s makes for its own CAs and client certificates.
         return tls.PrivateKey(name, algorithm="ECDSA", ecdsa_curve="P256", opts=self._secret)

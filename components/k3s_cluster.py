@@ -38,7 +38,7 @@ from .cluster_pki import ClusterPki
 from .config import NodeConfig, StackConfig, file_sha256
 from .config import K3sArtifact
 from .day2 import QUIET, NodeAccess
-from .render import k3s, k3s_pki
+from .render import k3s
 
 # Where files copied from the Pulumi host wait on the node until installed.
 UPLOAD_DIR = "/var/tmp/microcloud-k3s"
@@ -110,7 +110,6 @@ class K3sCluster(pulumi.ComponentResource):
             previous = [cmd]
 
         server = f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
-        kc_name = args.pki.kubeconfig_name
         names = sorted(n.name for n in cfg.nodes_with("server", "agent", "storage"))
         ready = remote.Command(
             "k3s-ready",
@@ -134,14 +133,9 @@ class K3sCluster(pulumi.ComponentResource):
                 additional_secret_outputs=["stdout", "stderr"],
             ),
         )
-        pki = args.pki
         # After k3s-ready (its id flows in): a provider made from it finds the cluster answering.
-        self.kubeconfig = pulumi.Output.secret(
-            pulumi.Output.all(ready.id, pki.server_ca_pem, pki.admin_cert_pem, pki.admin_key_pem).apply(
-                lambda a: k3s_pki.render_kubeconfig(name=kc_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3])
-            )
-        )
-        self.kubeconfig_expires_at = pki.admin_expires_at
+        self.kubeconfig = args.pki.kubeconfig(server, after=ready.id)
+        self.kubeconfig_expires_at = args.pki.admin_expires_at
         self.register_outputs({"kubeconfig": self.kubeconfig, "kubeconfig_expires_at": self.kubeconfig_expires_at})
 
     # ------------------------------------------------------------------ helpers
@@ -167,16 +161,6 @@ class K3sCluster(pulumi.ComponentResource):
         )
         return k3s.Artifact(sha256=sha, path=remote_path), [copy]
 
-    def _join_input(self, spec: k3s.K3sNodeSpec) -> pulumi.Output[str]:
-        pki = self._args.pki
-        return pulumi.Output.secret(
-            pulumi.Output.all(pki.server_token, pki.agent_token, pki.tls_files).apply(
-                lambda a: k3s_pki.render_join_input(
-                    k3s_pki.join_input_for(spec.role, spec.cluster_init, server_token=a[0], agent_token=a[1], files=a[2])
-                )
-            )
-        )
-
     def _install(
         self, node: NodeConfig, spec: k3s.K3sNodeSpec, res_name: str, after: Sequence[pulumi.Resource], bootstrap: bool = False
     ) -> remote.Command:
@@ -198,7 +182,7 @@ class K3sCluster(pulumi.ComponentResource):
             connection=self._args.access.conn(node.name).args(),
             create="sudo sh -c " + shlex.quote(script),
             # The tokens (and the CAs) arrive here, never in the script, a file name or an argument.
-            stdin=self._join_input(spec),
+            stdin=self._args.pki.join_input(spec.role, spec.cluster_init),
             # Keyed on the script (config.yaml, unit, pinned files are in it; the secrets are not:
             # a changed join input is an update of stdin, which runs the script again).
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],
