@@ -86,6 +86,7 @@ def ready_script(*, node: str, binary: str, server: str, names: Sequence[str], t
 
 class K3sCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
+    kubeconfig_expires_at: pulumi.Output[str]
     installs: dict[str, remote.Command]
 
     def __init__(self, name: str, args: K3sClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):

@@ -190,7 +190,9 @@ def test_disabled_k3s_registers_no_cluster(runs):
     assert run.error is None, run.error
     assert not k3s_commands(run) and not run.by_type(PROVIDER)
     assert "kubeconfig" not in run.outputs
-    assert not [r for r in run.by_type(PASSWORD) if r.name == "k3s-token"]
+    # No cluster PKI either: no CA, no token password, no admin certificate.
+    assert not [r for r in run.resources if r.name.startswith("k3s-pki")]
+    assert {"kubeconfig_expires_at", "cluster_ca"}.isdisjoint(run.outputs)
 
 
 def test_binary_from_the_pulumi_host_is_copied_and_checked(tmp_path, runs):

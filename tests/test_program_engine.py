@@ -98,8 +98,9 @@ def test_whole_program_previews_under_the_real_engine(sandbox, tmp_path, stack):
     ops = Counter(s["op"] for s in steps)
     assert set(ops) == {"create"}, ops
     names = {s["urn"].rsplit("::", 1)[1]: s for s in steps}
-    # K3s: the bootstrap run, one install per node, the readiness check; then the one provider.
-    want = {f"{n.name}-k3s" for n in k3s_install_order(cfg)} | {"k3s-ready", "k3s-token"}
+    # K3s: its PKI (a CA, both token passwords, the admin certificate), the bootstrap run,
+    # one install per node, the readiness check; then the one provider.
+    want = {f"{n.name}-k3s" for n in k3s_install_order(cfg)} | {"k3s-ready", "k3s-pki-server-ca", "k3s-pki-server-token", "k3s-pki-node-token", "k3s-pki-admin"}
     if len(cfg.servers) > 1:
         want.add(f"{k3s_bootstrap_server(cfg).name}-k3s-bootstrap")
     assert want <= set(names), sorted(want - set(names))
