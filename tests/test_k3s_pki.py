@@ -66,7 +66,8 @@ def test_join_input_per_role():
     assert dict(init.files) == files
     text = k3s_pki.render_join_input(init)
     lines = text.splitlines()
-    assert lines[:2] == [f"token {s}", f"agent-token {a}"]
+    # Servers keep the agent token's password alone (K3s' node password); agents get the secure form.
+    assert lines[:2] == [f"token {s}", f"agent-token {AGENT_PASSWORD}"]
     decoded = {parts[1]: base64.b64decode(parts[2]).decode() for parts in (line.split(" ") for line in lines[2:])}
     assert decoded == files
     # Agents never see the server token; nobody but the cluster-init server a key.
@@ -85,7 +86,11 @@ def test_join_input_refuses_what_k3s_would_not_take():
     with pytest.raises(ValueError, match=r"missing \['etcd/peer-ca.key'\]"):
         k3s_pki.render_join_input(k3s_pki.JoinInput(token=s, agent_token=a, files=partial))
     with pytest.raises(ValueError, match="token's CA hash is not the hash of the server CA"):
-        k3s_pki.render_join_input(k3s_pki.JoinInput(token=server_token("other"), agent_token=a, files=files))
+        k3s_pki.render_join_input(k3s_pki.JoinInput(token=server_token("other"), agent_token=agent_token("other"), files=files))
+    with pytest.raises(ValueError, match="not the node token of the same cluster CA"):
+        k3s_pki.render_join_input(k3s_pki.JoinInput(token=s, agent_token=agent_token("other")))
+    with pytest.raises(ValueError, match="not the node token of the same cluster CA"):
+        k3s_pki.render_join_input(k3s_pki.JoinInput(token=s, agent_token=s))
 
 
 @unit
@@ -140,7 +145,8 @@ def test_cluster_init_server_gets_every_ca_before_k3s_starts_and_the_token_names
     on_disk = out.stdout.split()[0]
     token = box.path(init.token_file).read_text().strip()
     assert token.startswith(f"K10{on_disk}::server:")
-    assert box.path(init.agent_token_file).read_text().strip().startswith(f"K10{on_disk}::node:")
+    assert box.path(init.agent_token_file).read_text() == AGENT_PASSWORD + "\n"
+    assert agent_token().startswith(f"K10{on_disk}::node:{AGENT_PASSWORD}")
     for secret in (SERVER_PASSWORD, AGENT_PASSWORD, "PRIVATE KEY"):
         assert secret not in res.stdout + res.stderr + box.log.read_text()
     # Again: the same files are there, nothing changes, nothing restarts.
@@ -198,7 +204,7 @@ def test_cluster_init_server_with_another_ca_file_is_refused(tmp_path):
         ("agent-gets-server-token", "not K3s' secure node token"),
         ("server-gets-agent-token", "not K3s' secure server token"),
         ("plain-token", "not K3s' secure server token"),
-        ("agent-token-of-another-ca", "not the secure-form node token of the same cluster CA"),
+        ("agent-token-in-secure-form", "not K3s' short form"),
         ("missing-ca-file", "needs all 11 cluster CA files"),
         ("server-ca-not-the-tokens", "the server CA given is not the one the token names"),
         ("unknown-file", "which is not a K3s CA file"),
@@ -215,8 +221,8 @@ def test_the_script_refuses_a_wrong_join_input_and_installs_nothing(tmp_path, ca
         lines[0] = f"token {agent_token()}"
     elif case == "plain-token":
         lines[0] = f"token {SERVER_PASSWORD}"
-    elif case == "agent-token-of-another-ca":
-        lines[1] = f"agent-token {agent_token('other')}"
+    elif case == "agent-token-in-secure-form":
+        lines[1] = f"agent-token {agent_token()}"
     elif case == "missing-ca-file":
         lines = [line for line in lines if not line.startswith("file etcd/peer-ca.key ")]
     elif case == "server-ca-not-the-tokens":

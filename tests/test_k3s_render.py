@@ -194,7 +194,7 @@ def test_k3s_install_runs_and_a_second_run_is_a_no_op(tmp_path, role_index):
     assert token.read_text() == mine + "\n" and _mode(token) == 0o600
     if node.role == "server":
         agent = box.path(node.agent_token_file)
-        assert agent.read_text() == agent_token() + "\n" and _mode(agent) == 0o600
+        assert agent.read_text() == AGENT_PASSWORD + "\n" and _mode(agent) == 0o600
     config = box.path(k3s.CONFIG_PATH)
     assert config.read_text() == k3s.render_k3s_config(node) and _mode(config) == 0o600
     unit = box.path(f"{k3s.UNIT_DIR}/{unit_name}")

@@ -313,9 +313,9 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
         ca = root + posixpath.join(node.data_dir, "server", "tls", SERVER_CA)
         lines += [
             '[ -s "$work/agent-token" ] || fail "no agent token given; nothing installed"',
+            "# K3s keeps a server's agent token as the node password: the short form, letters and digits.",
             "case $(cat \"$work/agent-token\") in",
-            '  "K10$hash::node:"?*) ;;',
-            '  *) fail "the agent token is not the secure-form node token of the same cluster CA; nothing installed" ;;',
+            "  *[!A-Za-z0-9]*) fail \"the agent token for a server is not K3s' short form (the node password alone); nothing installed\" ;;",
             "esac",
             "# A server that already holds a cluster CA must hold this stack's: the token names it.",
             f"if [ -f {q(ca)} ]; then",

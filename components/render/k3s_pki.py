@@ -71,7 +71,9 @@ class JoinInput:
 
     ``token``: the node's own join token (servers: the server token; agents:
     the agent token). ``agent_token``: servers only, the token they accept
-    from agents. ``files``: the cluster-init server only, ``TLS_FILES`` path ->
+    from agents; they get its password alone (``agent-token-file`` is K3s'
+    short form: a server keeps it as the ``node`` user's password, while the
+    agents' secure form names the CA to check). ``files``: the cluster-init server only, ``TLS_FILES`` path ->
     content, written before K3s' first start.
     """
 
@@ -97,7 +99,12 @@ def render_join_input(spec: JoinInput) -> str:
             continue
         if not _LINE_VALUE.match(value) or not value.startswith("K10"):
             raise ValueError(f"k3s pki: the {kind} is not one secure-form token (K10...)")
-        lines.append(f"{kind} {value}")
+    lines.append(f"token {spec.token}")
+    if spec.agent_token is not None:
+        hash_, _, creds = spec.agent_token.partition("::")
+        if hash_ != spec.token.partition("::")[0] or not creds.startswith("node:"):
+            raise ValueError("k3s pki: the agent token is not the node token of the same cluster CA")
+        lines.append(f"agent-token {creds.removeprefix('node:')}")
     files = dict(spec.files)
     unknown = sorted(set(files) - set(TLS_FILES))
     if unknown:

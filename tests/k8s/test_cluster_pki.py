@@ -281,9 +281,10 @@ def test_the_token_ca_hash_is_sha256sum_of_the_server_ca_file(made):
     assert made["out"]["ca_hash"] == on_disk
     node, box = made["node"], made["box"]
     assert box.path(node.token_file).read_text().startswith(f"K10{on_disk}::server:")
-    assert box.path(node.agent_token_file).read_text().startswith(f"K10{on_disk}::node:")
     agent = made["out"]["join_input_agent"].splitlines()
     assert len(agent) == 1 and agent[0].startswith(f"token K10{on_disk}::node:")
+    # The servers' agent-token-file: the same password, K3s' short form.
+    assert agent[0].split("::node:")[1] + "\n" == box.path(node.agent_token_file).read_text()
 
 
 def test_request_header_ca_and_service_account_key_work_as_k3s_uses_them(made):
@@ -312,7 +313,7 @@ def test_nothing_secret_was_printed_and_a_new_keeper_issues_another_working_cert
     kc = yaml.safe_load(out["kubeconfig"])
     key = base64.b64decode(kc["users"][0]["user"]["client-key-data"]).decode()
     secrets = [line.split(" ")[1] for line in out["join_input_init"].splitlines() if line.startswith(("token ", "agent-token "))]
-    secrets += [t.rsplit(":", 1)[1] for t in secrets]
+    secrets += [t.rsplit(":", 1)[-1] for t in secrets]
     body = "".join(key.splitlines()[1:-1])
     for s in [*secrets, body, out["join_input_init"][:60]]:
         assert s not in prog.printed
