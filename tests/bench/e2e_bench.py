@@ -3,9 +3,9 @@
     venv/bin/python tests/bench/e2e_bench.py [--repeat 3]
 
 Same sandbox and stack as tests/e2e (libvirtd in its own namespaces, the LB
-pair and infra node on the locally built Debian 12 image, K3s nodes on blank
-disks). Each round is a full preview / up / re-preview / destroy on a fresh
-stack; boot-to-SSH is measured after each up by `virsh destroy` + `virsh
+pair, the infra node and server1 with the stand-in K3s on the locally built
+Debian 12 image). Each round is a full preview / up / re-preview / destroy on
+a fresh stack; boot-to-SSH is measured after each up by `virsh destroy` + `virsh
 start` of every booted node until `ssh true` succeeds. Prints medians (and
 min/max) and whether KVM was used. Needs root, the plugins and the image.
 """
@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]
 
 from e2e.sandbox import Sandbox  # noqa: E402
-from e2e.stack import Stack, e2e_model, missing_plugins  # noqa: E402
+from e2e.stack import Stack, e2e_model, fake_k3s, missing_plugins  # noqa: E402
 from support.harness import ROOT  # noqa: E402
 
 BOOTED = ("lb1", "lb2", "infra")
@@ -53,9 +53,7 @@ def boot_to_ssh(stack: Stack, name: str, ip: str, prefix: str, timeout: float = 
 def one_round(base: Path, image: Path, coredns: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     with Sandbox(base / "sandbox") as sb:
-        blank = base / "blank.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
-        model = e2e_model(image, blank, coredns, base / "pool")
+        model = e2e_model(image, coredns, base / "pool", fake_k3s(base))
         st = Stack.create(sb, base / "stack", model)
         try:
             for label, args in (("preview", ("preview",)), ("up", ("up", "--yes", "--skip-preview")),

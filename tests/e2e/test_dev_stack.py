@@ -2,10 +2,11 @@
 
 libvirtd runs in a network and mount namespace this module makes (see
 sandbox.py): every bridge, NAT rule and VM lives there, and pulumi, ssh and
-dig run inside it too. The LB pair and the infra node boot the Debian 12
-image that .ci/debian-image.sh builds from Debian packages; the K3s nodes get
-blank disks (their OS cannot boot here yet). Software emulation unless
-MICROCLOUD_E2E_KVM=1.
+dig run inside it too. The LB pair, the infra node and server1 boot the
+Debian 12 image that .ci/debian-image.sh builds from Debian packages; server1
+runs every K3s command for real around a stand-in k3s binary (stack.py
+FAKE_K3S: K3s cannot run here), without the platform. Software emulation
+unless MICROCLOUD_E2E_KVM=1.
 
 Skipped, naming what is missing, when the provider plugins, the toolchain,
 the image or libvirt are not installed. The tests run in order on one stack.
@@ -15,23 +16,27 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from support.harness import ROOT
+from support.harness import ROOT, stack_config
 
 from .sandbox import Sandbox, tools_missing
 from support.cli import toolchain_bin
 from support.planned_state import SECRET_SIG, SECRET_VALUE
 
-from .stack import Stack, e2e_model, missing_plugins
+from .stack import Stack, e2e_model, fake_k3s, missing_plugins
 
 pytestmark = pytest.mark.e2e
 
 DEBIAN_NODES = ("lb1", "lb2", "infra")
+# Booted too, with the stand-in K3s (the node_exporter of the VMs outside the cluster is not on it).
+K3S_NODES = ("server1",)
+BOOTED = DEBIAN_NODES + K3S_NODES
 VIPS = ("10.27.0.32", "10.27.0.33")
 DOMAIN = "dev.microcloud.lan"
 
@@ -72,9 +77,7 @@ def sandbox(prerequisites, tmp_path_factory):
 def stack(prerequisites, sandbox, tmp_path_factory) -> Stack:
     image, coredns = prerequisites
     base = tmp_path_factory.mktemp("stack")
-    blank = base / "blank.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
-    model = e2e_model(image, blank, coredns, base / "pool")
+    model = e2e_model(image, coredns, base / "pool", fake_k3s(base))
     st = Stack.create(sandbox, base, model)
     yield st
     # Whatever happened above: tear the stack down (the sandbox then kills the rest).
@@ -142,7 +145,7 @@ def test_booted_nodes_have_their_identity(stack):
     _need_up(stack)
     ips = _node_ips(stack)
     infra = ips["infra"]
-    for name in DEBIAN_NODES:
+    for name in BOOTED:
         res = stack.ssh(ips[name], "hostname -f; ip -4 -o addr show eth0; cat /etc/resolv.conf; cloud-init status")
         assert res.returncode == 0, f"{name}: {res.stderr}"
         lines = res.stdout.splitlines()
@@ -157,6 +160,35 @@ def test_booted_nodes_have_their_identity(stack):
         routes = stack.ssh(ips[name], "ip -4 route show").stdout.splitlines()
         assert routes[0].startswith(f"default via {router} dev eth0"), (name, routes)
         assert len(routes) == 2 and " scope link " in routes[1], (name, routes)
+
+
+def test_the_k3s_server_holds_the_stacks_pki_and_runs(stack):
+    """server1's install command placed the stack's CAs before the (stand-in) K3s first started: the
+    CA hash in both tokens on the node is sha256sum of its server-ca.crt, which is the cluster_ca output;
+    keys and token files are root's only; the unit runs. Nothing secret is printed here."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    tls = "/var/lib/rancher/k3s/server/tls"
+    script = "; ".join([
+        f"sha256sum {tls}/server-ca.crt | cut -c1-64",
+        "sed -n 's/^K10\\([0-9a-f]*\\)::server:.*/\\1/p' /etc/rancher/k3s/token",
+        "grep -c '^[A-Za-z0-9]*$' /etc/rancher/k3s/agent-token",
+        f"stat -c '%a %n' {tls} {tls}/*.key {tls}/etcd/*.key {tls}/*.crt /etc/rancher/k3s/token /etc/rancher/k3s/agent-token",
+        "systemctl is-active k3s",
+    ])
+    res = stack.ssh(ips["server1"], f"sudo sh -c {shlex.quote(script)}")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    ca = stack.output("cluster_ca")
+    assert lines[0] == ca["sha256"] == lines[1], lines[:2]
+    assert lines[2] == "1", "the servers' agent token is not one bare password"
+    modes = dict(reversed(line.split(" ", 1)) for line in lines[3:-1])
+    assert modes[tls] == "700" and modes[f"{tls}/server-ca.crt"] == "644", modes
+    assert all(m == "600" for p, m in modes.items() if p.endswith((".key", "/token", "/agent-token"))), modes
+    assert len([p for p in modes if p.endswith(".key")]) == 6, modes
+    assert lines[-1] == "active", lines[-1]
+    cert = stack.ssh(ips["server1"], f"sudo cat {tls}/server-ca.crt")
+    assert cert.stdout == ca["certificate"]
 
 
 def test_vips_on_exactly_one_lb_and_haproxy_answers(stack):
@@ -351,14 +383,16 @@ def _plan(stack, model) -> list[dict]:
 def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
     _need_up(stack)
     model = json.loads(json.dumps(stack.model))
-    worker = next(n for n in model["nodes"] if n["name"] == "worker1")
-    new = {**worker, "name": "worker2", "ip": "10.27.4.25"}
+    # dev's worker1 (an agent with a Longhorn disk) on the booted image, planned only.
+    worker = next(n for n in stack_config("dev")["microcloud:config"]["nodes"] if n["name"] == "worker1")
+    new = {**worker, "name": "worker2", "ip": "10.27.4.25", "os": "debian12"}
     if where == "end":
         model["nodes"].append(new)
     else:
-        model["nodes"].insert(model["nodes"].index(worker), new)
+        model["nodes"].insert(model["nodes"].index(next(n for n in model["nodes"] if n["name"] == "server1")), new)
     steps = _plan(stack, model)
-    day2 = {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"}
+    # k3s-ready waits for one more node.
+    day2 = {"lb1-haproxy", "lb2-haproxy", "coredns-hosts", "k3s-ready"}
     changed = {}
     for s in steps:
         name = s["urn"].rsplit("::", 1)[1]
@@ -366,7 +400,7 @@ def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
             continue
         changed.setdefault(name, set()).add(s["op"])
     created = {n for n, ops in changed.items() if ops == {"create"}}
-    assert {"worker2", "worker2-root", "worker2-ignition", "worker2-longhorn"} <= created, changed
+    assert {"worker2", "worker2-root", "worker2-longhorn", "worker2-k3s"} <= created, changed
     others = {n: ops for n, ops in changed.items() if n not in created}
     assert set(others) <= day2, f"unexpected changes: {others}"
     assert {"lb1-haproxy", "lb2-haproxy", "coredns-hosts"} <= set(others), changed
@@ -393,7 +427,7 @@ def test_nodes_answer_with_their_pinned_host_keys(stack):
     _need_up(stack)
     ips = _node_ips(stack)
     known = dict(line.split(" ", 1) for line in stack.output("ssh_known_hosts").splitlines())
-    for name in DEBIAN_NODES:
+    for name in BOOTED:
         res = stack.sandbox.run(["ssh-keyscan", "-T", "10", "-t", "ed25519", ips[name]], timeout=60)
         served = [" ".join(ln.split()[1:3]) for ln in res.stdout.splitlines() if not ln.startswith("#")]
         assert served == [known[ips[name]]], (name, served, known[ips[name]], res.stderr)
