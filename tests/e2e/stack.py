@@ -18,6 +18,7 @@ from typing import Optional
 
 import yaml
 
+from components.config import file_sha256
 from support.cli import plugin_versions_missing, project_copy, toolchain_bin
 from support.harness import stack_config
 
@@ -44,9 +45,10 @@ def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:
     """dev's shape: LB pair and infra on Debian 12 (booted), the K3s nodes on blank disks, K3s off."""
     m = copy.deepcopy(stack_config("dev")["microcloud:config"])
     digest = image.stem.rsplit("-", 1)[-1]
+    # Each image is pinned by the sha256 of the file as built here: the program checks it before use.
     m["images"] = {
-        "debian12": {"source": str(image), "version": f"12-{digest}"},
-        "flatcar": {"source": str(blank), "version": "blank-1"},
+        "debian12": {"source": str(image), "version": f"12-{digest}", "sha256": file_sha256(str(image))},
+        "flatcar": {"source": str(blank), "version": "blank-1", "sha256": file_sha256(str(blank))},
     }
     m["virt_type"] = "kvm" if os.environ.get("MICROCLOUD_E2E_KVM") == "1" else "qemu"
     m["pool_path"] = str(pool)

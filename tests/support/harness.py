@@ -147,6 +147,9 @@ class Mocks(pmocks.Mocks):
         elif args.typ == "command:remote:Command":
             # What `k3s-ready` prints on a node: K3s' admin kubeconfig.
             state["stdout"] = MOCK_KUBECONFIG if args.name == "k3s-ready" else ""
+        elif args.typ == "command:local:Command" and args.name.startswith("check-"):
+            # What an image check prints: the checked file (components/render/image_check.py).
+            state["stdout"] = f"/checked/{args.name}.img"
         return f"{args.name}-id", state
 
     def call(self, args: pmocks.MockCallArgs):
