@@ -100,14 +100,14 @@ class PinnedFile(_Model):
     def local_path(self) -> Optional[str]:
         return os.path.expanduser(self.path) if self.path else None
 
-    def check_file(self, key: str, path: str, missing: str) -> None:
+    def check_file(self, key: str, path: str, missing: str, mismatch: str = "") -> None:
         """``path`` exists and, when pinned, has the pinned digest; else a ConfigError naming ``key``."""
         if not os.path.isfile(path):
             raise ConfigError(f"{key}.path" if self.path else key, missing)
         if self.sha256:
             got = file_sha256(path)
             if got != self.sha256:
-                raise ConfigError(f"{key}.sha256", f"{path} has sha256 {got}, not the pinned {self.sha256}")
+                raise ConfigError(f"{key}.sha256", f"{path} has sha256 {got}, not the pinned {self.sha256}{mismatch}")
 
 
 class ReleaseBinary(PinnedFile):
@@ -169,8 +169,11 @@ class ReleaseBinary(PinnedFile):
         if self.url:
             return _fetch_release(self, key)
         path = self.local_path()
+        # The local build is reproducible, but only with the same Go: the stacks pin go1.26.8's.
+        built = "" if self.path else (f"; the build of {self.SCRIPT} differs with another Go version: pin that build's"
+                                      f" sha256, or set {key}.url + {key}.sha256 (the upstream release)")
         self.check_file(key, path, f"no {self.LABEL} binary at {path}; run bash {self.SCRIPT}, or set {key}.url + "
-                        f"{key}.sha256 (the upstream release), or {key}.path")
+                        f"{key}.sha256 (the upstream release), or {key}.path", built)
         return path
 
 

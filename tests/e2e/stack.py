@@ -52,7 +52,8 @@ def e2e_model(image: Path, blank: Path, coredns: Path, pool: Path) -> dict:
     }
     m["virt_type"] = "kvm" if os.environ.get("MICROCLOUD_E2E_KVM") == "1" else "qemu"
     m["pool_path"] = str(pool)
-    m["dns"]["coredns"] = {"path": str(coredns)}
+    # The cached build, held to dev's own pin of it (dns.coredns.sha256).
+    m["dns"]["coredns"] = {**m["dns"]["coredns"], "path": str(coredns)}
     # The K3s nodes boot blank disks (no OS to install K3s on); K3s runs
     # under its own tiers (tests/test_k3s_*.py, tests/k8s/).
     m["k3s"] = {**m["k3s"], "enabled": False}
