@@ -7,8 +7,10 @@ and prints the checked file's path; that path is the base volume's source.
 The command runs again only when the pin (digest or source) changes, so
 another machine running the stack later neither downloads nor changes the
 volume. Its script names no path of this machine (the cache is found when
-it runs): a change to the script's text is an update of the command, which
-preview cannot know the output of, and would show every base volume replaced.
+it runs), and its text should stay as it is: a change to it updates the
+command, whose output preview cannot know, so preview would show every base
+volume and node replaced although `up` prints the same path and replaces
+nothing.
 """
 
 from __future__ import annotations
