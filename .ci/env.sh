@@ -12,8 +12,8 @@
 #   PULUMI_CONFIG_PASSPHRASE_FILE ~/.config/microcloud/passphrase, generated once, mode 0600
 #                                 (MICROCLOUD_PASSPHRASE_FILE to use another file);
 #                                 PULUMI_CONFIG_PASSPHRASE is unset, it would win over the file
-#   no update check, no pulumi-resource-* from PATH; in air-gapped mode
-#   (MICROCLOUD_AIRGAPPED=1) also no plugin downloads by the engine
+#   no update check, no pulumi-resource-* from PATH, no plugin downloads by
+#   the engine (plugins.sh installs them, pinned)
 # then runs .ci/workspace.sh: creates the missing stacks (dev, prod) and
 # installs the provider plugins from MICROCLOUD_PLUGIN_DIR, naming all that
 # are missing in one message. Returns its status (0 ready, 2 no CLI yet,
@@ -27,12 +27,13 @@ unset PULUMI_CONFIG_PASSPHRASE
 export PULUMI_CONFIG_PASSPHRASE_FILE="${MICROCLOUD_PASSPHRASE_FILE:-${XDG_CONFIG_HOME:-$HOME/.config}/microcloud/passphrase}"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_IGNORE_AMBIENT_PLUGINS=true
+# The engine never fetches a plugin by itself: plugins.sh installs them, each
+# checked against its pin (.ci/plugin-sums) where it has one.
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 if [ "${MICROCLOUD_AIRGAPPED:-0}" = 1 ]; then
-  export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
   echo "env.sh: mode: air-gapped (MICROCLOUD_AIRGAPPED=1): no plugin is downloaded" >&2
 else
-  unset PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION
-  echo "env.sh: mode: connected: plugins missing from MICROCLOUD_PLUGIN_DIR are downloaded by the CLI (MICROCLOUD_AIRGAPPED=1 for none)" >&2
+  echo "env.sh: mode: connected: plugins missing from MICROCLOUD_PLUGIN_DIR are downloaded by plugins.sh when pinned (MICROCLOUD_AIRGAPPED=1 for none)" >&2
 fi
 
 # The CLI toolchain.sh chose for this checkout (a pulumi on PATH at or above the

@@ -44,7 +44,8 @@
 # served by the Go module proxy. kubernetes is built into it from Go modules
 # (--with-kubernetes; heavy: ~10 min and ~4 GB on 2 cores). In connected mode
 # a plugin the directory lacks is downloaded by the CLI itself (`pulumi plugin
-# install resource NAME VERSION`, bounded in time). Plugins still missing are
+# install resource NAME VERSION --checksum`, bounded in time) when its release
+# archive is pinned (.ci/plugin-sums, MICROCLOUD_PLUGIN_SUMS). Plugins still missing are
 # named in one message; --strict (or MICROCLOUD_TOOLCHAIN_STRICT=1) makes that
 # an error (exit 3).
 #
@@ -317,7 +318,8 @@ printf '%s\n' "$BIN" >"$POINTER"
 # The same environment .ci/env.sh gives a shell (without its stacks and passphrase).
 case ":$PATH:" in *":$BIN:"*) ;; *) export PATH="$BIN:$PATH" ;; esac
 export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_IGNORE_AMBIENT_PLUGINS=true
-mc_airgapped && export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+# Plugins come from plugins.sh only (checked against their pins), never from the engine itself.
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 v=$(pulumi version)
 mc_version_ge "${v#v}" "$PULUMI_VERSION" || die "pulumi on PATH is $v, older than the pinned SDK $PULUMI_VERSION"
 [[ -x $BIN/pulumi-language-python ]] || command -v pulumi-language-python >/dev/null ||

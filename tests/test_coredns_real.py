@@ -31,7 +31,7 @@ import pytest
 from components import specs
 from components.config import DnsConfig, parse_config
 from components.render.coredns import CorefileSpec, HostsSpec, render_corefile, render_hosts
-from support.harness import stack_model
+from support.harness import assert_stacks_pin_build, stack_model
 
 pytestmark = pytest.mark.validators
 
@@ -279,6 +279,11 @@ def test_pinned_version_is_the_stack_default():
 def test_binary_is_the_pinned_version(coredns_bin):
     res = subprocess.run([str(coredns_bin), "-version"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0 and res.stdout.splitlines()[0] == f"CoreDNS-{VERSION.lstrip('v')}", res.stdout
+
+
+def test_both_stacks_pin_this_build(coredns_bin):
+    """The build is reproducible (-trimpath, no VCS stamp): dev and prod hold the infra node to its sha256."""
+    assert_stacks_pin_build(coredns_bin, "dns.coredns")
 
 
 def test_record_set_is_the_dev_stack():

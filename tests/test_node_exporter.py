@@ -31,7 +31,7 @@ import pytest
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import StackConfig, parse_config
+from components.config import parse_config
 from components.config.monitoring import MonitoringConfig, NodeExporterBinary
 from components.day2 import trigger_digest
 from components.node_exporter import SYSUSERS_PATH, NodeExporters, NodeExportersArgs
@@ -50,7 +50,8 @@ from components.render.node_exporter import (
     SYSUSERS_CONF,
     render_unit,
 )
-from support.harness import FAKE_COREDNS, MAIN, PROJECT, Mocks, RecordingMonitor, Run, stack_config, stack_model
+from support.harness import (FAKE_NODE_EXPORTER as FAKE_EXPORTER, MAIN, PROJECT, Mocks, RecordingMonitor, Run,
+                             assert_stacks_pin_build, stack_config, stack_model, with_stand_in_binaries)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / ".ci" / "node-exporter.sh"
@@ -185,6 +186,12 @@ def test_binary_is_the_pinned_version(exporter_bin):
     res = subprocess.run([str(exporter_bin), "--version"], capture_output=True, text=True, timeout=30)
     out = res.stdout + res.stderr
     assert res.returncode == 0 and out.startswith(f"node_exporter, version {VERSION[1:]} "), out
+
+
+@pytest.mark.validators
+def test_both_stacks_pin_this_build(exporter_bin):
+    """The build is reproducible (-trimpath, no date): dev and prod hold the nodes to its sha256."""
+    assert_stacks_pin_build(exporter_bin, "monitoring.node_exporter")
 
 
 @pytest.mark.unit
@@ -474,20 +481,13 @@ DOMAIN = "libvirt:index/domain:Domain"
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 COMPONENT = "microcloud:monitoring:NodeExporters"
-FAKE_EXPORTER = Path(tempfile.gettempdir()) / "microcloud-tests-node-exporter"
 
 
 def run_with_exporters(stack: str) -> Run:
     """__main__.py under harness' mocks, plus NodeExporters for the LBs and the infra node
     unless the program already makes them (then its own are checked)."""
     config = stack_config(stack)
-    model = copy.deepcopy(config["microcloud:config"])
-    if not model.get("dns", {}).get("coredns", {}).get("path"):
-        FAKE_COREDNS.write_bytes(b"not really coredns\n")
-        model.setdefault("dns", {}).setdefault("coredns", {})["path"] = str(FAKE_COREDNS)
-    FAKE_EXPORTER.write_bytes(b"not really node_exporter\n")
-    if "monitoring" in StackConfig.model_fields:  # once the stack model has the field
-        model.setdefault("monitoring", {}).setdefault("node_exporter", {}).setdefault("path", str(FAKE_EXPORTER))
+    model = with_stand_in_binaries(copy.deepcopy(config["microcloud:config"]))
     config = {**config, "microcloud:config": model}
     os.environ.setdefault("MICROCLOUD_SEED_DIR", tempfile.mkdtemp(prefix="microcloud-seeds-"))
     pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})

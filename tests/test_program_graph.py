@@ -221,8 +221,9 @@ def expected_counts(stack: str) -> dict[str, int]:
         "pulumi:providers:kubernetes": k3s,
         # CoreDNS; node_exporter per LB and infra node
         COPY: 1 + len(cfg.load_balancers) + 1,
-        # the host's forwarding, when two or more networks forward (not isolated)
-        LOCAL: int(sum(n.mode != "isolated" for n in cfg.networks) > 1),
+        # the check of each image before its base volume; the host's forwarding,
+        # when two or more networks forward (not isolated)
+        LOCAL: len(cfg.images) + int(sum(n.mode != "isolated" for n in cfg.networks) > 1),
     }
 
 
@@ -274,7 +275,9 @@ def test_every_command_chooses_what_it_logs(stack):
     chosen = {r.name: r.inputs.get("logging") for r in commands}
     assert {n: v for n, v in chosen.items() if v not in ("none", "stderr")} == {}, chosen
     assert chosen.get("k3s-ready") == "none"
-    assert {n for n, v in chosen.items() if v == "stderr"} == {n for n in chosen if n.endswith("-firewall")}
+    # stderr: the firewall steps' notices, and an image check's ("fetching it again" when a cached file changed).
+    assert {n for n, v in chosen.items() if v == "stderr"} == {n for n in chosen if n.endswith("-firewall") or n.startswith("check-")}
+    assert {n for n in chosen if n.startswith("check-")} == {f"check-{os}" for os in stack_model(stack)["images"]}
 
 
 def test_day2_commands_are_keyed_on_content_hash(dev):

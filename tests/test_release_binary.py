@@ -160,7 +160,7 @@ def test_an_archive_without_the_binary(host):
 
 
 @pytest.mark.parametrize("fields, needle", [
-    ({"url": "http://example.test/v1.12.1/node_exporter-1.12.1.tar.gz", "sha256": "a" * 64}, "is not an https URL"),
+    ({"url": "http://example.test/v1.12.1/node_exporter-1.12.1.tar.gz", "sha256": "a" * 64}, "http:// is refused"),
     ({"url": "https://example.test/v1.12.1/node_exporter-1.12.1.tar.gz"}, "a url needs its sha256"),
     ({"url": "https://example.test/v1.12.1/x-1.12.1.tar.gz", "sha256": "a" * 64, "path": "/opt/x"}, "at most one of url and path"),
     ({"url": "https://example.test/v1.11.0/node_exporter-1.11.0.tar.gz", "sha256": "a" * 64}, "does not name version v1.12.1"),

@@ -241,16 +241,31 @@ def _installed(tmp: Path, name: str) -> Path:
 
 
 ALL = [s.split()[0] for s in PINS["plugins"]]
-K8S_VER = next(s.split()[1] for s in PINS["plugins"] if s.startswith("kubernetes "))
+VER = dict(s.split() for s in PINS["plugins"])
+K8S_VER = VER["kubernetes"]
 K8S_TGZ = f"/pulumi-resource-kubernetes-v{K8S_VER}-linux-amd64.tar.gz"
+K8S_ARCHIVE = _plugin_tgz("kubernetes")  # once: gzip stamps the time, so every build differs
+
+
+def _sums(tmp: Path, pins: dict[str, str]) -> dict[str, str]:
+    """The environment of a site whose MICROCLOUD_PLUGIN_SUMS pins ``pins`` (file name -> sha256)."""
+    f = tmp / "site-plugin-sums"
+    f.write_text("".join(f"{digest}  {name}\n" for name, digest in pins.items()))
+    return {"MICROCLOUD_PLUGIN_SUMS": str(f)}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.engine
-def test_a_plugin_the_directory_lacks_is_downloaded_by_the_cli(tmp_path):
-    with serve({K8S_TGZ: _plugin_tgz("kubernetes")}) as host:
-        res = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"])
+def test_a_plugin_the_directory_lacks_is_downloaded_by_the_cli_checked_against_its_pin(tmp_path):
+    with serve({K8S_TGZ: K8S_ARCHIVE}) as host:
+        res = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"],
+                       **_sums(tmp_path, {K8S_TGZ[1:]: _sha(K8S_ARCHIVE)}))
     assert res.returncode == 0, res.stderr
-    assert f"plugins: kubernetes v{K8S_VER} is not in {tmp_path / 'plugins'}: downloading it with the CLI (at most 5s)" in res.stderr
+    assert (f"plugins: kubernetes v{K8S_VER} is not in {tmp_path / 'plugins'}: downloading it with the CLI (at most 5s), "
+            "checked against its pinned sha256") in res.stderr
     assert f"plugins: downloaded kubernetes v{K8S_VER}" in res.stderr
     assert host.requests == [K8S_TGZ]
     assert _installed(tmp_path, "kubernetes").read_bytes() == _fake_plugin("kubernetes")
@@ -260,11 +275,12 @@ def test_a_plugin_the_directory_lacks_is_downloaded_by_the_cli(tmp_path):
 
 @pytest.mark.engine
 def test_refused_and_timed_out_downloads_are_named_in_one_message(tmp_path):
-    ver = dict(s.split() for s in PINS["plugins"])
+    ver = VER
     routes = {f"/pulumi-resource-tls-v{ver['tls']}-linux-amd64.tar.gz": Hang(),
               f"/pulumi-resource-random-v{ver['random']}-linux-amd64.tar.gz": Status(403)}
     with serve(routes) as host:
-        res = _plugins(tmp_path, host.base, ["command", "libvirt", "kubernetes"])
+        res = _plugins(tmp_path, host.base, ["command", "libvirt", "kubernetes"],
+                       **_sums(tmp_path, {r[1:]: "a" * 64 for r in routes}))
     assert res.returncode == 3, res.stderr
     missing = [ln for ln in res.stderr.splitlines() if ln.startswith("plugins: missing")]
     assert missing == [f"plugins: missing 2 provider plugin(s): random {ver['random']}, tls {ver['tls']}."], res.stderr
@@ -278,7 +294,7 @@ def test_refused_and_timed_out_downloads_are_named_in_one_message(tmp_path):
 
 @pytest.mark.engine
 def test_air_gapped_asks_nothing_and_names_every_missing_plugin(tmp_path):
-    with serve({K8S_TGZ: _plugin_tgz("kubernetes")}) as host:
+    with serve({K8S_TGZ: K8S_ARCHIVE}) as host:
         res = _plugins(tmp_path, host.base, ["command"], MICROCLOUD_AIRGAPPED="1")
     assert res.returncode == 3, res.stderr
     assert host.requests == []
@@ -289,14 +305,77 @@ def test_air_gapped_asks_nothing_and_names_every_missing_plugin(tmp_path):
 
 @pytest.mark.engine
 def test_installed_plugins_ask_nothing(tmp_path):
-    with serve({K8S_TGZ: _plugin_tgz("kubernetes")}) as host:
-        first = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"])
+    pinned = _sums(tmp_path, {K8S_TGZ[1:]: _sha(K8S_ARCHIVE)})
+    with serve({K8S_TGZ: K8S_ARCHIVE}) as host:
+        first = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"], **pinned)
         assert first.returncode == 0, first.stderr
         host.requests.clear()
         shutil.rmtree(tmp_path / "plugins")
-        again = _plugins(tmp_path, host.base, [])
+        again = _plugins(tmp_path, host.base, [], **pinned)
     assert again.returncode == 0, again.stderr
     assert host.requests == [] and again.stderr == ""
+
+
+@pytest.mark.engine
+def test_a_download_without_a_pin_is_not_asked_for_unless_taken_unchecked(tmp_path):
+    with serve({K8S_TGZ: K8S_ARCHIVE}) as host:
+        refused = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"])
+        assert refused.returncode == 3, refused.stderr
+        assert host.requests == [], "an unpinned archive was downloaded"
+        assert (f"plugins:   {tmp_path / 'plugins'}/kubernetes-v{K8S_VER}/pulumi-resource-kubernetes  (not in the plugin "
+                f"directory, and no pinned sha256 of {K8S_TGZ[1:]} (.ci/plugin-sums, MICROCLOUD_PLUGIN_SUMS): not downloaded)"
+                ) in refused.stderr, refused.stderr
+        assert not _installed(tmp_path, "kubernetes").exists()
+        taken = _plugins(tmp_path, host.base, [], MICROCLOUD_PLUGIN_UNPINNED="1")
+    assert taken.returncode == 0, taken.stderr
+    assert f"{K8S_TGZ[1:]} has no pinned sha256: downloading it unchecked (MICROCLOUD_PLUGIN_UNPINNED=1)" in taken.stderr
+    assert host.requests == [K8S_TGZ] and _installed(tmp_path, "kubernetes").read_bytes() == _fake_plugin("kubernetes")
+
+
+@pytest.mark.engine
+def test_a_download_that_is_not_its_pinned_archive_installs_nothing(tmp_path):
+    with serve({K8S_TGZ: K8S_ARCHIVE}) as host:
+        res = _plugins(tmp_path, host.base, [n for n in ALL if n != "kubernetes"], **_sums(tmp_path, {K8S_TGZ[1:]: "0" * 64}))
+    assert res.returncode == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith(f"plugins:   {tmp_path / 'plugins'}/kubernetes-v"))
+    assert "download failed:" in line and f"invalid checksum, expected {'0' * 64}" in line, line
+    assert host.requests == [K8S_TGZ] and not _installed(tmp_path, "kubernetes").exists()
+    assert not (tmp_path / "home" / "plugins" / f"resource-kubernetes-v{K8S_VER}").exists()
+
+
+@pytest.mark.engine
+def test_a_directory_binary_is_held_to_its_pin_and_a_swapped_install_is_replaced(tmp_path):
+    """The site pins its own builds: a matching binary installs, a different one never does, and an
+    installed binary that changed afterwards is removed and installed again from the directory."""
+    good = _sha(_fake_plugin("command"))
+    pins = {f"{n}-v{VER[n]}/pulumi-resource-{n}": _sha(_fake_plugin(n)) for n in ALL}
+    pins[f"libvirt-v{VER['libvirt']}/pulumi-resource-libvirt"] = "0" * 64
+    env = {**_sums(tmp_path, pins), "MICROCLOUD_AIRGAPPED": "1"}
+    with serve({}) as host:
+        first = _plugins(tmp_path, host.base, ALL, **env)
+        assert first.returncode == 3, first.stderr
+        assert f"plugins: installing command v{VER['command']} from {tmp_path / 'plugins'}/command-v{VER['command']}/pulumi-resource-command (its pinned sha256)" in first.stderr
+        libvirt = next(ln for ln in first.stderr.splitlines() if ln.startswith(f"plugins:   {tmp_path / 'plugins'}/libvirt-v"))
+        assert f"has sha256 {_sha(_fake_plugin('libvirt'))}, not the pinned {'0' * 64}: not installed" in libvirt, libvirt
+        assert not _installed(tmp_path, "libvirt").exists() and _installed(tmp_path, "command").is_file()
+
+        # Someone swaps the installed command plugin: the next run puts the pinned one back.
+        swapped = _installed(tmp_path, "command")
+        swapped.write_bytes(b"#!/bin/sh\necho not the plugin\n")
+        again = _plugins(tmp_path, host.base, ["command"], **env)
+    assert f"installed command v{VER['command']} is not its pinned binary" in again.stderr, again.stderr
+    assert "removed, installing it again" in again.stderr
+    assert _sha(_installed(tmp_path, "command").read_bytes()) == good
+    assert host.requests == []
+
+
+@pytest.mark.engine
+def test_an_unpinned_directory_binary_is_installed_and_said_to_be_unpinned(tmp_path):
+    """This project's own machines: plugins built here from upstream source, pinned by no one."""
+    with serve({}) as host:
+        res = _plugins(tmp_path, host.base, ALL, MICROCLOUD_AIRGAPPED="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("(no pinned sha256: the site's own binary; MICROCLOUD_PLUGIN_SUMS pins it)") == len(ALL), res.stderr
 
 
 # ------------------------------------------------------------------ the scripts themselves

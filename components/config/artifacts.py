@@ -36,6 +36,9 @@ from .base import _Model, check_pinned, check_pinned_path
 from .errors import ConfigError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The digests a pin may name: what distributions publish (Flatcar's .DIGESTS and
+# Debian's SHA512SUMS carry sha512; Rocky's and Alma's CHECKSUM, sha256).
+DIGEST_HEX = {"sha256": SHA256, "sha512": re.compile(r"^[0-9a-f]{128}$")}
 RELEASE = re.compile(r"^v\d+\.\d+\.\d+$")
 DOWNLOAD_TIMEOUT = 60          # seconds without progress before a fetch gives up
 DOWNLOAD_LIMIT = 512 << 20     # bytes; a release binary or its archive is far smaller
@@ -59,14 +62,19 @@ def _abs_path(v: Optional[str]) -> Optional[str]:
     return v
 
 
-def _sha(v: Optional[str]) -> Optional[str]:
-    if v is not None and not SHA256.match(v.lower()):
-        raise ValueError(f"{v!r} is not a sha256 hex digest")
+def hex_digest(v: Optional[str], algorithm: str = "sha256") -> Optional[str]:
+    """``v`` lowercased when it is a hex digest of ``algorithm``; else the one-line reason."""
+    if v is not None and not DIGEST_HEX[algorithm].match(v.lower()):
+        raise ValueError(f"{v!r} is not a {algorithm} hex digest")
     return v.lower() if v else v
 
 
 def https_url(v: Optional[str], what: str) -> Optional[str]:
     if v is not None:
+        if v.startswith("http://"):
+            # A pinned digest would catch a swapped file, but nothing else of a
+            # plain-http source is trustworthy (redirects, mirrors, the name).
+            raise ValueError(f"{v!r}: http:// is refused, what it serves can be changed on the way; use https://")
         if not v.startswith("https://"):
             raise ValueError(f"{v!r} is not an https URL")
         check_pinned_path(v, what)
@@ -87,19 +95,19 @@ class PinnedFile(_Model):
     @field_validator("sha256")
     @classmethod
     def _sha256(cls, v: Optional[str]) -> Optional[str]:
-        return _sha(v)
+        return hex_digest(v)
 
     def local_path(self) -> Optional[str]:
         return os.path.expanduser(self.path) if self.path else None
 
-    def check_file(self, key: str, path: str, missing: str) -> None:
+    def check_file(self, key: str, path: str, missing: str, mismatch: str = "") -> None:
         """``path`` exists and, when pinned, has the pinned digest; else a ConfigError naming ``key``."""
         if not os.path.isfile(path):
             raise ConfigError(f"{key}.path" if self.path else key, missing)
         if self.sha256:
             got = file_sha256(path)
             if got != self.sha256:
-                raise ConfigError(f"{key}.sha256", f"{path} has sha256 {got}, not the pinned {self.sha256}")
+                raise ConfigError(f"{key}.sha256", f"{path} has sha256 {got}, not the pinned {self.sha256}{mismatch}")
 
 
 class ReleaseBinary(PinnedFile):
@@ -161,8 +169,11 @@ class ReleaseBinary(PinnedFile):
         if self.url:
             return _fetch_release(self, key)
         path = self.local_path()
+        # The local build is reproducible, but only with the same Go: the stacks pin go1.26.8's.
+        built = "" if self.path else (f"; the build of {self.SCRIPT} differs with another Go version: pin that build's"
+                                      f" sha256, or set {key}.url + {key}.sha256 (the upstream release)")
         self.check_file(key, path, f"no {self.LABEL} binary at {path}; run bash {self.SCRIPT}, or set {key}.url + "
-                        f"{key}.sha256 (the upstream release), or {key}.path")
+                        f"{key}.sha256 (the upstream release), or {key}.path", built)
         return path
 
 

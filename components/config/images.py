@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from .artifacts import hex_digest, https_url
 from .base import _Model, check_pinned, check_pinned_path
 
 
 class ImageConfig(_Model):
-    source: str = Field(description="URL (http/https) or absolute path on the libvirt host of the qcow2 cloud image; not a moving alias like `current`.")
-    version: str = Field(description="Exact version of the image, e.g. `4230.2.3`; `latest`, `current`, wildcards are rejected.")
+    """A pinned OS image: where it is, its exact version, and the digest it must have before any VM boots from it."""
+
+    source: str = Field(
+        description="https URL of the qcow2 cloud image, or its absolute path on the machine that runs Pulumi (uploaded to the pool from there); not a moving alias like `current`; `http://` is refused."
+    )
+    version: str = Field(description="Exact version of the image, e.g. `4593.2.4`; `latest`, `current`, wildcards are rejected.")
+    sha256: Optional[str] = Field(
+        default=None,
+        description="sha256 of the image file, as the distribution publishes it (Rocky's and Alma's `CHECKSUM`). Exactly one of `sha256` and `sha512`; a file with another digest is never used.",
+    )
+    sha512: Optional[str] = Field(
+        default=None,
+        description="sha512 of the image file, for distributions that publish that one (Flatcar's `.DIGESTS`, Debian's `SHA512SUMS`).",
+    )
 
     @field_validator("version")
     @classmethod
@@ -22,9 +35,33 @@ class ImageConfig(_Model):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if not (v.startswith(("http://", "https://", "/"))):
-            raise ValueError(f"{v!r} must be an http(s) URL or an absolute path")
-        return check_pinned_path(v, "image source")
+        if v.startswith("/"):
+            return check_pinned_path(v, "image source")
+        if v.startswith(("http://", "https://")):
+            return https_url(v, "image source") or v
+        raise ValueError(f"{v!r} must be an https URL or an absolute path")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: Optional[str]) -> Optional[str]:
+        return hex_digest(v, "sha256")
+
+    @field_validator("sha512")
+    @classmethod
+    def _sha512(cls, v: Optional[str]) -> Optional[str]:
+        return hex_digest(v, "sha512")
+
+    @model_validator(mode="after")
+    def _one_digest(self) -> "ImageConfig":
+        if self.sha256 is None and self.sha512 is None:
+            raise ValueError("needs the image's sha256 (or sha512, as its distribution publishes it); nothing boots from an unchecked image")
+        if self.sha256 is not None and self.sha512 is not None:
+            raise ValueError("give one of sha256 and sha512, not both")
+        return self
+
+    def digest(self) -> tuple[str, str]:
+        """(algorithm, hex digest) the file must have."""
+        return ("sha256", self.sha256) if self.sha256 else ("sha512", self.sha512 or "")
 
 
 class UpdatesConfig(_Model):

@@ -1,5 +1,6 @@
 """From the typed stack config to renderer inputs. Pure: no Pulumi. One module per subject:
 
+    images         the check of each OS image before a base volume is made from it
     nodes          each VM's network settings and first-boot documents (Ignition, NoCloud)
     load_balancer  haproxy.cfg from the live backend addresses, keepalived.conf of both LBs
     infra          chrony's server config; CoreDNS' Corefile, zone and hosts file
@@ -13,6 +14,7 @@ call them directly with the same configs, so what is checked is what ships.
 Every function is re-exported here, so ``specs.X`` names any of them.
 """
 
+from .images import image_check_script, image_check_spec
 from .infra import chrony_server_conf, corefile, dns_records, hosts_file, zone_file
 from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_install_order, k3s_node_spec
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
@@ -25,7 +27,8 @@ from . import storage
 
 __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_records",
-    "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json", "k3s_bin_dir",
+    "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
+    "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_install_order", "k3s_node_spec", "keepalived_check_script", "keepalived_confs",
     "keepalived_specs", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
     "storage_packages", "zone_file",

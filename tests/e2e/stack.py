@@ -18,6 +18,7 @@ from typing import Optional
 
 import yaml
 
+from components.config import file_sha256
 from support.cli import plugin_versions_missing, project_copy, toolchain_bin
 from support.harness import stack_config
 
@@ -78,12 +79,14 @@ def e2e_model(image: Path, coredns: Path, pool: Path, k3s: Path) -> dict:
     binary ``k3s`` and no platform; the rest of dev's K3s nodes left out (Flatcar cannot boot here)."""
     m = copy.deepcopy(stack_config("dev")["microcloud:config"])
     digest = image.stem.rsplit("-", 1)[-1]
+    # Each image is pinned by the sha256 of the file as built here: the program checks it before use.
     m["images"] = {
-        "debian12": {"source": str(image), "version": f"12-{digest}"},
+        "debian12": {"source": str(image), "version": f"12-{digest}", "sha256": file_sha256(str(image))},
     }
     m["virt_type"] = "kvm" if os.environ.get("MICROCLOUD_E2E_KVM") == "1" else "qemu"
     m["pool_path"] = str(pool)
-    m["dns"]["coredns"] = {"path": str(coredns)}
+    # The cached build, held to dev's own pin of it (dns.coredns.sha256).
+    m["dns"]["coredns"] = {**m["dns"]["coredns"], "path": str(coredns)}
     # Every K3s command runs for real against the stand-in binary (copied from this machine,
     # no airgap images); the platform needs a real API server (tests/k8s).
     m["k3s"] = {"version": m["k3s"]["version"], "binary": {"path": str(k3s)}}

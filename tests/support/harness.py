@@ -143,6 +143,9 @@ class Mocks(pmocks.Mocks):
             state["result"] = ("m0ckPass" * 8)[: int(args.inputs.get("length", 8))]
         elif args.typ == "command:remote:Command":
             state["stdout"] = ""
+        elif args.typ == "command:local:Command" and args.name.startswith("check-"):
+            # What an image check prints: the checked file (components/render/image_check.py).
+            state["stdout"] = f"/checked/{args.name}.img"
         return f"{args.name}-id", state
 
     def call(self, args: pmocks.MockCallArgs):
@@ -181,16 +184,23 @@ FAKE_COREDNS = Path(tempfile.gettempdir()) / "microcloud-tests-coredns"
 FAKE_NODE_EXPORTER = Path(tempfile.gettempdir()) / "microcloud-tests-node-exporter"
 
 
+def with_stand_in_binaries(model: dict) -> dict:
+    """``model`` with stand-ins for the CoreDNS and node_exporter builds it does not give a path for.
+
+    The stacks pin the real builds' sha256 (checked before any resource): a stand-in is pinned by its own.
+    """
+    for section, key, fake in (("dns", "coredns", FAKE_COREDNS), ("monitoring", "node_exporter", FAKE_NODE_EXPORTER)):
+        binary = model.setdefault(section, {}).setdefault(key, {})
+        if not binary.get("path"):
+            fake.write_bytes(f"not really {key}\n".encode())
+            binary.update(path=str(fake), sha256=hashlib.sha256(fake.read_bytes()).hexdigest())
+    return model
+
+
 def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False) -> Run:
     """Evaluate __main__.py for ``stack`` (config from Pulumi.<stack>.yaml unless ``model`` is given)."""
     config = stack_config(stack)
-    model = copy.deepcopy(model if model is not None else config["microcloud:config"])
-    if not model.get("dns", {}).get("coredns", {}).get("path"):
-        FAKE_COREDNS.write_bytes(b"not really coredns\n")
-        model.setdefault("dns", {}).setdefault("coredns", {})["path"] = str(FAKE_COREDNS)
-    if not model.get("monitoring", {}).get("node_exporter", {}).get("path"):
-        FAKE_NODE_EXPORTER.write_bytes(b"not really node_exporter\n")
-        model.setdefault("monitoring", {}).setdefault("node_exporter", {})["path"] = str(FAKE_NODE_EXPORTER)
+    model = with_stand_in_binaries(copy.deepcopy(model if model is not None else config["microcloud:config"]))
     config = {**config, "microcloud:config": model}
     # NoCloud seeds are written by the program: into a scratch dir, not ~/.cache.
     os.environ.setdefault("MICROCLOUD_SEED_DIR", tempfile.mkdtemp(prefix="microcloud-seeds-"))
@@ -206,3 +216,18 @@ def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool 
         error = exc
     outputs = dict(getattr(root, "outputs", {}) or {})
     return Run(monitor=monitor, outputs=outputs, error=error)
+
+
+def assert_stacks_pin_build(binary: Path, key: str) -> None:
+    """dev and prod pin ``binary`` (a local build of .ci/) by its sha256 at ``key`` (``dns.coredns``): what the nodes get."""
+    import subprocess
+
+    from components.config import file_sha256, parse_config
+
+    got = file_sha256(str(binary))
+    go = subprocess.run(["go", "version", str(binary)], capture_output=True, text=True).stdout.strip() or "an unknown Go"
+    for stack in ("dev", "prod"):
+        section, name = key.split(".")
+        pinned = getattr(getattr(parse_config(stack_model(stack)), section), name).sha256
+        assert pinned == got, (f"{stack}: {key}.sha256 is {pinned}, the build at {binary} ({go}) is {got}: "
+                               "the stacks pin go1.26.8's build; with another Go, pin yours")

@@ -29,6 +29,8 @@ cluster answering at the kubeconfig K3s returns.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import uuid
 from typing import Any, Callable
 
@@ -96,6 +98,16 @@ def _known(value: Any) -> Any:
     return value
 
 
+def _checked_image(inputs: dict) -> str:
+    """What an image check prints (components/render/image_check.py): a local source as it is, else its cache file."""
+    script = inputs.get("create") if isinstance(inputs.get("create"), str) else ""
+    found = dict(re.findall(r"^(src|algo|want)=(.+)$", script, re.M))
+    if not {"src", "algo", "want"} <= set(found):
+        return ""
+    src = shlex.split(found["src"])[0]
+    return src if src.startswith("/") else f"/planned/image-cache/{found['algo']}-{found['want']}.img"
+
+
 def _engine_calls(log) -> tuple[dict, dict]:
     """(checked inputs, planned create response) per URN, from the CLI's gRPC log of a preview."""
     checked: dict[str, dict] = {}
@@ -141,8 +153,9 @@ def _resource(step: dict, checked: dict, created: dict, present: set[str]) -> di
             if k != "__defaults" and (k not in outputs or outputs[k] in ({}, [])):
                 outputs[k] = v
         if new["type"] in ("command:remote:Command", "command:local:Command"):
-            # A command's output after it ran; the program reads one: K3s's admin kubeconfig.
-            outputs.setdefault("stdout", KUBECONFIG if urn.endswith("::k3s-ready") else "")
+            # A command's output after it ran; the program reads two: K3s's admin kubeconfig, and the
+            # file an image check vouches for (each base volume's source).
+            outputs.setdefault("stdout", KUBECONFIG if urn.endswith("::k3s-ready") else _checked_image(inputs))
             outputs.setdefault("stderr", "")
         res["outputs"] = _stored(outputs)
     if provider:
