@@ -1,4 +1,5 @@
-"""The host-key check (components/render/host_key.py's script) against a real sshd on loopback.
+"""The host-key check (components/render/host_key.py's script, run by components/day2.py's hook) against a real
+sshd on loopback.
 
 The program runs this check on its own machine before every step that connects to a node. Here a real
 OpenSSH sshd (Debian's openssh-server, started by the test on 127.0.0.1 with a host key the test made,
@@ -10,6 +11,7 @@ and shellcheck reads it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -22,6 +24,7 @@ from typing import Iterator
 
 import pytest
 
+from components.day2 import HostKeyRefused, host_key_check
 from components.render.host_key import HostKeyCheck, render_check
 
 pytestmark = pytest.mark.validators
@@ -161,3 +164,34 @@ def test_an_sshd_that_never_answers_fails_after_the_bound(keys):
     assert 3 <= secs < 15, secs
     assert res.stderr == f"microcloud: worker1: sshd at 127.0.0.1:{port} did not answer within 3s; nothing was sent to it\n"
 
+
+def test_the_hook_raises_the_checks_line_and_a_timeout_is_not_waited_out_twice(keys, privsep, tmp_path):
+    """What the engine runs before a step: the coroutine of components/day2.py around the same script."""
+    (pinned_key, pinned), (other_key, other) = keys["pinned"], keys["other"]
+    port = _free_port()
+
+    async def run(check) -> tuple[str | None, float]:
+        t0 = time.monotonic()
+        try:
+            await check()
+        except HostKeyRefused as err:
+            return str(err), time.monotonic() - t0
+        return None, time.monotonic() - t0
+
+    gate = host_key_check("lb2", "127.0.0.1", pinned, wait_s=60, port=port)
+    with sshd(pinned_key, port, tmp_path):
+        assert asyncio.run(run(gate))[0] is None
+    with sshd(other_key, port, tmp_path):
+        said, secs = asyncio.run(run(gate))
+    assert said and said.startswith("microcloud: lb2: ssh host key is not the one Pulumi generated") and \
+        f"(expected {_fingerprint(pinned)}, got {_fingerprint(other)})" in said and secs < 10, (said, secs)
+
+    silent = host_key_check("lb2", "127.0.0.1", pinned, wait_s=2, port=_free_port())
+
+    async def twice():
+        return await asyncio.gather(run(silent), run(silent))
+
+    (first, t1), (second, t2) = asyncio.run(twice())
+    assert first == second and "did not answer within 2s" in first, (first, second)
+    # The two steps queue on the node's one check; the second takes the first's verdict at once.
+    assert 2 <= t1 < 15 and t2 - t1 < 1, (t1, t2)
