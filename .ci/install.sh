@@ -11,9 +11,10 @@ DEBIAN_PACKAGES=(
   shellcheck jq                                  # the K3s install script and the PR workflow's steps; jq: the workflow's comment filter
   nfs-kernel-server xfsprogs fdisk e2fsprogs mount  # exportfs reads the rendered exports; the disk script's tools on loop devices
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
+  openssh-client openssh-server                  # the program's host-key check (ssh-keyscan, ssh-keygen); a real sshd for its test
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
-  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux openssh-client libxml2-utils)
+  DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux libxml2-utils)
 fi
 
 missing=()

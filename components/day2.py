@@ -1,5 +1,11 @@
 """Day-2 file delivery: one idempotent remote command per config file, keyed on its hash.
 
+Before any step that connects to a node (a command or copy created, replaced
+or updated), the program checks on its own machine that the node answers
+with the SSH host key Pulumi generated for it (``NodeAccess``'s host-key
+check, a resource hook): another key fails that step at once, naming the
+node and both fingerprints, and nothing reaches the node.
+
 Every command, on the node, as root:
 
 1. waits until first boot has finished (``cloud-init status --wait``; on
@@ -15,14 +21,17 @@ Every command, on the node, as root:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
+
+from .render.host_key import HostKeyCheck, render_check
 
 # Shell helpers every day-2 script can use in ``activate`` and ``verify``.
 # Times are seconds since boot (/proc/uptime, /proc/PID/stat), so a clock
@@ -64,6 +73,62 @@ QUIET = remote.Logging.NONE
 NOTICES = remote.Logging.STDERR
 
 
+# How long a node's sshd may take to start answering before the host-key check gives up: a new VM
+# boots first (minutes under software emulation). After the check, the session's own dial only
+# has to ride out a blip (sshd restarted by first boot's last modules): 10 dials back off from
+# 0.1 s to about 4 s, so a refused port gets some 11 s, and a key that changed in between fails
+# as fast.
+BOOT_WAIT_S = 900
+DIAL_ATTEMPTS = 10
+
+
+class HostKeyRefused(Exception):
+    """The node did not answer with its pinned host key (or not at all): its step fails with this line."""
+
+
+def host_key_check(node: str, host: pulumi.Input[str], expected: pulumi.Input[str], *,
+                   wait_s: int = BOOT_WAIT_S, port: int = 22):
+    """The coroutine function the node's host-key hook runs (``host_key_gate``).
+
+    It runs the rendered check (render/host_key.py) with the node's address and pinned key,
+    without blocking the program's event loop, and raises its ``microcloud: <node>: ...`` line,
+    which becomes the step's error. One check at a time per node (a node's commands start
+    together, and a booting VM's sshd limits unauthenticated connections); once a check timed
+    out, the node's later steps in this run fail at once with the same line instead of waiting
+    out the bound again.
+    """
+    lock = asyncio.Lock()
+    timed_out: list[str] = []
+
+    async def check(_args: Optional[pulumi.ResourceHookArgs] = None) -> None:
+        async with lock:
+            if timed_out:
+                raise HostKeyRefused(timed_out[0])
+            spec = HostKeyCheck(node=node, host=await pulumi.Output.from_input(host).future(),
+                                expected=await pulumi.Output.from_input(expected).future(), wait_s=wait_s, port=port)
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", render_check(spec),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await proc.communicate()
+            if proc.returncode == 0:
+                return
+            said = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith(f"microcloud: {node}: ")]
+            line = said[-1] if said else f"microcloud: {node}: the ssh host key check failed (exit status {proc.returncode})"
+            if "did not answer within" in line:
+                timed_out.append(line)
+            raise HostKeyRefused(line)
+
+    return check
+
+
+def host_key_gate(node: str, host: pulumi.Input[str], expected: pulumi.Input[str], *,
+                  wait_s: int = BOOT_WAIT_S) -> pulumi.ResourceHook:
+    """The resource hook ``<node>-host-key-check``, run by the engine before a step that connects to ``node``
+    (not in previews: they connect to nothing)."""
+    return pulumi.ResourceHook(f"{node}-host-key-check", host_key_check(node, host, expected, wait_s=wait_s))
+
+
 @dataclass(frozen=True)
 class NodeAccess:
     """What a day-2 component needs to reach the nodes, built once in __main__.
@@ -72,7 +137,9 @@ class NodeAccess:
     ``domain_ids``: node name -> its libvirt domain id (a new VM gets every file again);
     ``user`` and ``private_key``: the one SSH identity every node trusts;
     ``host_keys``: node name -> the host key Pulumi generated for it: a connection accepts
-    exactly that key, so root scripts, files and the token reach that node or nothing.
+    exactly that key, so root scripts, files and the token reach that node or nothing, and
+    the node's host-key check (one per node, ``host_key_gate``) refuses another key at once;
+    ``boot_wait_s``: how long that check waits for a node's sshd to answer.
     """
 
     ips: Mapping[str, pulumi.Input[str]]
@@ -80,10 +147,14 @@ class NodeAccess:
     user: str
     private_key: pulumi.Input[str]
     host_keys: Mapping[str, pulumi.Input[str]]
+    boot_wait_s: int = BOOT_WAIT_S
+    _gates: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def conn(self, node: str) -> "Connection":
+        if node not in self._gates:
+            self._gates[node] = host_key_gate(node, self.ips[node], self.host_keys[node], wait_s=self.boot_wait_s)
         return Connection(host=self.ips[node], user=self.user, private_key=self.private_key,
-                          host_key=self.host_keys[node])
+                          host_key=self.host_keys[node], gate=self._gates[node])
 
     def ips_of(self, names: Iterable[str]) -> dict[str, pulumi.Input[str]]:
         """name -> address of ``names``, in their order (what a rendered file lists)."""
@@ -97,6 +168,8 @@ class Connection:
     private_key: pulumi.Input[str]
     # The one host key accepted (OpenSSH public form); the session fails on any other.
     host_key: pulumi.Input[str]
+    # The node's host-key check, bound to every resource that uses this connection (options()).
+    gate: pulumi.ResourceHook
 
     def args(self) -> remote.ConnectionArgs:
         return remote.ConnectionArgs(
@@ -104,10 +177,15 @@ class Connection:
             user=self.user,
             private_key=self.private_key,
             host_key=self.host_key,
-            # The VM may still be booting when the command starts: keep dialing.
-            dial_error_limit=-1,
+            # The host-key check waited for sshd and saw the right key just before this dial.
+            dial_error_limit=DIAL_ATTEMPTS,
             per_dial_timeout=10,
         )
+
+    def options(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+        """``opts`` with the node's host-key check run before the resource is created, replaced or updated."""
+        gated = pulumi.ResourceOptions(hooks=pulumi.ResourceHookBinding(before_create=[self.gate], before_update=[self.gate]))
+        return pulumi.ResourceOptions.merge(opts, gated)
 
 
 def install_script(
@@ -215,12 +293,12 @@ def apply_file(
         triggers=[digest, *replace_with],
         # Validators and activations talk on success (sysusers, reloads): nobody needs it.
         logging=QUIET,
-        opts=pulumi.ResourceOptions.merge(
+        opts=conn.options(pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(
                 custom_timeouts=pulumi.CustomTimeouts(create="20m"),
                 # stdout may echo config lines; never keep it in state in clear.
                 additional_secret_outputs=["stdout", "stderr"],
             ),
-        ),
+        )),
     )

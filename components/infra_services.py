@@ -121,7 +121,7 @@ class InfraServices(pulumi.ComponentResource):
             source=pulumi.FileAsset(local),
             remote_path=upload,
             triggers=[sha, *self._again],
-            opts=child,
+            opts=self._conn.options(child),
         )
         check = f"echo {sha}  {upload} | sha256sum -c --quiet"
         script = install_script(
@@ -140,12 +140,12 @@ class InfraServices(pulumi.ComponentResource):
             create=f"sudo sh -c {shlex.quote(check)} && sudo cat {upload} | {script}",
             triggers=[sha, *self._again],
             logging=QUIET,
-            opts=pulumi.ResourceOptions(
+            opts=self._conn.options(pulumi.ResourceOptions(
                 parent=self,
                 # The upload must be there first; CopyToRemote has no output to pass.
                 depends_on=[copy],
                 custom_timeouts=pulumi.CustomTimeouts(create="20m"),
                 additional_secret_outputs=["stdout", "stderr"],
-            ),
+            )),
         )
         return target, command

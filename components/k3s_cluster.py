@@ -112,9 +112,10 @@ class K3sCluster(pulumi.ComponentResource):
 
         server = f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
         names = sorted(n.name for n in cfg.nodes_with("server", "agent", "storage"))
+        ready_conn = args.access.conn(first.name)
         ready = remote.Command(
             "k3s-ready",
-            connection=args.access.conn(first.name).args(),
+            connection=ready_conn.args(),
             create=ready_script(
                 node=first.name,
                 binary=posixpath.join(specs.k3s_bin_dir(first), "k3s"),
@@ -126,13 +127,13 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=[hashlib.sha256(" ".join(names).encode()).hexdigest(), args.access.domain_ids[first.name]],
             # It prints nothing on success; a failure names the node in the error.
             logging=QUIET,
-            opts=pulumi.ResourceOptions(
+            opts=ready_conn.options(pulumi.ResourceOptions(
                 parent=self,
                 depends_on=previous,
                 custom_timeouts=pulumi.CustomTimeouts(create="60m"),
                 # Like every command's: nothing of a node's output reaches clear state.
                 additional_secret_outputs=["stdout", "stderr"],
-            ),
+            )),
         )
         # After k3s-ready (its id flows in): a provider made from it finds the cluster answering.
         self.kubeconfig = args.pki.kubeconfig(server, after=ready.id)
@@ -152,13 +153,14 @@ class K3sCluster(pulumi.ComponentResource):
         sha = file_sha256(local)
         # /var/tmp is the login user's to write (sticky, 1777) and survives a reboot.
         remote_path = f"{UPLOAD_DIR}-{sha[:16]}-{posixpath.basename(local)}"
+        conn = self._args.access.conn(node.name)
         copy = remote.CopyToRemote(
             f"{node.name}-k3s-{what}",
-            connection=self._args.access.conn(node.name).args(),
+            connection=conn.args(),
             source=pulumi.FileAsset(local),
             remote_path=remote_path,
             triggers=[sha, self._args.access.domain_ids[node.name]],
-            opts=self._child,
+            opts=conn.options(self._child),
         )
         return k3s.Artifact(sha256=sha, path=remote_path), [copy]
 
@@ -178,9 +180,10 @@ class K3sCluster(pulumi.ComponentResource):
             bootstrap=bootstrap,
         )
         script = k3s.render_k3s_install(install)
+        conn = a.access.conn(node.name)
         return remote.Command(
             res_name,
-            connection=self._args.access.conn(node.name).args(),
+            connection=conn.args(),
             create="sudo sh -c " + shlex.quote(script),
             # The tokens (and the CAs) arrive here, never in the script, a file name or an argument.
             stdin=self._args.pki.join_input(spec.role, spec.cluster_init),
@@ -189,10 +192,10 @@ class K3sCluster(pulumi.ComponentResource):
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],
             # The installer's progress is for the failure message, which carries it anyway.
             logging=QUIET,
-            opts=pulumi.ResourceOptions(
+            opts=conn.options(pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[*after, *copies, *more],
                 custom_timeouts=pulumi.CustomTimeouts(create="60m"),
                 additional_secret_outputs=["stdout", "stderr"],
-            ),
+            )),
         )

@@ -97,7 +97,7 @@ class NodeExporters(pulumi.ComponentResource):
             source=pulumi.FileAsset(self._local),
             remote_path=upload,
             triggers=[sha, *again],
-            opts=child,
+            opts=conn.options(child),
         )
         check = f"echo {sha}  {upload} | sha256sum -c --quiet"
         script = install_script(
@@ -115,12 +115,12 @@ class NodeExporters(pulumi.ComponentResource):
             create=f"sudo sh -c {shlex.quote(check)} && sudo cat {upload} | {script}",
             triggers=[sha, *again],
             logging=QUIET,
-            opts=pulumi.ResourceOptions(
+            opts=conn.options(pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[copy],  # CopyToRemote has no output to pass
                 custom_timeouts=pulumi.CustomTimeouts(create="20m"),
                 additional_secret_outputs=["stdout", "stderr"],
-            ),
+            )),
         )
 
         firewall = remote.Command(
@@ -130,11 +130,11 @@ class NodeExporters(pulumi.ComponentResource):
             triggers=[*sorted(args.allowed_sources), *again],
             # One line when firewalld is not running; the conntrack marker on stdout is for the program.
             logging=NOTICES,
-            opts=pulumi.ResourceOptions(
+            opts=conn.options(pulumi.ResourceOptions(
                 parent=self,
                 custom_timeouts=pulumi.CustomTimeouts(create="20m"),
                 additional_secret_outputs=["stdout", "stderr"],
-            ),
+            )),
         )
         # Only the yes/no leaves the secret stdout: it is not a secret, and the unit's diff stays readable.
         conntrack = pulumi.Output.unsecret(firewall.stdout.apply(tracks_connections))

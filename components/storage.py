@@ -96,6 +96,6 @@ class Storage(pulumi.ComponentResource):
                 triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[ns.node]],
                 # One line when firewalld is not running; the marker on stdout is for the program.
                 logging=NOTICES,
-                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"]),
+                opts=conn.options(pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout", "stderr"])),
             )
         return made.get("exports")

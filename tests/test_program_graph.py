@@ -353,6 +353,31 @@ def test_every_connection_pins_its_nodes_own_host_key(stack):
         assert "content" in r.secret_inputs, r.name
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod", *EDGE_STACKS])
+def test_every_connecting_step_is_gated_by_its_nodes_host_key_check(stack):
+    """Before a remote command or copy is created, replaced or updated, the engine runs the host-key check of
+    the node its connection dials (the resource hook `<node>-host-key-check`) and no other; that check waited
+    for sshd, so the session's own dial is bounded (a changed key fails in seconds, not at the 20 min timeout)."""
+    from components.day2 import DIAL_ATTEMPTS
+
+    run = run_program(stack)
+    assert run.error is None, run.error
+    ip_to_node = {str(n.ip): n.name for n in parse_config(stack_model(stack)).nodes}
+    gated: dict[str, set[str]] = {}
+    for r in run.resources:
+        if r.type.startswith("command:remote:"):
+            conn = r.inputs["connection"]
+            conn = conn.get("value", conn)
+            node = ip_to_node[conn["host"]]
+            want = [f"{node}-host-key-check"]
+            assert r.hooks == {"before_create": want, "before_update": want}, (r.name, node, r.hooks)
+            assert 0 < conn["dialErrorLimit"] == DIAL_ATTEMPTS, (r.name, conn["dialErrorLimit"])
+            gated.setdefault(node, set()).add(r.name)
+        else:
+            assert r.hooks == {}, (r.type, r.name, r.hooks)
+    # Every node the program connects to is gated, through each of its steps.
+    assert len(gated) >= 5 and sum(map(len, gated.values())) >= 20, gated
+
 # ------------------------------------------------------------------ first-boot identity
 # A node's first-boot config (and so its VM) is a function of the node and of
 # stack-wide settings only. Each change below leaves every other node's

@@ -3,13 +3,19 @@
 Every connection the program makes to the node pins the public half
 (pulumi-command's ``host_key``), so a session reaches that node or fails;
 the private half exists only in the (secret) first-boot config and on the
-node.
+node. ``render_check`` is the script the program runs on its own machine
+before every step that connects to the node: another key fails that step at
+once, naming the node and both keys' fingerprints.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from dataclasses import dataclass
+
+from ._template import render
 
 # OpenSSH's ed25519 public key: the type, one base64 blob, no comment (the pin is compared exactly).
 _PUBLIC = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/]+={0,3}$")
@@ -27,3 +33,42 @@ class HostKey:
             raise ValueError(f"host key: {self.public_openssh[:40]!r} is not an OpenSSH ed25519 public key")
         if not self.private_openssh.startswith("-----BEGIN OPENSSH PRIVATE KEY-----"):
             raise ValueError("host key: the private half is not an OpenSSH private key")
+
+
+@dataclass(frozen=True)
+class HostKeyCheck:
+    """Is ``node``'s sshd at ``host``:``port`` serving ``expected`` (OpenSSH public form)?
+
+    ``wait_s``: how long sshd may take to start answering (a new VM boots
+    first); ``scan_timeout``: seconds per ssh-keyscan connection.
+    """
+
+    node: str
+    host: str
+    expected: str
+    wait_s: int
+    port: int = 22
+    scan_timeout: int = 5
+
+    def __post_init__(self):
+        if not _PUBLIC.match(self.expected):
+            raise ValueError(f"host key check {self.node}: {self.expected[:40]!r} is not an OpenSSH ed25519 public key")
+        ipaddress.ip_address(self.host)  # an address, never a name a resolver could answer for
+        if not (0 < self.port < 65536 and self.wait_s >= 0 and self.scan_timeout > 0):
+            raise ValueError(f"host key check {self.node}: port {self.port}, wait {self.wait_s}s, scan timeout {self.scan_timeout}s")
+
+
+def render_check(spec: HostKeyCheck) -> str:
+    """POSIX sh: exit 0 when the node answers with the expected key; else one ``microcloud: <node>: ...``
+    line on stderr and exit 1, at once for another key, after ``wait_s`` for no answer."""
+    q = shlex.quote
+    return render(
+        "host_key_check.sh.j2",
+        node=spec.node,
+        node_q=q(spec.node),
+        host_q=q(spec.host),
+        port=spec.port,
+        wait_s=spec.wait_s,
+        expected_q=q(spec.expected),
+        scan_timeout=spec.scan_timeout,
+    )

@@ -433,6 +433,41 @@ def test_nodes_answer_with_their_pinned_host_keys(stack):
         assert served == [known[ips[name]]], (name, served, known[ips[name]], res.stderr)
 
 
+def test_a_node_answering_with_another_host_key_is_refused_at_once(stack):
+    """lb1's sshd starts serving a key Pulumi did not make: the next step for lb1 (its haproxy command, run again)
+    fails within seconds, before any connection is made, naming lb1 and both fingerprints; lb1's own key back,
+    nothing is left to do."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    lb1 = ips["lb1"]
+    known = dict(line.split(" ", 1) for line in stack.output("ssh_known_hosts").splitlines())
+    key = "/etc/ssh/ssh_host_ed25519_key"
+    swap = (f"sudo cp -p {key} {key}.pinned && sudo cp -p {key}.pub {key}.pub.pinned && sudo rm -f {key} {key}.pub && "
+            f"sudo ssh-keygen -q -t ed25519 -N '' -f {key} && sudo systemctl restart ssh && sudo cat {key}.pub")
+    res = stack.ssh(lb1, swap)
+    assert res.returncode == 0, res.stderr
+    served = " ".join(res.stdout.split()[:2])
+    fingerprint = {k: subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "-"], input=k + "\n", capture_output=True,
+                                     text=True, check=True).stdout.split()[1] for k in (known[lb1], served)}
+    export = json.loads(stack.pulumi("stack", "export", "--stack", stack.name).stdout)
+    (urn,) = [r["urn"] for r in export["deployment"]["resources"] if r["urn"].endswith("$command:remote:Command::lb1-haproxy")]
+    try:
+        res, secs = stack.timed("up", "--yes", "--skip-preview", "--target-replace", urn, timeout=900)
+    finally:
+        restore = f"sudo mv {key}.pinned {key} && sudo mv {key}.pub.pinned {key}.pub && sudo systemctl restart ssh"
+        assert stack.ssh(lb1, restore).returncode == 0
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert (f'before hook "lb1-host-key-check" failed: microcloud: lb1: ssh host key is not the one Pulumi generated: '
+            f"{lb1}:22 answers with another (expected {fingerprint[known[lb1]]}, got {fingerprint[served]}); "
+            "nothing was sent to it") in out, out[-3000:]
+    stack.state["refused_up_s"] = secs
+    # The whole up (program, plan, refusal); before the check the provider redialed until its 20 min timeout.
+    assert secs < 180, secs
+    res = stack.pulumi("preview", "--expect-no-changes")
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
 def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     """haproxy -c accepts a frontend on the SSH port; binding it cannot work: up fails, the old config keeps serving."""
     _need_up(stack)

@@ -67,6 +67,8 @@ class Registration:
     additional_secret_outputs: list[str]
     secret_inputs: set[str]
     inputs: dict[str, Any]
+    # Resource hook names by kind (before_create, before_update, ...): only kinds with a hook.
+    hooks: dict[str, list[str]]
 
 
 def _secret_keys(struct_json: dict) -> set[str]:
@@ -108,6 +110,7 @@ class RecordingMonitor(pmocks.MockMonitor):
             additional_secret_outputs=list(request.additionalSecretOutputs),
             secret_inputs=_secret_keys(raw),
             inputs=raw,
+            hooks={f.name: list(v) for f, v in request.hooks.ListFields()} if request.HasField("hooks") else {},
         )
         return resp
 
