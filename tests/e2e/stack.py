@@ -7,6 +7,7 @@ the sandbox's namespaces so it reaches libvirt's socket and the VMs.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import re
@@ -119,10 +120,22 @@ class Stack:
         assert bin_dir, "no Pulumi toolchain: run bash .ci/toolchain.sh"
         work, env = project_copy(base, bin_dir, MICROCLOUD_SEED_DIR=str(base / "seeds"))
         stack = cls(sandbox=sandbox, work=work, env=env, model=model)
+        # The CLI's own log files from here on (PULUMI_HOME/logs) belong to this run.
+        stack.state["started"] = time.time()
         stack.write_config(model)
         res = stack.pulumi("stack", "init", stack.name, "--secrets-provider", "passphrase")
         assert res.returncode == 0, res.stderr
         return stack
+
+    def engine_logs(self) -> dict[str, bytes]:
+        """The CLI's log files written since this stack was made (PULUMI_HOME/logs), each decompressed when gzip."""
+        out = {}
+        for path in sorted((Path(self.env["PULUMI_HOME"]) / "logs").glob("*.log")):
+            if path.stat().st_mtime < self.state["started"]:
+                continue
+            raw = path.read_bytes()
+            out[str(path)] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        return out
 
     def write_config(self, model: dict) -> None:
         cfg = {k: v for k, v in stack_config("dev").items() if k != "microcloud:config"}

@@ -546,8 +546,11 @@ def _secret_values(deployment: dict) -> set[str]:
 
 
 def test_no_secret_of_the_state_in_any_display_or_event_log(stack):
-    """Every secret in the resulting state (SSH key, VRRP password, token, trigger keys ...) searched in the
-    whole display of every CLI run so far and in the engine's event stream of both ups: zero hits."""
+    """Every secret in the resulting state (SSH key, VRRP password, K3s tokens and CA keys, the admin
+    kubeconfig's key, trigger keys ...) searched in the whole display of every CLI run so far, in the
+    engine's event stream of both ups and in the CLI's own log files of this run: zero hits. The per-update
+    logs the CLI keeps are encrypted ("PLOG" files): nothing in clear there by construction, which is
+    checked too."""
     _need_up(stack)
     export = stack.pulumi("stack", "export", "--show-secrets", "--stack", stack.name)
     assert export.returncode == 0, export.stderr
@@ -555,6 +558,13 @@ def test_no_secret_of_the_state_in_any_display_or_event_log(stack):
     assert len(secrets) >= 3, "the state holds fewer secrets than the SSH key, the VRRP password and the token"
     transcript = "\n".join(t for t in stack.transcript if "--show-secrets" not in t.split("\n", 1)[0])
     logs = {str(p): p.read_text() for p in stack.state["event_logs"]}
+    engine = stack.engine_logs()
+    assert any(name.endswith("stack_export.log") for name in engine), sorted(engine)
+    encrypted = {name for name, raw in engine.items() if raw.startswith(b"PLOG ")}
+    assert encrypted, "no per-update log of the CLI was found for this run"
+    for name, raw in engine.items():
+        if name not in encrypted:
+            logs[name] = raw.decode(errors="replace")
     for where, text in (("CLI output", transcript), *logs.items()):
         hits = sorted(s[:6] + "..." for s in secrets if s in text)
         assert hits == [], f"{len(hits)} secret value(s) in clear in {where}: {hits}"
