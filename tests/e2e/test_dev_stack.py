@@ -560,7 +560,7 @@ def test_no_secret_of_the_state_in_any_display_or_event_log(stack):
     logs = {str(p): p.read_text() for p in stack.state["event_logs"]}
     engine = stack.engine_logs()
     assert any(name.endswith("stack_export.log") for name in engine), sorted(engine)
-    encrypted = {name for name, raw in engine.items() if raw.startswith(b"PLOG ")}
+    encrypted = {name for name, raw in engine.items() if raw.startswith(b"PLOG")}
     assert encrypted, "no per-update log of the CLI was found for this run"
     for name, raw in engine.items():
         if name not in encrypted:
