@@ -137,7 +137,7 @@ class ClusterPki(pulumi.ComponentResource):
         """The admin kubeconfig for the API at ``server``, once ``after`` (the cluster's readiness) has a value. Secret."""
         return pulumi.Output.secret(
             pulumi.Output.all(after, self.server_ca_pem, self.admin_cert_pem, self.admin_key_pem).apply(
-                lambda a: k3s_pki.render_kubeconfig(name=self.kubeconfig_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3])
+                lambda a: k3s_pki.render_kubeconfig(k3s_pki.KubeconfigSpec(name=self.kubeconfig_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3]))
             )
         )
 

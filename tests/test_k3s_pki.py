@@ -96,10 +96,10 @@ def test_join_input_refuses_what_k3s_would_not_take():
 @unit
 def test_kubeconfig_trusts_the_server_ca_and_carries_the_client_pair():
     files = tls_files()
-    text = k3s_pki.render_kubeconfig(
+    text = k3s_pki.render_kubeconfig(k3s_pki.KubeconfigSpec(
         name="microcloud-dev", server="https://10.27.0.10:6443", ca_pem=files[k3s_pki.SERVER_CA],
         cert_pem=files["client-ca.crt"], key_pem=files["client-ca.key"],
-    )
+    ))
     doc = yaml.safe_load(text)
     assert doc["current-context"] == "microcloud-dev"
     cluster = doc["clusters"][0]["cluster"]
@@ -108,8 +108,8 @@ def test_kubeconfig_trusts_the_server_ca_and_carries_the_client_pair():
     user = doc["users"][0]["user"]
     assert base64.b64decode(user["client-key-data"]).decode() == files["client-ca.key"]
     with pytest.raises(ValueError, match="not an https URL"):
-        k3s_pki.render_kubeconfig(name="x", server="http://10.0.0.1:6443", ca_pem=files[k3s_pki.SERVER_CA],
-                                  cert_pem=files["client-ca.crt"], key_pem=files["client-ca.key"])
+        k3s_pki.render_kubeconfig(k3s_pki.KubeconfigSpec(name="x", server="http://10.0.0.1:6443", ca_pem=files[k3s_pki.SERVER_CA],
+                                                         cert_pem=files["client-ca.crt"], key_pem=files["client-ca.key"]))
 
 
 # ------------------------------------------------------------------ the install script, for real

@@ -118,8 +118,20 @@ def render_join_input(spec: JoinInput) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_kubeconfig(*, name: str, server: str, ca_pem: str, cert_pem: str, key_pem: str) -> str:
+@dataclass(frozen=True)
+class KubeconfigSpec:
+    """An admin kubeconfig: its name, the API server URL, the server CA and the client certificate and key (PEM)."""
+
+    name: str
+    server: str
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+
+
+def render_kubeconfig(spec: KubeconfigSpec) -> str:
     """An admin kubeconfig with the certificates inline: trusts only the cluster's server CA."""
+    name, server, ca_pem, cert_pem, key_pem = spec.name, spec.server, spec.ca_pem, spec.cert_pem, spec.key_pem
     if not server.startswith("https://"):
         raise ValueError(f"k3s pki: the API server {server!r} is not an https URL")
     if "PRIVATE KEY-----" not in key_pem:
