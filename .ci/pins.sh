@@ -6,7 +6,7 @@ PULUMI_VERSION=3.272.0   # the Python SDK, as requirements.txt pins it
 CLI_VERSION=3.274.1      # the CLI: newest pkg/v3 the Go module proxy serves, >= the SDK
 # Provider plugins, "name version": exactly what each pinned SDK wheel's
 # pulumi-plugin.json asks for, so the engine never warns about a mismatch.
-PROVIDERS=("command 1.2.1" "libvirt 0.5.4" "random 4.21.1" "tls 5.3.1")
+PROVIDERS=("command 1.2.1" "libvirt 0.5.4" "random 4.18.4" "tls 5.2.2")
 KUBERNETES="kubernetes 4.25.0"
 
 # Go: the `go` line of github.com/pulumi/pulumi/pkg/v3@v$CLI_VERSION's go.mod
