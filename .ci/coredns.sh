@@ -36,7 +36,7 @@ MODULE=github.com/coredns/coredns
 # Everything the rendered Corefile uses, plus what an operator would add
 # when debugging (log, health, ready), plus file (an SOA-only zone behind
 # hosts is how the domain zone can answer NXDOMAIN).
-PLUGINS=(errors hosts cache reload forward loop bind log health ready file)
+PLUGINS=(errors hosts cache reload forward loop bind log health ready file acl)
 
 CACHE=${MICROCLOUD_TOOLCHAIN_CACHE:-$HOME/.cache/microcloud-toolchain}
 DIR=$CACHE/coredns-$VERSION

@@ -73,6 +73,8 @@ CASES = [
     ("coredns-branch", lambda m: m["dns"].update(coredns={"version": "v1.12"}), "dns.coredns.version", "not a coredns release"),
     ("coredns-relative", lambda m: m["dns"].update(coredns={"path": "bin/coredns"}), "dns.coredns.path", "absolute path"),
     ("coredns-sha", lambda m: m["dns"].update(coredns={"sha256": "abc"}), "dns.coredns.sha256", "sha256"),
+    ("dns-open-resolver", lambda m: m["dns"].update(allowed_clients=["0.0.0.0/0"]), "dns.allowed_clients", "open resolver"),
+    ("dns-client-host-bits", lambda m: m["dns"].update(allowed_clients=["192.168.1.7/24"]), "dns.allowed_clients[0]", "192.168.1.0/24"),
     ("domain-invalid", lambda m: m.update(domain="Micro_Cloud"), "domain", "not a DNS domain"),
     ("domain-single-label", lambda m: m.update(domain="lan"), "domain", "at least two"),
     ("image-missing", lambda m: m["images"].pop("rocky9"), "images.rocky9", "no image source"),

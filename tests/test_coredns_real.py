@@ -7,12 +7,19 @@ dig comes from the Debian package bind9-dnsutils.
 
 No query ever leaves this machine: CoreDNS binds 127.0.0.1 on a free high
 port and its forwarder is a loopback UDP socket owned by the test that
-records what it receives and never answers.
+records what it receives and never answers. The Corefile carries the dev
+stack's client list (every network, and the node's own 127.0.0.1): queries
+from 127.0.0.1 are answered, queries from 127.0.0.2 (loopback too, but in no
+network of the stack) are REFUSED. One test runs CoreDNS in a network
+namespace it makes, on the infra node's address, to ask from addresses
+inside and outside the stack's networks; it deletes the namespace and stops
+CoreDNS by PID.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -58,13 +65,19 @@ def binary_path() -> Path:
 # ------------------------------------------------------------------ records
 
 
-def _dev_stack() -> tuple[str, dict[str, str], str]:
-    """Domain, records and zone exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
-    cfg = parse_config(stack_model("dev"))
-    return cfg.domain, specs.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes}), specs.zone_file(cfg)
+DEV = parse_config(stack_model("dev"))
 
 
-DOMAIN, RECORDS, ZONE = _dev_stack()
+def _dev_stack() -> tuple[str, dict[str, str], str, tuple[str, ...]]:
+    """Domain, records, zone and clients exactly as the dev stack renders them: every node plus the api/ingress VIPs."""
+    cfg = DEV
+    records = specs.dns_records(cfg, {n.name: str(n.ip) for n in cfg.nodes})
+    return cfg.domain, records, specs.zone_file(cfg), specs.dns_clients(cfg)
+
+
+DOMAIN, RECORDS, ZONE, CLIENTS = _dev_stack()
+# Loopback, but in no network of the stack: the kernel sends from it when dig binds it (-b).
+OUTSIDER = "127.0.0.2"
 
 
 def fqdn(name: str) -> str:
@@ -154,9 +167,13 @@ class Answer:
         return [d for _, t, d in self.answer if t == rtype]
 
 
-def dig(dig_bin: str, port: int, *query: str, wait: float = 2.0) -> Answer:
+def dig(dig_bin: str, port: int, *query: str, wait: float = 2.0, source: str = "", server: str = LOOPBACK,
+        netns: str = "") -> Answer:
+    """dig's answer; ``source`` is the address it asks from, ``netns`` a namespace it runs in."""
+    cmd = [dig_bin, f"@{server}", "-p", str(port), "+tries=1", f"+time={int(wait)}", "+noall", "+comments", "+answer",
+           "+authority", *(["-b", source] if source else []), *query]
     res = subprocess.run(
-        [dig_bin, f"@{LOOPBACK}", "-p", str(port), "+tries=1", f"+time={int(wait)}", "+noall", "+comments", "+answer", "+authority", *query],
+        ["ip", "netns", "exec", netns, *cmd] if netns else cmd,
         capture_output=True,
         text=True,
         timeout=wait + 10,
@@ -193,7 +210,8 @@ class Server:
     pid: int
 
 
-def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] = RECORDS) -> tuple[Path, Path]:
+def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] = RECORDS, bind: str = LOOPBACK,
+                 allow: tuple[str, ...] = CLIENTS) -> tuple[Path, Path]:
     hosts = workdir / "hosts"
     hosts.write_text(render_hosts(HostsSpec(domain=DOMAIN, records=records)))
     zone = workdir / "zone.db"
@@ -204,10 +222,11 @@ def write_config(workdir: Path, port: int, sink: Sink, records: dict[str, str] =
             CorefileSpec(
                 domain=DOMAIN,
                 forwarders=(sink.addr,),
+                allow=allow,
                 hosts_path=str(hosts),
                 zone_path=str(zone),
                 port=port,
-                bind=LOOPBACK,
+                bind=bind,
             )
         )
     )
@@ -293,7 +312,7 @@ def test_record_set_is_the_dev_stack():
 
 def test_renders_loopback_forwarder_with_port():
     """The renderer passes host:port forwarders through; that keeps these tests on loopback."""
-    text = render_corefile(CorefileSpec(domain=DOMAIN, forwarders=("127.0.0.1:5399",), port=15353, bind=LOOPBACK))
+    text = render_corefile(CorefileSpec(domain=DOMAIN, forwarders=("127.0.0.1:5399",), allow=CLIENTS, port=15353, bind=LOOPBACK))
     assert "forward . 127.0.0.1:5399 {" in text
     assert f"{DOMAIN}:15353 {{" in text and ".:15353 {" in text
 
@@ -365,6 +384,135 @@ def test_short_name_is_not_a_record(server, dig_bin):
     assert "lb1." in server.sink.names, server.sink.names
 
 
+# ------------------------------------------------------------------ who is answered
+
+
+def test_clients_are_every_network_and_the_node_itself():
+    """The dev stack's Corefile answers its networks and the infra node's own loopback, nothing wider."""
+    nets = [str(n.cidr) for n in DEV.networks]
+    assert len(nets) >= 2 and CLIENTS == (*nets, "127.0.0.1/32", "::1/128"), CLIENTS
+    text = specs.corefile(DEV)
+    acl = f"    acl {{\n        allow net {' '.join(CLIENTS)}\n        block\n    }}\n"
+    assert text.count(acl) == 2, text  # the domain's block and the forwarding one
+    assert "0.0.0.0/0" not in text and "127.0.0.0/8" not in text
+
+
+@pytest.mark.parametrize("allow,words", [((), "at least one client"), (("0.0.0.0/0",), "open resolver"),
+                                         (("::/0",), "open resolver"), (("10.27.0.5/24",), "host bits")])
+def test_renderer_refuses_an_open_or_empty_client_list(allow, words):
+    with pytest.raises(ValueError, match=words):
+        render_corefile(CorefileSpec(domain=DOMAIN, forwarders=("127.0.0.1:5399",), allow=allow))
+
+
+def _not_forwarded(server: Server, dig_bin: str, name: str) -> None:
+    """``name`` (asked before this) never reached the forwarder: a canary asked after it from 127.0.0.1 did."""
+    canary = f"canary-{uuid.uuid4().hex[:8]}.example."
+    dig(dig_bin, server.port, canary, "A", wait=1)
+    deadline = time.monotonic() + 10
+    while canary not in server.sink.names and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert canary in server.sink.names, f"forwarder sink saw {server.sink.names}; {server.log.read_text()}"
+    assert name not in server.sink.names, server.sink.names
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_recursion_is_refused_outside_the_networks(server, dig_bin, tcp):
+    """The check can fail: the same name from 127.0.0.1 is forwarded (test_short_name_is_not_a_record)."""
+    name = f"outsider-{uuid.uuid4().hex[:8]}.example."
+    res = dig(dig_bin, server.port, *(["+tcp"] if tcp else []), name, "A", source=OUTSIDER)
+    assert res.status == "REFUSED" and res.answer == [], res
+    _not_forwarded(server, dig_bin, name)
+
+
+DOMAIN_QUERIES = {"a": (fqdn("lb1"), "A"), "soa": (DOMAIN, "SOA"), "ptr": ("-x", RECORDS["lb1"])}
+
+
+@pytest.mark.parametrize("kind", sorted(DOMAIN_QUERIES))
+def test_the_domain_is_refused_outside_the_networks(server, dig_bin, kind):
+    """The stack's names answer its networks only: the same query from 127.0.0.1 is answered."""
+    query = DOMAIN_QUERIES[kind]
+    mine = dig(dig_bin, server.port, *query)
+    assert mine.status == "NOERROR" and mine.answer, mine
+    res = dig(dig_bin, server.port, *query, source=OUTSIDER)
+    assert res.status == "REFUSED" and res.answer == [] and res.authority == [], res
+
+
+def _ip(*args: str) -> None:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, f"ip {' '.join(args)}: {res.stderr}"
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of this test, its loopback up, deleted on exit."""
+    if os.geteuid() != 0:
+        pytest.fail("the namespace test needs root (ip netns); run it via .ci/run as root")
+    assert shutil.which("ip"), "ip is not installed; install the Debian package iproute2"
+    ns = f"mc-dns-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    _ip("netns", "add", ns)
+    try:
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def test_networks_are_answered_and_others_refused_in_a_namespace(coredns_bin, dig_bin, netns, tmp_path):
+    """CoreDNS on the infra node's address with dev's own client list: a client in another network of the
+    stack gets the domain and recursion; a client outside every network gets REFUSED for both, and its
+    query is not forwarded. Every address is a /32 on the loopback of the test's namespace."""
+    from support.lbnet import NsThread
+
+    infra = DEV.infra_node
+    other = next(n for n in DEV.networks if n.name != infra.network)
+    used = {n.ip for n in DEV.nodes} | {DEV.load_balancer.api_vip, DEV.load_balancer.ingress_vip}
+    inside = next(ip for ip in reversed(list(other.cidr.hosts())) if ip not in used and not other.in_dhcp(ip))
+    outside = "192.0.2.10"  # TEST-NET-1: in no network of the stack
+    assert not any(ipaddress.ip_address(outside) in n.cidr for n in DEV.networks)
+    for address in (infra.ip, inside, outside):
+        _ip("-n", netns, "addr", "add", f"{address}/32", "dev", "lo")
+    worker = NsThread(netns)
+    sink = worker.run(Sink)  # its socket is made in the namespace: the forwarder is the namespace's loopback
+    port = 53
+    try:
+        _hosts, corefile = write_config(tmp_path, port, sink, bind=str(infra.ip), allow=CLIENTS)
+        log = tmp_path / "coredns.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(["ip", "netns", "exec", netns, str(coredns_bin), "-conf", str(corefile)],
+                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            def ask(*query: str, source: str, wait: float = 2.0) -> Answer:
+                return dig(dig_bin, port, *query, source=source, server=str(infra.ip), netns=netns, wait=wait)
+
+            deadline = time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < deadline:
+                if ask(fqdn("lb1"), "A", source=str(infra.ip), wait=1).status == "NOERROR":
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"CoreDNS did not start answering in {netns} (exit {proc.poll()}):\n{log.read_text()}")
+
+            ok = ask(fqdn("lb1"), "A", source=str(inside))
+            assert ok.status == "NOERROR" and ok.data("A") == [RECORDS["lb1"]], ok
+            refused = ask(fqdn("lb1"), "A", source=outside)
+            assert refused.status == "REFUSED" and refused.answer == [], refused
+
+            far = f"outsider-{uuid.uuid4().hex[:8]}.example."
+            assert ask(far, "A", source=outside).status == "REFUSED"
+            near = f"client-{uuid.uuid4().hex[:8]}.example."
+            ask(near, "A", source=str(inside), wait=1)  # forwarded; the sink never answers
+            deadline = time.monotonic() + 10
+            while near not in sink.names and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert near in sink.names, f"sink saw {sink.names}; {log.read_text()}"
+            assert far not in sink.names, sink.names
+        finally:
+            _stop(proc)
+    finally:
+        sink.close()
+        worker.close()
+
+
 def test_hosts_edit_is_picked_up_within_reload_interval(coredns_bin, dig_bin, tmp_path):
     """A new node only rewrites the hosts file: no restart, visible within the hosts plugin's reload interval.
 
@@ -400,6 +548,8 @@ BREAKAGES = {
     "unbalanced-brace": (lambda t: _broken(t, "        ttl 60\n", "        ttl 60 {\n"), "Error during parsing"),
     "forward-without-upstream": (lambda t: re.sub(r"forward \. \S+ \{", "forward . {", t), "plugin/forward"),
     "duplicate-zone": (lambda t: t + t.split("\n\n")[0].split("\n", 1)[1] + "\n", "already defined"),
+    "acl-bad-network": (lambda t: re.sub(r"allow net \S+", "allow net 10.27.0.0/33", t, count=1), "illegal CIDR notation"),
+    "acl-bad-action": (lambda t: _broken(t, "        block\n", "        blok\n"), "unexpected token \"blok\""),
 }
 
 

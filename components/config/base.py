@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 OsName = Literal["flatcar", "rocky9", "alma9", "debian12"]
 Role = Literal["load_balancer", "infra", "server", "agent", "storage", "generic"]
@@ -47,6 +48,18 @@ def check_pinned_path(value: str, what: str) -> str:
     return value
 
 
+def check_cidr(v: Any) -> Any:
+    """An IPv4 network as written; host bits set name the network that was probably meant."""
+    try:
+        ipaddress.IPv4Network(v)
+    except ValueError as err:
+        if "host bits set" in str(err):
+            exact = ipaddress.IPv4Network(v, strict=False)
+            raise ValueError(f"{v} has host bits set; did you mean {exact}?") from None
+        raise ValueError(f"{v!r} is not a valid IPv4 network like 10.17.3.0/24") from None
+    return v
+
+
 def _label(what: str) -> AfterValidator:
     """The one hostname rule; ``what`` only names the thing in the message."""
 
@@ -61,3 +74,4 @@ def _label(what: str) -> AfterValidator:
 Hostname = Annotated[str, _label("hostname")]
 NetworkName = Annotated[str, _label("name")]
 DiskName = Annotated[str, _label("disk name")]
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(check_cidr)]

@@ -51,6 +51,8 @@ def _bounds(field: FieldInfo) -> tuple[Any, Any]:
 def _type_name(tp: Any) -> str:
     tp = _unoptional(tp)
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # a field rule inside a list (tuple[Cidr, ...]): the type is what it wraps
+        return _type_name(typing.get_args(tp)[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{v}`" for v in typing.get_args(tp))
     if origin is tuple:

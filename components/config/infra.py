@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from .artifacts import ReleaseBinary
-from .base import _Model
+from .base import Cidr, _Model
 
 
 class CorednsBinary(ReleaseBinary):
@@ -28,6 +28,22 @@ class DnsConfig(_Model):
         min_length=1, description="Upstream resolvers (IPv4) of the infra node's CoreDNS for names outside `domain`."
     )
     coredns: CorednsBinary = Field(default=CorednsBinary(), description="The CoreDNS binary uploaded to the infra node.")
+    allowed_clients: tuple[Cidr, ...] = Field(
+        default=(),
+        description=(
+            "Source networks (CIDR) answered besides the stack's own `networks` and the infra node itself; CoreDNS REFUSES "
+            "every other source, for recursion and for `domain` alike. E.g. a LAN whose workstations resolve the stack's names "
+            "through the infra node (it must also be routed there). Never `0.0.0.0/0`: that is an open resolver."
+        ),
+    )
+
+    @field_validator("allowed_clients")
+    @classmethod
+    def _clients(cls, v: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        for net in v:
+            if net.prefixlen == 0:
+                raise ValueError(f"{net} is every address: an open resolver; list the networks that may ask, e.g. 192.168.1.0/24")
+        return v
 
 
 class NtpConfig(_Model):

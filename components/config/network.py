@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
-from .base import IFNAME, NetworkMode, NetworkName, _Model
+from .base import IFNAME, NetworkMode, NetworkName, _Model, check_cidr
 
 
 class Dhcp(_Model):
@@ -38,14 +38,7 @@ class NetworkConfig(_Model):
     @field_validator("cidr", mode="before")
     @classmethod
     def _cidr(cls, v: Any) -> Any:
-        try:
-            ipaddress.IPv4Network(v)
-        except ValueError as err:
-            if "host bits set" in str(err):
-                exact = ipaddress.IPv4Network(v, strict=False)
-                raise ValueError(f"{v} has host bits set; did you mean {exact}?") from None
-            raise ValueError(f"{v!r} is not a valid IPv4 network like 10.17.3.0/24") from None
-        return v
+        return check_cidr(v)
 
     @field_validator("bridge")
     @classmethod

@@ -1,4 +1,4 @@
-"""CoreDNS on the infra node: the stack's one domain from a hosts file, the rest forwarded."""
+"""CoreDNS on the infra node: the stack's one domain from a hosts file, the rest forwarded, to the stack's networks only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from ._template import render
 from .shell import output_matches
 
 CONF_DIR = "/etc/coredns"
+# The infra node's own queries: the day-2 checks ask 127.0.0.1 (dig_check), and
+# a query to loopback leaves from the address it was sent to.
+LOOPBACK_CLIENTS = ("127.0.0.1/32", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class CorefileSpec:
 
     domain: str
     forwarders: tuple[str, ...]  # in order; host or host:port
+    # Source networks (CIDR) whose queries are answered; every other source gets REFUSED.
+    allow: tuple[str, ...]
     hosts_path: str = f"{CONF_DIR}/hosts"
     zone_path: str = f"{CONF_DIR}/zone.db"
     port: int = 53
@@ -54,6 +59,11 @@ def render_corefile(spec: CorefileSpec) -> str:
     a cacheable NXDOMAIN (the hosts plugin alone, having no SOA, can only
     answer SERVFAIL), never a query leaked to a public resolver. Everything
     else is forwarded in the configured order.
+
+    Both server blocks answer only sources in ``allow`` (the acl plugin, ahead
+    of cache, hosts, file and forward in CoreDNS' plugin order); any other
+    source gets REFUSED, so the node is no open resolver and tells nobody
+    else the stack's names either.
     """
     if not spec.forwarders:
         raise ValueError("coredns: at least one forwarder is required")
@@ -61,12 +71,25 @@ def render_corefile(spec: CorefileSpec) -> str:
         "Corefile.j2",
         domain=spec.domain,
         forwarders=" ".join(spec.forwarders),
+        allow=" ".join(_clients(spec.allow)),
         hosts_path=spec.hosts_path,
         zone_path=spec.zone_path,
         port=spec.port,
         bind=spec.bind,
         reload=spec.reload,
     )
+
+
+def _clients(allow: tuple[str, ...]) -> list[str]:
+    if not allow:
+        raise ValueError("coredns: at least one client network is required (an empty acl answers nobody)")
+    out = []
+    for cidr in allow:
+        net = ipaddress.ip_network(cidr)  # strict: host bits set is an error, not a silent widening
+        if net.prefixlen == 0:
+            raise ValueError(f"coredns: client network {cidr} is every address: an open resolver")
+        out.append(str(net))
+    return list(dict.fromkeys(out))
 
 
 def render_hosts(spec: HostsSpec) -> str:

@@ -15,7 +15,7 @@ Every function is re-exported here, so ``specs.X`` names any of them.
 """
 
 from .images import image_check_script, image_check_spec
-from .infra import chrony_server_conf, corefile, dns_records, hosts_file, zone_file
+from .infra import chrony_server_conf, corefile, dns_clients, dns_records, hosts_file, zone_file
 from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_install_order, k3s_node_spec
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
@@ -26,7 +26,7 @@ from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_jso
 from . import storage
 
 __all__ = [
-    "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_records",
+    "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records",
     "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_install_order", "k3s_node_spec", "keepalived_check_script", "keepalived_confs",

@@ -22,9 +22,21 @@ def dns_records(cfg: StackConfig, node_ips: Mapping[str, str]) -> dict[str, str]
     return records
 
 
+def dns_clients(cfg: StackConfig) -> tuple[str, ...]:
+    """Who CoreDNS answers: every network of the stack, `dns.allowed_clients`, and the infra node itself.
+
+    Pods reach it from their node's address (flannel masquerades what leaves
+    the cluster), so the node networks cover the cluster too.
+    """
+    nets = [str(n.cidr) for n in cfg.networks] + [str(c) for c in cfg.dns.allowed_clients]
+    return tuple(dict.fromkeys(nets)) + coredns.LOOPBACK_CLIENTS
+
+
 def corefile(cfg: StackConfig) -> str:
     return coredns.render_corefile(
-        coredns.CorefileSpec(domain=cfg.domain, forwarders=tuple(str(f) for f in cfg.dns.forwarders))
+        coredns.CorefileSpec(
+            domain=cfg.domain, forwarders=tuple(str(f) for f in cfg.dns.forwarders), allow=dns_clients(cfg)
+        )
     )
 
 
