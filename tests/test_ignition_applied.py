@@ -64,6 +64,8 @@ CONFIG_FILES = (
 )
 MODULES_FILE = "etc/modules-load.d/90-microcloud.conf"
 SWAP_MASK = "etc/systemd/system/swap.target"
+# Masks the image's console autologin (unless console.autologin): a /dev/null link overrides /usr/lib's generator.
+AUTOLOGIN_MASK = ignition.AUTOLOGIN_GENERATOR.lstrip("/")
 # What useradd/usermod leave next to the account files (backups and lock).
 SHADOW_BOOKKEEPING = {"etc/.pwd.lock", "etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"}
 
@@ -241,6 +243,12 @@ def check_services(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> 
     else:
         assert not tree.has(MODULES_FILE) and not tree.has(SWAP_MASK)
 
+    if cfg.console.autologin:
+        assert not tree.has(AUTOLOGIN_MASK) and not tree.has(str(Path(AUTOLOGIN_MASK).parent))
+    else:
+        assert tree.entry(AUTOLOGIN_MASK) == ia.Entry("symlink", 0o777, 0, 0, target="/dev/null")
+        assert tree.entry(str(Path(AUTOLOGIN_MASK).parent)) == ia.Entry("dir", 0o755, 0, 0)
+
 
 def check_modes_and_nothing_else(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> None:
     written = list(CONFIG_FILES) + ([MODULES_FILE] if node.role in K3S_ROLES else [])
@@ -263,6 +271,8 @@ def check_modes_and_nothing_else(tree: ia.AppliedTree, cfg: StackConfig, node: N
     expected |= {f"{home}/.ssh/authorized_keys.d/ignition"} | SHADOW_BOOKKEEPING
     expected |= {str(p) for rel in written for p in Path(rel).parents if str(p) != "."}
     expected |= {"etc/systemd/system"}
+    if not cfg.console.autologin:
+        expected |= {AUTOLOGIN_MASK, str(Path(AUTOLOGIN_MASK).parent)}
     assert set(tree.entries) - expected == set(), "Ignition wrote something the config does not say"
     assert tree.result["userConfigProvided"] is True
 
@@ -310,6 +320,19 @@ def test_non_kubernetes_flatcar_node(base):
     node = cfg.nodes[-1]
     assert node.role not in K3S_ROLES
     check_node_tree(node_tree(cfg, node, base), cfg, node)
+
+
+def test_console_autologin_kept_when_asked(base):
+    """console.autologin: the image's generator stays unmasked; nothing else of the tree changes."""
+    model = stack_model("dev")
+    model["console"] = {"autologin": True}
+    cfg, off = parse_config(model), CONFIGS["dev"]
+    node = next(n for n in cfg.nodes if n.is_flatcar)
+    tree = node_tree(cfg, node, base)
+    check_node_tree(tree, cfg, node)
+    masked = node_tree(off, next(n for n in off.nodes if n.name == node.name), base)
+    assert masked.has(AUTOLOGIN_MASK) and not tree.has(AUTOLOGIN_MASK)
+    assert set(masked.entries) - set(tree.entries) == {AUTOLOGIN_MASK, str(Path(AUTOLOGIN_MASK).parent)}
 
 
 # ------------------------------------------------------------------ stability under node-list changes

@@ -124,6 +124,35 @@ def test_ignition_content_prod_master():
     assert doc["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": list(KEYS)}]
 
 
+def test_flatcar_console_has_no_autologin_unless_asked(tmp_path):
+    """The kernel argument goes (kargs stage) and its generator is masked; console.autologin keeps both.
+
+    Both forms pass ignition-validate; the kargs stage itself (the OEM grub.cfg
+    rewrite and the reboot) only runs in a booted Flatcar initramfs.
+    """
+    from components.render import ignition
+
+    model = stack_model("dev")
+    model["console"] = {"autologin": True}
+    kept = parse_config(model)
+    for cfg, autologin in ((CONFIGS["dev"], False), (CONFIGS["prod"], False), (kept, True)):
+        assert cfg.console.autologin is autologin
+        node = next(n for n in cfg.nodes if n.is_flatcar)
+        text = specs.ignition_json(cfg, node, KEYS)
+        doc = json.loads(text)
+        if autologin:
+            assert "kernelArguments" not in doc and "links" not in doc["storage"], doc
+        else:
+            assert doc["kernelArguments"] == {"shouldNotExist": ["flatcar.autologin"]}
+            assert doc["storage"]["links"] == [{"path": ignition.AUTOLOGIN_GENERATOR, "target": "/dev/null",
+                                                "hard": False, "overwrite": True}]
+            assert "shouldExist" not in doc["kernelArguments"]
+        path = tmp_path / f"{autologin}.ign"
+        path.write_text(text)
+        res = run([need("ignition-validate"), str(path)])
+        assert (res.returncode, res.stdout + res.stderr) == (0, ""), res
+
+
 def test_reboot_windows_differ_between_servers():
     cfg = CONFIGS["prod"]
     windows = [

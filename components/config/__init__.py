@@ -11,7 +11,7 @@ and turns any mistake into one line without a traceback.
     nodes          NodeConfig (+ DataDisk), memory per role, reserved names
     load_balancer  LoadBalancerConfig (+ VrrpConfig)
     images         ImageConfig (the OS images), UpdatesConfig (Flatcar updates and reboots)
-    access         SshConfig: the login user and the people's SSH keys
+    access         SshConfig: the login user and the people's SSH keys; ConsoleConfig: console autologin
     infra          the infra node's services: CorednsBinary, DnsConfig, NtpConfig
     k3s            K3sConfig and K3sArtifact (pinned binary and airgap images)
     monitoring     the node_exporter binary of the VMs outside the cluster
@@ -45,7 +45,7 @@ from .artifacts import PinnedFile, ReleaseBinary, file_sha256
 from .loader import check_local_files, check_stack_keys, fail, load, parse_config
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
-from .access import SshConfig
+from .access import ConsoleConfig, SshConfig
 from .images import ImageConfig, UpdatesConfig
 from .infra import CorednsBinary, DnsConfig, NtpConfig
 from .k3s import K3sArtifact, K3sConfig
@@ -85,6 +85,7 @@ __all__ = [
     "NtpConfig",
     "OsName",
     "Role",
+    "ConsoleConfig",
     "SshConfig",
     "K3sArtifact",
     "PinnedFile",

@@ -1,4 +1,4 @@
-"""How people and the day-2 commands reach the nodes: the login user and SSH keys."""
+"""How people and the day-2 commands reach the nodes: the login user and SSH keys, and the VMs' consoles."""
 
 from __future__ import annotations
 
@@ -30,3 +30,15 @@ class SshConfig(_Model):
             if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$", key):
                 raise ValueError(f"{key[:30]!r}... is not an OpenSSH public key")
         return v
+
+
+class ConsoleConfig(_Model):
+    autologin: bool = Field(
+        default=False,
+        description=(
+            "Flatcar nodes keep the image's console autologin (`flatcar.autologin`: `core` on the serial console and the "
+            "display, root in the emergency shell, no password). Off (the default), first boot removes the kernel argument "
+            "and masks its generator, so a console asks for a password the user does not have: SSH is the way in. For a dev "
+            "stack whose network you debug from the console; part of first boot, so changing it replaces the Flatcar VMs."
+        ),
+    )

@@ -15,7 +15,7 @@ from .network import NetworkConfig
 from .nodes import NodeConfig
 from .monitoring import MonitoringConfig
 from .platform import PlatformConfig
-from .access import SshConfig
+from .access import ConsoleConfig, SshConfig
 from .images import ImageConfig, UpdatesConfig
 from .infra import DnsConfig, NtpConfig
 from .k3s import K3sConfig
@@ -26,6 +26,7 @@ class StackConfig(_Model):
     domain: str = Field(description="The one DNS domain of every node and VIP (`<node>.<domain>`, `api.<domain>`, `ingress.<domain>`).")
     pool_path: str = Field(description="Directory of this stack's libvirt storage pool on the libvirt host, a directory of its own.")
     ssh: SshConfig = Field(default=SshConfig(), description="Login on the nodes.")
+    console: ConsoleConfig = Field(default=ConsoleConfig(), description="The VMs' consoles: Flatcar's autologin.")
     images: dict[OsName, ImageConfig] = Field(
         description="One cloud image per OS in use (`flatcar`, `rocky9`, `alma9`, `debian12`); every node's `os` needs one, unused ones are rejected."
     )

@@ -16,6 +16,11 @@ from .host_key import HostKey
 from .network import NetworkSettings
 
 IGNITION_VERSION = "3.3.0"
+# Flatcar's QEMU image (and others: its OEM grub.cfg) logs `core` in on every
+# console and root in the emergency shell: flatcar.autologin on the kernel
+# command line, turned into getty and emergency.service drop-ins by this generator.
+AUTOLOGIN_ARG = "flatcar.autologin"
+AUTOLOGIN_GENERATOR = "/etc/systemd/system-generators/flatcar-autologin-generator"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -39,6 +44,8 @@ class FlatcarNode:
     updates: UpdatePolicy = field(default_factory=UpdatePolicy)
     # Pulumi's host key, in place before sshd's first start (Flatcar's key generation makes only missing ones).
     host_key: Optional[HostKey] = None
+    # Keep the image's console autologin (a dev stack debugged from the console); off by default.
+    autologin: bool = False
 
 
 def _file(path: str, text: str, mode: int = 0o644) -> dict:
@@ -89,6 +96,23 @@ def _update_conf(u: UpdatePolicy) -> str:
     )
 
 
+def _no_autologin() -> tuple[dict, dict]:
+    """``kernelArguments`` and a ``storage.links`` entry: no console logs anyone in.
+
+    ``kernelArguments`` (spec 3.3.0; Flatcar since 3185) is Flatcar's documented
+    way: its kargs helper drops the argument from the ``set linux_append=`` line
+    of the OEM partition's grub.cfg and reboots once, inside first boot, before
+    any file is written. The helper reads only that plain form, so the generator
+    is masked as well (a /dev/null link in /etc wins over /usr/lib's): no getty
+    or emergency shell autologin even where the argument stays on the command
+    line (another OEM's form, or typed at the GRUB prompt).
+    """
+    return (
+        {"shouldNotExist": [AUTOLOGIN_ARG]},
+        {"path": AUTOLOGIN_GENERATOR, "target": "/dev/null", "hard": False, "overwrite": True},
+    )
+
+
 def render_ignition(node: FlatcarNode) -> str:
     """Ignition JSON for one Flatcar node, deterministic (sorted keys) so its hash is stable."""
     if not node.ssh_keys:
@@ -123,6 +147,10 @@ def render_ignition(node: FlatcarNode) -> str:
         "storage": {"files": files},
         "systemd": {"units": units},
     }
+    if not node.autologin:
+        args, link = _no_autologin()
+        config["kernelArguments"] = args
+        config["storage"]["links"] = [link]
     if node.user != "core":
         config["passwd"]["users"][0]["groups"] = ["sudo", "docker"]
     return json.dumps(config, sort_keys=True, separators=(",", ":"))

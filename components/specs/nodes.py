@@ -61,6 +61,7 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
             window_length=u.window_length,
         ),
         host_key=host_key,
+        autologin=cfg.console.autologin,
     )
 
 
