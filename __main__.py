@@ -139,6 +139,10 @@ pulumi.export(
                                           f"-o StrictHostKeyChecking=yes {cfg.ssh.user}@{ip}") for name, node in nodes.items()},
     },
 )
+# The VMs with a VNC display (console.vnc, nodes[].vnc): on the libvirt host's loopback, `virsh vncdisplay <domain>`.
+vnc = {name: node.vnc_password for name, node in nodes.items() if node.vnc_password is not None}
+if vnc:
+    pulumi.export("vnc_passwords", pulumi.Output.secret(vnc))
 if cluster is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     # When the admin certificate in it ends (RFC 3339); an `up` in its last renew days makes a new one.

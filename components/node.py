@@ -1,4 +1,4 @@
-"""Node: one VM - root volume cloned from its OS base image, data disks, first-boot config, domain."""
+"""Node: one VM - root volume cloned from its OS base image, data disks, first-boot config, domain (and its VNC password)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import pulumi
 import pulumi_libvirt as libvirt
+import pulumi_random as random
 import pulumi_tls as tls
 
 from . import specs
@@ -42,6 +43,8 @@ class Node(pulumi.ComponentResource):
     ip: pulumi.Output[str]
     # The node's SSH host key (OpenSSH public form): every connection to it pins this.
     host_key: pulumi.Output[str]
+    # The password of its VNC display (secret); None when it has none (the default).
+    vnc_password: Optional[pulumi.Output[str]]
 
     def __init__(self, name: str, args: NodeArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("microcloud:compute:Node", name, None, opts)
@@ -56,11 +59,25 @@ class Node(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_openssh", "private_key_pem"]),
         )
         self.host_key = self._host_key.public_key_openssh.apply(lambda k: k.strip())
+        self.vnc_password = None
+        if cfg.vnc_of(node):
+            # VNC authentication reads 8 characters and libvirt refuses more:
+            # 62^8 (about 2^47) guesses, and only from the host's loopback.
+            password = random.RandomPassword(
+                f"{node.name}-vnc-password",
+                length=8,
+                special=False,
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
+            )
+            self.vnc_password = pulumi.Output.secret(password.result)
         disks = [self._create_root_volume(), *self._create_data_disks()]
         domain = self._create_domain(disks, self._create_first_boot_config())
         self.domain_id = domain.id
         self.ip = domain.id.apply(lambda _: str(node.ip))
-        self.register_outputs({"domain_id": self.domain_id, "ip": self.ip, "host_key": self.host_key})
+        self.register_outputs(
+            {"domain_id": self.domain_id, "ip": self.ip, "host_key": self.host_key,
+             **({"vnc_password": self.vnc_password} if self.vnc_password is not None else {})}
+        )
 
     def _opts(self, **kw) -> pulumi.ResourceOptions:
         # Physical names are fixed, so a replacement must free the name first.
@@ -137,11 +154,21 @@ class Node(pulumi.ComponentResource):
             first_boot = {}
         # Data disks get a serial (the provider writes none), so the guest finds
         # each one as /dev/disk/by-id/virtio-<serial>, whatever its bus order.
-        xslt = libvirt_xml.render_disk_serial_xslt(
-            libvirt_xml.DiskSerials(
-                tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
-            )
-        )
+        serials = tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
+        if self.vnc_password is None:
+            # No display at all: the stylesheet drops the SPICE one the provider writes without a graphics block.
+            xslt = libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials))
+            display, secret = {}, []
+        else:
+            # The password is in the stylesheet: a secret input, and its output kept secret in state.
+            xslt = pulumi.Output.secret(self.vnc_password.apply(
+                lambda pw: libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials, vnc_password=pw))
+            ))
+            # Only the host's loopback: reach it through an SSH tunnel to the libvirt host.
+            display = {"graphics": libvirt.DomainGraphicsArgs(
+                type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
+            )}
+            secret = ["xml"]
         return libvirt.Domain(
             node.name,
             name=self._physical,
@@ -156,11 +183,8 @@ class Node(pulumi.ComponentResource):
                 libvirt.DomainNetworkInterfaceArgs(network_id=a.network_id, mac=cfg.mac_of(node), wait_for_lease=False)
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
-            # No remote display: VNC only on the host's loopback.
-            graphics=libvirt.DomainGraphicsArgs(
-                type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
-            ),
+            **display,
             **first_boot,
-            **({"xml": libvirt.DomainXmlArgs(xslt=xslt)} if xslt else {}),
-            opts=self._opts(),
+            xml=libvirt.DomainXmlArgs(xslt=xslt),
+            opts=self._opts(additional_secret_outputs=secret),
         )

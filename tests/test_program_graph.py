@@ -194,8 +194,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         "tls:index/certRequest:CertRequest": k3s,
         "tls:index/locallySignedCert:LocallySignedCert": k3s,
         "microcloud:k3s:ClusterPki": k3s,
-        # VRRP password; the K3s server and agent token passwords
-        "random:index/randomPassword:RandomPassword": 1 + 2 * k3s,
+        # VRRP password; the K3s server and agent token passwords; each VNC display's password
+        "random:index/randomPassword:RandomPassword": 1 + 2 * k3s + sum(cfg.vnc_of(n) for n in cfg.nodes),
         "libvirt:index/pool:Pool": 1,
         DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node
@@ -295,11 +295,70 @@ def test_day2_commands_are_keyed_on_content_hash(dev):
     assert "haproxy -c" in hap.inputs["create"]
 
 
-def test_no_vnc_beyond_localhost_and_serial_console(dev):
-    for dom in dev.by_type(DOMAIN):
-        g = dom.inputs["graphics"]
-        assert g["listenType"] == "address" and g["listenAddress"] == "127.0.0.1"
-        assert dom.inputs["consoles"][0]["targetType"] == "serial"
+def test_no_display_by_default_only_the_serial_console(dev, prod):
+    """No graphics block, and the stylesheet drops the SPICE display the provider would write without one."""
+    for run in (dev, prod):
+        assert not [r for r in run.by_type("random:index/randomPassword:RandomPassword") if r.name.endswith("-vnc-password")]
+        assert "vnc_passwords" not in run.outputs
+        for dom in run.by_type(DOMAIN):
+            assert "graphics" not in dom.inputs, dom.name
+            assert dom.inputs["consoles"] == [{"type": "pty", "targetPort": "0", "targetType": "serial"}]
+            xslt = dom.inputs["xml"]["xslt"]
+            assert '<xsl:template match="/domain/devices/graphics"/>' in xslt and "passwd" not in xslt, dom.name
+            assert "xml" not in dom.secret_inputs and "xml" not in dom.additional_secret_outputs
+
+
+def _vnc_run() -> tuple[Run, set[str]]:
+    """dev with console.vnc on and one node opting out: (the run, the nodes with a display)."""
+    model = stack_model("dev")
+    model["console"] = {"vnc": True}
+    next(n for n in model["nodes"] if n["name"] == "lb2")["vnc"] = False
+    run = run_program("dev", model)
+    assert run.error is None, run.error
+    return run, {n["name"] for n in model["nodes"]} - {"lb2"}
+
+
+def test_vnc_display_on_loopback_behind_a_secret_password():
+    run, shown = _vnc_run()
+    passwords = {r.name: r for r in run.by_type("random:index/randomPassword:RandomPassword") if r.name.endswith("-vnc-password")}
+    assert set(passwords) == {f"{n}-vnc-password" for n in shown}
+    for name in shown:
+        pw = passwords[f"{name}-vnc-password"]
+        # VNC authentication reads 8 characters and libvirt refuses more; letters and digits only.
+        assert (pw.inputs["length"], pw.inputs["special"]) == (8, False)
+        assert "result" in pw.additional_secret_outputs
+        assert pw.parent == run.urn_of(NODE, name)
+        dom = run.one(DOMAIN, name)
+        assert dom.inputs["graphics"] == {"type": "vnc", "listenType": "address", "listenAddress": "127.0.0.1", "autoport": True}
+        # The password travels only inside the stylesheet: a secret input, kept secret in the state.
+        assert "xml" in dom.secret_inputs and "xml" in dom.additional_secret_outputs
+        assert run.urn_of("random:index/randomPassword:RandomPassword", f"{name}-vnc-password") in dom.property_dependencies["xml"]
+    lb2 = run.one(DOMAIN, "lb2")
+    assert "graphics" not in lb2.inputs and "xml" not in lb2.secret_inputs
+    assert "passwd" not in lb2.inputs["xml"]["xslt"]
+    value, secret = run.output_value("vnc_passwords")
+    assert secret and value == {n: "m0ckPass" for n in shown}
+    for r in run.resources:
+        for key, v in r.inputs.items():
+            assert key in r.secret_inputs or "m0ckPass" not in json.dumps(v), (r.name, key)
+
+
+def test_turning_vnc_on_changes_only_the_domains_stylesheet_and_display():
+    """The disks and the first-boot config stay: only the domain (ForceNew fields) is replaced."""
+    run, shown = _vnc_run()
+    base = run_program("dev")
+    assert base.error is None, base.error
+    compared = 0
+    for name in shown:
+        for typ in (VOLUME, IGNITION):
+            for r in base.by_type(typ):
+                if r.parent == base.urn_of(NODE, name):
+                    assert run.one(typ, r.name).inputs == r.inputs, r.name
+                    compared += 1
+        before, after = base.one(DOMAIN, name).inputs, run.one(DOMAIN, name).inputs
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        assert changed == {"graphics", "xml"}, (name, changed)
+    assert compared >= 2 * len(shown)  # a root volume and a first-boot config (Ignition or seed) each
 
 
 def test_nodes_are_created_in_parallel(prod):

@@ -355,7 +355,7 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
     disks = [("microcloud-dev-storage1-data.qcow2", st.disk_serial("data")),
              ("microcloud-dev-storage1-a-very-long-disk-name.qcow2", st.disk_serial("a-very-long-disk-name"))]
     xsl = tmp_path / "serial.xsl"
-    xsl.write_text(libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials(tuple(disks))))
+    xsl.write_text(libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=tuple(disks))))
     dom = tmp_path / "domain.xml"
     dom.write_text(DOMAIN_XML)
     res = subprocess.run([xsltproc, str(xsl), str(dom)], capture_output=True, text=True, timeout=60)
@@ -372,9 +372,14 @@ def test_disk_serial_xslt_marks_only_the_data_disks(tmp_path):
         out.write_text(res.stdout)
         v = subprocess.run([validate, str(out), "domain"], capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
-    assert libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials(())) is None
     with pytest.raises(ValueError):
-        libvirt_xml.render_disk_serial_xslt(libvirt_xml.DiskSerials((("a.qcow2", "x"), ("b.qcow2", "x"))))
+        libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=(("a.qcow2", "x"), ("b.qcow2", "x"))))
+    # No data disks: every disk stays as the provider wrote it.
+    xsl.write_text(libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt()))
+    res = subprocess.run([xsltproc, str(xsl), str(dom)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    serials = {d.find("target").get("dev"): [s.text for s in d.findall("serial")] for d in ET.fromstring(res.stdout).iter("disk")}
+    assert serials == {"vda": [], "vdb": ["stale"], "vdc": []}, serials
 
 
 # ------------------------------------------------------------------ the commands as the nodes run them

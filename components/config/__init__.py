@@ -11,7 +11,7 @@ and turns any mistake into one line without a traceback.
     nodes          NodeConfig (+ DataDisk), memory per role, reserved names
     load_balancer  LoadBalancerConfig (+ VrrpConfig)
     images         ImageConfig (the OS images), UpdatesConfig (Flatcar updates and reboots)
-    access         SshConfig: the login user and the people's SSH keys; ConsoleConfig: console autologin
+    access         SshConfig: the login user and the people's SSH keys; ConsoleConfig: console autologin, VNC
     infra          the infra node's services: CorednsBinary, DnsConfig, NtpConfig
     k3s            K3sConfig and K3sArtifact (pinned binary and airgap images)
     monitoring     the node_exporter binary of the VMs outside the cluster

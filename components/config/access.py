@@ -42,3 +42,12 @@ class ConsoleConfig(_Model):
             "stack whose network you debug from the console; part of first boot, so changing it replaces the Flatcar VMs."
         ),
     )
+    vnc: bool = Field(
+        default=False,
+        description=(
+            "Every VM gets a VNC display on the libvirt host's loopback (127.0.0.1, a port libvirt picks: `virsh vncdisplay`) "
+            "with a generated password (pulumi-random, 8 characters: all VNC authentication reads; secret output "
+            "`vnc_passwords`). Off (the default), the VMs have no display at all, only the serial console (`virsh console`, "
+            "root on the host). `nodes[].vnc` overrides it per node. Changing it replaces the VM's domain (its disks stay)."
+        ),
+    )

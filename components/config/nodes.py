@@ -54,6 +54,9 @@ class NodeConfig(_Model):
         description="K3s node labels (K3s nodes only), applied in place one node at a time. Longhorn nodes get `node.longhorn.io/create-default-disk=true` besides.",
     )
     taints: tuple[str, ...] = Field(default=(), description="K3s node taints like `dedicated=db:NoSchedule` (K3s nodes only), applied in place one node at a time.")
+    vnc: Optional[bool] = Field(
+        default=None, description="A VNC display on the libvirt host's loopback, with a generated password, for this VM. Default: `console.vnc`."
+    )
     vrrp_priority: Optional[int] = Field(
         default=None, ge=1, le=254, description="Keepalived priority (load balancers only); the higher one is MASTER. Default: 110 for the first, 100 for the second."
     )

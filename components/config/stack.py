@@ -26,7 +26,7 @@ class StackConfig(_Model):
     domain: str = Field(description="The one DNS domain of every node and VIP (`<node>.<domain>`, `api.<domain>`, `ingress.<domain>`).")
     pool_path: str = Field(description="Directory of this stack's libvirt storage pool on the libvirt host, a directory of its own.")
     ssh: SshConfig = Field(default=SshConfig(), description="Login on the nodes.")
-    console: ConsoleConfig = Field(default=ConsoleConfig(), description="The VMs' consoles: Flatcar's autologin.")
+    console: ConsoleConfig = Field(default=ConsoleConfig(), description="The VMs' consoles: Flatcar's autologin, a VNC display.")
     images: dict[OsName, ImageConfig] = Field(
         description="One cloud image per OS in use (`flatcar`, `rocky9`, `alma9`, `debian12`); every node's `os` needs one, unused ones are rejected."
     )
@@ -111,6 +111,10 @@ class StackConfig(_Model):
     @property
     def ingress_nodes(self) -> list[NodeConfig]:
         return [n for n in self.nodes if n.role in K3S_ROLES and n.takes_ingress]
+
+    def vnc_of(self, node: NodeConfig) -> bool:
+        """Whether the VM gets a (password-protected, loopback-only) VNC display: the node's setting, else the stack's."""
+        return self.console.vnc if node.vnc is None else node.vnc
 
     def fqdn(self, name: str) -> str:
         return f"{name}.{self.domain}"

@@ -2,7 +2,7 @@
 
 Pure functions of frozen specs (no Pulumi). Every data disk of a node:
 
-- reaches the guest with a serial (``render_disk_serial_xslt``, applied to the
+- reaches the guest with a serial (``libvirt_xml.render_domain_xslt``, applied to the
   domain XML), so the guest names it ``/dev/disk/by-id/virtio-<serial>``,
   whatever order the kernel finds the disks in;
 - is formatted once, as a whole (no partition table), by
