@@ -92,26 +92,40 @@ def kind(step: dict) -> Optional[str]:
     return None
 
 
+def _normalized(value: Any) -> Optional[dict]:
+    """A config through today's model, dumped like the ``config`` output (None if it does not parse)."""
+    try:
+        from components.config import parse_config
+
+        return parse_config(value).model_dump(mode="json")
+    except Exception:
+        return None
+
+
 def stack_config(plan: dict) -> Optional[dict]:
     """The config being previewed, normalized like the ``config`` output (None if it does not parse)."""
     raw = (plan.get("config") or {}).get("microcloud:config")
     if raw is None:
         return None
     try:
-        from components.config import parse_config
-
         value = json.loads(raw) if isinstance(raw, str) else raw
-        return parse_config(value).model_dump(mode="json")
-    except Exception:  # a config error fails the preview itself, with its own message
+    except ValueError:  # a config error fails the preview itself, with its own message
         return None
+    return _normalized(value)
 
 
 def deployed_config(plan: dict) -> Optional[dict]:
-    """The stack output ``config``: what the last ``up`` applied (None on a stack that predates it)."""
+    """The stack output ``config``: what the last ``up`` applied (None on a stack that predates it).
+
+    Read through today's model where it still parses: a field added to the
+    model since that ``up`` then reads as its default, like in the previewed
+    config, and is no change of this config (a new default that changes
+    resources is a change of the program, not of the config).
+    """
     for step in plan.get("steps", []):
         if rtype(step["urn"]) == "pulumi:pulumi:Stack":
             value = ((step.get("oldState") or {}).get("outputs") or {}).get("config")
-            return value if isinstance(value, dict) else None
+            return (_normalized(value) or value) if isinstance(value, dict) else None
     return None
 
 
