@@ -59,17 +59,7 @@ class Node(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["private_key_openssh", "private_key_pem"]),
         )
         self.host_key = self._host_key.public_key_openssh.apply(lambda k: k.strip())
-        self.vnc_password = None
-        if cfg.vnc_of(node):
-            # VNC authentication reads 8 characters and libvirt refuses more:
-            # 62^8 (about 2^47) guesses, and only from the host's loopback.
-            password = random.RandomPassword(
-                f"{node.name}-vnc-password",
-                length=8,
-                special=False,
-                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
-            )
-            self.vnc_password = pulumi.Output.secret(password.result)
+        self.vnc_password = self._create_vnc_password() if cfg.vnc_of(node) else None
         disks = [self._create_root_volume(), *self._create_data_disks()]
         domain = self._create_domain(disks, self._create_first_boot_config())
         self.domain_id = domain.id
@@ -82,6 +72,17 @@ class Node(pulumi.ComponentResource):
     def _opts(self, **kw) -> pulumi.ResourceOptions:
         # Physical names are fixed, so a replacement must free the name first.
         return pulumi.ResourceOptions(parent=self, provider=self._args.provider, delete_before_replace=True, **kw)
+
+    def _create_vnc_password(self) -> pulumi.Output[str]:
+        # VNC authentication reads 8 characters and libvirt refuses more:
+        # 62^8 (about 2^47) guesses, and only from the host's loopback.
+        password = random.RandomPassword(
+            f"{self._args.node.name}-vnc-password",
+            length=8,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
+        )
+        return pulumi.Output.secret(password.result)
 
     def _create_root_volume(self) -> libvirt.Volume:
         a = self._args
@@ -152,23 +153,7 @@ class Node(pulumi.ComponentResource):
             # cloud-init does not re-run in the guest, so that is what we want.
             disks = [*disks, boot]
             first_boot = {}
-        # Data disks get a serial (the provider writes none), so the guest finds
-        # each one as /dev/disk/by-id/virtio-<serial>, whatever its bus order.
-        serials = tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
-        if self.vnc_password is None:
-            # No display at all: the stylesheet drops the SPICE one the provider writes without a graphics block.
-            xslt = libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials))
-            display, secret = {}, []
-        else:
-            # The password is in the stylesheet: a secret input, and its output kept secret in state.
-            xslt = pulumi.Output.secret(self.vnc_password.apply(
-                lambda pw: libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials, vnc_password=pw))
-            ))
-            # Only the host's loopback: reach it through an SSH tunnel to the libvirt host.
-            display = {"graphics": libvirt.DomainGraphicsArgs(
-                type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True
-            )}
-            secret = ["xml"]
+        xslt, display, secret = self._domain_xml()
         return libvirt.Domain(
             node.name,
             name=self._physical,
@@ -188,3 +173,20 @@ class Node(pulumi.ComponentResource):
             xml=libvirt.DomainXmlArgs(xslt=xslt),
             opts=self._opts(additional_secret_outputs=secret),
         )
+
+    def _domain_xml(self) -> tuple[pulumi.Input[str], dict, list[str]]:
+        """The domain's stylesheet, its ``graphics`` argument (if any), and the outputs to keep secret."""
+        node = self._args.node
+        # Data disks get a serial (the provider writes none), so the guest finds
+        # each one as /dev/disk/by-id/virtio-<serial>, whatever its bus order.
+        serials = tuple((f"{self._physical}-{d.name}.qcow2", storage_render.disk_serial(d.name)) for d in node.data_disks)
+        if self.vnc_password is None:
+            # No display at all: the stylesheet drops the SPICE one the provider writes without a graphics block.
+            return libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials)), {}, []
+        # The password is in the stylesheet: a secret input, and its output kept secret in state.
+        xslt = pulumi.Output.secret(self.vnc_password.apply(
+            lambda pw: libvirt_xml.render_domain_xslt(libvirt_xml.DomainXslt(disks=serials, vnc_password=pw))
+        ))
+        # Only the host's loopback: reach it through an SSH tunnel to the libvirt host.
+        graphics = libvirt.DomainGraphicsArgs(type="vnc", listen_type="address", listen_address="127.0.0.1", autoport=True)
+        return xslt, {"graphics": graphics}, ["xml"]
