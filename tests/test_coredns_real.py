@@ -248,13 +248,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_coredns(coredns_bin: Path, dig_bin: str, workdir: Path) -> Iterator[Server]:
+def running_coredns(coredns_bin: Path, dig_bin: str, workdir: Path, allow: tuple[str, ...] = CLIENTS) -> Iterator[Server]:
     """CoreDNS on the rendered config, answering; always stopped on exit, also when startup fails."""
     sink = Sink()
     try:
         for attempt in range(3):
             port = free_port()
-            hosts, corefile = write_config(workdir, port, sink)
+            hosts, corefile = write_config(workdir, port, sink, allow=allow)
             log = workdir / f"coredns-{attempt}.log"
             with log.open("w") as out:
                 proc = subprocess.Popen(
@@ -435,6 +435,19 @@ def test_the_domain_is_refused_outside_the_networks(server, dig_bin, kind):
     assert mine.status == "NOERROR" and mine.answer, mine
     res = dig(dig_bin, server.port, *query, source=OUTSIDER)
     assert res.status == "REFUSED" and res.answer == [] and res.authority == [], res
+
+
+def test_allowed_clients_widen_the_list(coredns_bin, dig_bin, tmp_path):
+    """dns.allowed_clients, the relaxation: a network named there is answered, the rest still refused."""
+    model = stack_model("dev")
+    model["dns"]["allowed_clients"] = ["127.0.0.2/32"]
+    allow = specs.dns_clients(parse_config(model))
+    assert allow == (*CLIENTS[:-2], "127.0.0.2/32", *CLIENTS[-2:]), allow
+    with running_coredns(coredns_bin, dig_bin, tmp_path, allow=allow) as srv:
+        ok = dig(dig_bin, srv.port, fqdn("lb1"), "A", source=OUTSIDER)
+        assert ok.status == "NOERROR" and ok.data("A") == [RECORDS["lb1"]], ok
+        res = dig(dig_bin, srv.port, fqdn("lb1"), "A", source="127.0.0.3")
+        assert res.status == "REFUSED" and res.answer == [], res
 
 
 def _ip(*args: str) -> None:

@@ -241,6 +241,23 @@ def _inputs_by_urn(run: Run) -> dict[str, dict]:
     return {r.urn: r.inputs for r in run.resources}
 
 
+def test_corefile_answers_the_stack_networks_and_allowed_clients_in_place(dev):
+    """The Corefile the infra node gets refuses all but the stack's networks; dns.allowed_clients is a day-2 change only."""
+    cfg = parse_config(stack_model("dev"))
+    corefile = dev.one(COMMAND, "coredns-corefile").inputs["stdin"]
+    assert corefile == specs.corefile(cfg)
+    assert corefile.count(f"allow net {' '.join(specs.dns_clients(cfg))}\n        block\n") == 2
+    model = stack_model("dev")
+    model["dns"]["allowed_clients"] = ["192.168.1.0/24"]
+    wider = run_program("dev", model)
+    assert wider.error is None, wider.error
+    before, after = _inputs_by_urn(dev), _inputs_by_urn(wider)
+    assert set(before) == set(after)
+    changed = {urn.rsplit("::", 1)[1] for urn in before if before[urn] != after[urn]}
+    assert changed == {"coredns-corefile"}, changed
+    assert "192.168.1.0/24 127.0.0.1/32" in after[wider.urn_of(COMMAND, "coredns-corefile")]["stdin"]
+
+
 def test_adding_a_worker_touches_only_day2_configs(dev):
     """A new worker: its own resources, new haproxy backends and DNS records; no existing VM, disk or network changes."""
     model = stack_model("dev")
