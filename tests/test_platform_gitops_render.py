@@ -216,7 +216,9 @@ def test_root_application_patches_every_placeholder():
     with pytest.raises(KeyError):
         apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
     assert "finalizers" not in pv.root_application(dataclasses.replace(spec, cascade=False))["metadata"]
-    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space")):
+    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space"),
+                dict(repo_url="https://git.example.test/*"), dict(app_repos=("!https://x.test/a.git",)),
+                dict(app_repos=(spec.repo_url,)), dict(app_repos=("https://x.test/a.git", "https://x.test/a.git"))):
         with pytest.raises(ValueError):
             dataclasses.replace(spec, **bad)
 
@@ -252,13 +254,13 @@ def generated_apps(spec: pv.GitOpsSpec) -> dict[str, dict]:
 
 @unit
 def test_root_project_exactly():
-    spec = pv.GitOpsSpec(repo_url=REPO, revision="main")
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main", app_repos=("https://charts.example.test/",))
     assert pv.root_project(spec) == {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
         "metadata": {"name": "microcloud-root", "namespace": "argocd"},
         "spec": {
             "description": "The root Application root: gitops/root, ApplicationSets only",
-            "sourceRepos": [REPO],
+            "sourceRepos": [REPO],  # not app_repos: root follows repo_url alone
             "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "argocd"}],
             "clusterResourceWhitelist": [],
             "namespaceResourceWhitelist": [{"group": "argoproj.io", "kind": "ApplicationSet"}],
@@ -268,13 +270,13 @@ def test_root_project_exactly():
 
 @unit
 def test_apps_project_exactly():
-    spec = pv.GitOpsSpec(repo_url=REPO, revision="main", path="deploy/gitops")
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main", path="deploy/gitops", app_repos=("https://charts.example.test/",))
     assert pv.apps_project(spec) == {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
         "metadata": {"name": "microcloud-apps", "namespace": "argocd"},
         "spec": {
             "description": "Applications of the ApplicationSet apps from deploy/gitops/apps/*",
-            "sourceRepos": [REPO],
+            "sourceRepos": [REPO, "https://charts.example.test/"],
             "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "app-*"}],
             "clusterResourceWhitelist": [{"group": "", "kind": "Namespace", "name": "app-*"}],
             "namespaceResourceBlacklist": [
@@ -316,6 +318,8 @@ def test_root_project_allows_what_root_holds_and_nothing_else():
     for d in refused:
         assert not permits(proj, d, namespace=spec.namespace, server=pv.IN_CLUSTER), d
     assert not source_permitted(proj, "https://git.example.test/other.git")
+    assert not source_permitted(pv.root_project(dataclasses.replace(spec, app_repos=("https://x.test/a.git",))),
+                                "https://x.test/a.git")
 
 
 @unit
@@ -370,6 +374,9 @@ def test_apps_project_allows_every_app_in_its_namespace_and_nothing_else():
         assert not application_permitted(proj, moved), ns
     far = {**app, "spec": {**app["spec"], "destination": {**dest, "server": "https://10.0.0.1:6443"}}}
     assert not application_permitted(proj, far)
+    # app_repos widen the apps' project, and only by what they name.
+    wider = pv.apps_project(dataclasses.replace(spec, app_repos=("https://charts.example.test/",)))
+    assert source_permitted(wider, "https://charts.example.test/") and not source_permitted(wider, "https://charts.example.test/x")
 
 
 @unit

@@ -251,7 +251,7 @@ def test_root_app_depends_on_argocd(graph):
     assert "obj.status.health" in cm["resource.customizations.health.argoproj.io_Application"]
 
 
-def test_projects_of_root_and_apps_and_the_emptied_default(graph):
+def test_projects_of_root_and_apps_and_the_emptied_default(graph, chart_paths):
     projects = {r.name: r for r in graph.by_type(PROJECT)}
     assert set(projects) == {"platform-argocd-default-project", "platform-root-project", "platform-apps-project"}
     argocd = graph.urn_of(CHART, "platform-argocd")
@@ -269,6 +269,15 @@ def test_projects_of_root_and_apps_and_the_emptied_default(graph):
     assert app.inputs["spec"]["project"] == pv.ROOT_PROJECT
     # Root is deleted before both projects: its own (data flows) and the apps' (their cascade needs it).
     assert {projects["platform-root-project"].urn, projects["platform-apps-project"].urn} <= set(app.dependencies)
+    # app_repos reach the apps' project only.
+    extra = "https://charts.example.test/"
+    run = run_platform(chart_paths, gitops=GitOps(repo_url=GITOPS.repo_url, revision="main", app_repos=(extra,)))
+    assert run.error is None, run.error
+    assert run.one(PROJECT, "platform-apps-project").inputs["spec"]["sourceRepos"] == [GITOPS.repo_url, extra]
+    assert run.one(PROJECT, "platform-root-project").inputs["spec"]["sourceRepos"] == [GITOPS.repo_url]
+    bad = run_platform(chart_paths, gitops=GitOps(repo_url=GITOPS.repo_url, revision="main", app_repos=("https://x.test/*",)))
+    assert isinstance(bad.error, ValueError) and "platform: gitops: repository URL 'https://x.test/*'" in str(bad.error)
+    assert not bad.by_type(PROJECT), "refused before any resource"
 
 
 def test_gitops_needs_argocd(chart_paths):

@@ -23,7 +23,8 @@ def create(p: "Platform") -> None:
     """Sets ``root_project``, ``apps_project`` and ``root_app``; needs Argo CD's chart (the CRDs come with it)."""
     a = p._args
     g = a.gitops
-    spec = GitOpsSpec(repo_url=g.repo_url, revision=g.revision, path=g.path, cascade=not a.protect_data)
+    spec = GitOpsSpec(repo_url=g.repo_url, revision=g.revision, path=g.path, app_repos=tuple(g.app_repos),
+                      cascade=not a.protect_data)
     p.root_project = _custom(p, "root-project", root_project(spec), depends_on=[p.argocd])
     p.apps_project = _custom(p, "apps-project", apps_project(spec), depends_on=[p.argocd])
     app = root_application(spec)

@@ -54,6 +54,8 @@ class GitOpsSpec:
     one place the projects and the namespaces they allow are.
     ``cascade`` puts Argo CD's resources finalizer on the root app (dev:
     ``destroy`` removes what Argo CD deployed; prod: it stays).
+    ``app_repos``: more repositories (exact URLs) the apps' project allows
+    beside ``repo_url``; the root's project allows ``repo_url`` only.
     """
 
     repo_url: str
@@ -61,10 +63,15 @@ class GitOpsSpec:
     path: str = "gitops"
     namespace: str = ARGOCD_NAMESPACE
     cascade: bool = True
+    app_repos: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.repo_url or any(c.isspace() for c in self.repo_url):
-            raise ValueError(f"gitops: repository URL {self.repo_url!r} is empty or has spaces")
+        # The projects' sourceRepos are Argo CD globs: an exact URL allows that repository and no other.
+        for url in (self.repo_url, *self.app_repos):
+            if not url or any(c.isspace() or c in "*?[]!" for c in url):
+                raise ValueError(f"gitops: repository URL {url!r} is empty or not one exact URL (spaces, globs, !)")
+        if len({self.repo_url, *self.app_repos}) != 1 + len(self.app_repos):
+            raise ValueError("gitops: app_repos repeats a repository")
         if not self.revision:
             raise ValueError("gitops: revision is empty (name a branch, tag or commit)")
         if self.path.startswith("/") or ".." in self.path.split("/") or not self.path.strip("/"):
@@ -144,7 +151,7 @@ def root_project(spec: GitOpsSpec) -> dict:
 
 
 def apps_project(spec: GitOpsSpec) -> dict:
-    """The project of the ApplicationSet's Applications: the configured repository, the ``app-*`` namespaces.
+    """The project of the ApplicationSet's Applications: the configured repositories, the ``app-*`` namespaces.
 
     The only cluster-scoped kind is an app's own Namespace (which
     CreateNamespace needs), by the same pattern, so an app cannot adopt,
@@ -152,7 +159,7 @@ def apps_project(spec: GitOpsSpec) -> dict:
     """
     return _project(APP_PROJECT, spec.namespace, {
         "description": f"Applications of the ApplicationSet {APPSET} from {_gitops_dir(spec, 'apps/*')}",
-        "sourceRepos": [spec.repo_url],
+        "sourceRepos": [spec.repo_url, *spec.app_repos],
         "destinations": [{"server": IN_CLUSTER, "namespace": APP_NAMESPACES}],
         "clusterResourceWhitelist": [{"group": "", "kind": "Namespace", "name": APP_NAMESPACES}],
         "namespaceResourceBlacklist": _kinds(APP_DENIED_KINDS),
