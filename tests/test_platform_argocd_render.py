@@ -21,6 +21,7 @@ def test_argocd_values():
     spec = pv.ArgoCdSpec(domain="microcloud.lan", keep_crds=False)
     v = pv.argocd_values(spec)
     assert v["configs"]["params"]["server.insecure"] is True
+    assert v["configs"]["params"]["applicationsetcontroller.enable.scm.providers"] is False
     assert v["configs"]["secret"]["createSecret"] is False
     assert v["redisSecretInit"]["enabled"] is False
     assert v["crds"]["keep"] is False
