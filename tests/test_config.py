@@ -119,6 +119,10 @@ CASES = [
     ("rotation-unknown", lambda m: m.update(platform={"rotation": {"grafana": "2"}}), "platform.rotation", "no generated password grafana"),
     ("gitops-url", lambda m: m.update(platform={"gitops": {"repo_url": "ftp://x/y", "revision": "main"}}), "platform.gitops.repo_url", "Git URL"),
     ("gitops-path", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "path": "../x"}}), "platform.gitops.path", "relative"),
+    ("gitops-url-glob", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/*", "revision": "main"}}), "platform.gitops.repo_url", "no globs"),
+    ("gitops-app-repo-glob", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "app_repos": ["https://git.lan/**"]}}), "platform.gitops.app_repos", "no globs"),
+    ("gitops-app-repo-twice", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "app_repos": ["oci://charts.lan/x", "oci://charts.lan/x"]}}), "platform.gitops.app_repos", "listed twice"),
+    ("gitops-app-repo-is-root", lambda m: m.update(platform={"gitops": {"repo_url": "https://git.lan/ops.git", "revision": "main", "app_repos": ["https://git.lan/ops.git"]}}), "platform.gitops", "allowed already"),
     ("argocd-mtime", lambda m: m.update(platform={"argocd_password_mtime": "yesterday"}), "platform.argocd_password_mtime", "UTC time"),
     ("values-unknown-chart", lambda m: m.update(platform={"values": {"grafana": {"x": 1}}}), "platform.values", "no chart named grafana"),
 ]

@@ -1,7 +1,10 @@
-"""The GitOps renderers (components/render/platform/gitops.py): the alert rules, the gitops/ layout, the root app's patches.
+"""The GitOps renderers (components/render/platform/gitops.py): the alert rules, the gitops/ layout, the root app's
+patches, and Argo CD's projects (exactly what each allows, and what Argo CD would let through them).
 
 ``unit`` tests are plain Python; the ``validators`` tests have ``promtool``
-check and unit-test the alert rules.
+check and unit-test the alert rules. The projects are asked as Argo CD would
+ask them (tests/support/argocd_project.py); the API server's check of them
+against the chart's CRD is tests/k8s/test_argocd_projects.py.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 import yaml
 
 from components.render import platform as pv
+from support.argocd_project import application_permitted, group_of, permits, source_permitted
 from support.gitops_patch import apply_patch_ops
 from support.platform_render import need, render_gitops_rules
 
@@ -156,18 +160,16 @@ def test_gitops_layout():
     assert kust["kind"] == "Kustomization"
     assert sorted(kust["resources"]) == sorted(Path(f).name for f in root), "kustomization lists every file of root/"
     objs = {(d["kind"], d["metadata"]["name"]): d for docs in root.values() for d in docs}
-    assert set(objs) == {("AppProject", pv.APP_PROJECT), ("ApplicationSet", pv.APPSET)}
+    # No AppProject: the program makes them (whoever pushes here must not widen them).
+    assert set(objs) == {("ApplicationSet", pv.APPSET)}
     for o in objs.values():
         assert o["apiVersion"] == "argoproj.io/v1alpha1" and o["metadata"]["namespace"] == pv.ARGOCD_NAMESPACE
-    # Waves: the project exists before the ApplicationSet that uses it.
-    waves = {k: int(o["metadata"]["annotations"][pv.SYNC_WAVE]) for k, o in objs.items()}
-    assert waves[("AppProject", pv.APP_PROJECT)] < waves[("ApplicationSet", pv.APPSET)]
+        int(o["metadata"]["annotations"][pv.SYNC_WAVE])
     appset = objs[("ApplicationSet", pv.APPSET)]["spec"]
     (gen,) = appset["generators"]
     assert gen["git"]["directories"] == [{"path": "gitops/apps/*"}]
     tmpl = appset["template"]
     assert tmpl["metadata"]["name"] == "{{.path.basename}}" and tmpl["spec"]["source"]["path"] == "{{.path.path}}"
-    assert tmpl["spec"]["project"] == pv.APP_PROJECT
     assert tmpl["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
     assert pv.CASCADE_FINALIZER in tmpl["metadata"]["finalizers"]
 
@@ -203,14 +205,183 @@ def test_root_application_patches_every_placeholder():
     assert patch["target"]["name"] == appset["metadata"]["name"]
     out = apply_patch_ops(appset, json.loads(patch["patch"]))
     text = json.dumps(out)
-    assert "git.invalid" not in text, "a placeholder is left"
+    assert "git.invalid" not in text and "placeholder" not in text, "a placeholder is left"
     assert out["spec"]["generators"][0]["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
                                                    "directories": [{"path": "deploy/gitops/apps/*"}]}
-    assert (out["spec"]["template"]["spec"]["source"]["repoURL"],
-            out["spec"]["template"]["spec"]["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
+    tmpl = out["spec"]["template"]["spec"]
+    assert (tmpl["source"]["repoURL"], tmpl["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
+    assert tmpl["project"] == pv.APP_PROJECT
+    assert tmpl["destination"] == {"server": pv.IN_CLUSTER, "namespace": "app-{{.path.basename}}"}
+    assert app["spec"]["project"] == pv.ROOT_PROJECT
     with pytest.raises(KeyError):
         apply_patch_ops(appset, [{"op": "replace", "path": "/spec/nothere", "value": 1}])
     assert "finalizers" not in pv.root_application(dataclasses.replace(spec, cascade=False))["metadata"]
-    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space")):
+    for bad in (dict(path="/abs"), dict(path="a/../b"), dict(revision=""), dict(repo_url="has space"),
+                dict(repo_url="https://git.example.test/*"), dict(app_repos=("!https://x.test/a.git",)),
+                dict(app_repos=(spec.repo_url,)), dict(app_repos=("https://x.test/a.git", "https://x.test/a.git"))):
         with pytest.raises(ValueError):
             dataclasses.replace(spec, **bad)
+
+
+# ------------------------------------------------------------------ projects
+
+REPO = "https://git.example.test/infra.git"
+# The namespaces of the platform (and Kubernetes' own): no app may reach one.
+PLATFORM_NAMESPACES = (pv.ARGOCD_NAMESPACE, pv.LONGHORN_NAMESPACE, pv.MONITORING_NAMESPACE, pv.SEALED_SECRETS_NAMESPACE,
+                       pv.TRAEFIK_NAMESPACE, "kube-system", "kube-public", "kube-node-lease", "default")
+
+
+def patched_appset(spec: pv.GitOpsSpec) -> dict:
+    """gitops/root/applicationset.yaml as Argo CD gets it from the root Application."""
+    appset = next(d for ds in gitops_docs("root").values() for d in ds if d.get("kind") == "ApplicationSet")
+    (patch,) = pv.root_application(spec)["spec"]["source"]["kustomize"]["patches"]
+    return apply_patch_ops(appset, json.loads(patch["patch"]))
+
+
+def generated_apps(spec: pv.GitOpsSpec) -> dict[str, dict]:
+    """The Applications the ApplicationSet makes of gitops/apps/*: its template, per directory (the git generator's params)."""
+    tmpl = json.dumps(patched_appset(spec)["spec"]["template"])
+    out = {}
+    for d in sorted((GITOPS / "apps").iterdir()):
+        params = {"{{.path.basename}}": d.name, "{{.path.path}}": f"{spec.path}/apps/{d.name}"}
+        text = tmpl
+        for k, v in params.items():
+            text = text.replace(k, v)
+        assert "{{" not in text, text
+        out[d.name] = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", **json.loads(text)}
+    return out
+
+
+@unit
+def test_root_project_exactly():
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main", app_repos=("https://charts.example.test/",))
+    assert pv.root_project(spec) == {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+        "metadata": {"name": "microcloud-root", "namespace": "argocd"},
+        "spec": {
+            "description": "The root Application root: gitops/root, ApplicationSets only",
+            "sourceRepos": [REPO],  # not app_repos: root follows repo_url alone
+            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "argocd"}],
+            "clusterResourceWhitelist": [],
+            "namespaceResourceWhitelist": [{"group": "argoproj.io", "kind": "ApplicationSet"}],
+        },
+    }
+
+
+@unit
+def test_apps_project_exactly():
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main", path="deploy/gitops", app_repos=("https://charts.example.test/",))
+    assert pv.apps_project(spec) == {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+        "metadata": {"name": "microcloud-apps", "namespace": "argocd"},
+        "spec": {
+            "description": "Applications of the ApplicationSet apps from deploy/gitops/apps/*",
+            "sourceRepos": [REPO, "https://charts.example.test/"],
+            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "app-*"}],
+            "clusterResourceWhitelist": [{"group": "", "kind": "Namespace", "name": "app-*"}],
+            "namespaceResourceBlacklist": [
+                {"group": "", "kind": "ResourceQuota"}, {"group": "", "kind": "LimitRange"},
+                {"group": "", "kind": "Endpoints"}, {"group": "discovery.k8s.io", "kind": "EndpointSlice"},
+                {"group": "argoproj.io", "kind": "*"},
+            ],
+        },
+    }
+    # The pattern the project allows and the names the ApplicationSet gives are one constant.
+    assert pv.APP_NAMESPACES == pv.APP_NAMESPACE_PREFIX + "*"
+    assert pv.APP_NAMESPACE_TEMPLATE == pv.APP_NAMESPACE_PREFIX + "{{.path.basename}}"
+
+
+@unit
+def test_root_project_allows_what_root_holds_and_nothing_else():
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main")
+    proj = pv.root_project(spec)
+    root = [d for f, ds in gitops_docs("root").items() if not f.endswith("kustomization.yaml") for d in ds]
+    assert pv.root_application(spec)["spec"]["project"] == pv.ROOT_PROJECT
+    assert source_permitted(proj, pv.root_application(spec)["spec"]["source"]["repoURL"])
+    for d in root:
+        assert permits(proj, d, namespace=spec.namespace, server=pv.IN_CLUSTER), d["kind"]
+    # Exactly the kinds in root/: one that is no longer there is one allowed for nothing.
+    assert set(pv.ROOT_KINDS) == {(group_of(d["apiVersion"]), d["kind"]) for d in root}
+
+    def obj(api, kind, name="x", **meta):
+        return {"apiVersion": api, "kind": kind, "metadata": {"name": name, **meta}}
+
+    refused = [
+        obj("v1", "ConfigMap", "argocd-rbac-cm"),  # Argo CD's own configuration
+        obj("v1", "Secret", "repo", labels={"argocd.argoproj.io/secret-type": "cluster"}),
+        obj("argoproj.io/v1alpha1", "AppProject", "wide-open"),
+        obj("argoproj.io/v1alpha1", "Application", "direct"),
+        obj("argoproj.io/v1alpha1", "ApplicationSet", "elsewhere", namespace="kube-system"),
+        obj("v1", "Namespace", "anything"),
+        obj("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "admin"),
+    ]
+    for d in refused:
+        assert not permits(proj, d, namespace=spec.namespace, server=pv.IN_CLUSTER), d
+    assert not source_permitted(proj, "https://git.example.test/other.git")
+    assert not source_permitted(pv.root_project(dataclasses.replace(spec, app_repos=("https://x.test/a.git",))),
+                                "https://x.test/a.git")
+
+
+@unit
+def test_apps_project_allows_every_app_in_its_namespace_and_nothing_else():
+    spec = pv.GitOpsSpec(repo_url=REPO, revision="main")
+    proj = pv.apps_project(spec)
+    apps = generated_apps(spec)
+    assert apps
+    for name, app in apps.items():
+        dest = app["spec"]["destination"]
+        assert dest["namespace"] == f"app-{name}"
+        assert application_permitted(proj, app), name
+        # CreateNamespace: Argo CD creates the destination namespace, a cluster-scoped Namespace.
+        assert "CreateNamespace=true" in app["spec"]["syncPolicy"]["syncOptions"]
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dest["namespace"]}}
+        assert permits(proj, ns, namespace=dest["namespace"], server=dest["server"])
+        for f, docs in gitops_docs(f"apps/{name}").items():
+            for d in docs:
+                assert permits(proj, d, namespace=dest["namespace"], server=dest["server"]), f
+
+    app = apps["example"]
+    dest = app["spec"]["destination"]
+
+    def obj(api, kind, name="x", **meta):
+        return {"apiVersion": api, "kind": kind, "metadata": {"name": name, **meta}}
+
+    refused = {
+        "a platform namespace, named in the manifest": obj("v1", "ConfigMap", namespace="kube-system"),
+        "Argo CD's namespace": obj("v1", "ConfigMap", "argocd-cm", namespace=pv.ARGOCD_NAMESPACE),
+        "a Namespace not the app's kind": obj("v1", "Namespace", pv.LONGHORN_NAMESPACE),
+        "another cluster-scoped kind": obj("rbac.authorization.k8s.io/v1", "ClusterRole", "escalate"),
+        "a CRD": obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "things.example.test"),
+        "a StorageClass": obj("storage.k8s.io/v1", "StorageClass", "fast"),
+        "its own quota": obj("v1", "ResourceQuota"),
+        "its own limits": obj("v1", "LimitRange"),
+        "hand-made endpoints": obj("v1", "Endpoints"),
+        "hand-made endpoint slices": obj("discovery.k8s.io/v1", "EndpointSlice"),
+        "an Application of its own": obj("argoproj.io/v1alpha1", "Application"),
+        "an AppProject of its own": obj("argoproj.io/v1alpha1", "AppProject"),
+    }
+    for why, d in refused.items():
+        assert not permits(proj, d, namespace=dest["namespace"], server=dest["server"]), why
+    # What apps do bring stays allowed (their own RBAC and policies in their namespace).
+    for d in (obj("rbac.authorization.k8s.io/v1", "RoleBinding"), obj("networking.k8s.io/v1", "NetworkPolicy"),
+              obj("networking.k8s.io/v1", "Ingress"), obj("v1", "Secret"), obj("v1", "ServiceAccount")):
+        assert permits(proj, d, namespace=dest["namespace"], server=dest["server"]), d["kind"]
+    # An Application elsewhere: another repository, a platform namespace, another cluster.
+    other = {**app, "spec": {**app["spec"], "source": {**app["spec"]["source"], "repoURL": "https://evil.test/x.git"}}}
+    assert not application_permitted(proj, other)
+    for ns in PLATFORM_NAMESPACES:
+        moved = {**app, "spec": {**app["spec"], "destination": {**dest, "namespace": ns}}}
+        assert not application_permitted(proj, moved), ns
+    far = {**app, "spec": {**app["spec"], "destination": {**dest, "server": "https://10.0.0.1:6443"}}}
+    assert not application_permitted(proj, far)
+    # app_repos widen the apps' project, and only by what they name.
+    wider = pv.apps_project(dataclasses.replace(spec, app_repos=("https://charts.example.test/",)))
+    assert source_permitted(wider, "https://charts.example.test/") and not source_permitted(wider, "https://charts.example.test/x")
+
+
+@unit
+def test_no_platform_namespace_is_an_app_namespace():
+    for ns in PLATFORM_NAMESPACES:
+        assert not ns.startswith(pv.APP_NAMESPACE_PREFIX), ns
+    assert not any(d.name.startswith(pv.APP_NAMESPACE_PREFIX) for d in (GITOPS / "apps").iterdir()), \
+        "app-app-<name> would be a confusing namespace"

@@ -29,6 +29,7 @@ CHART = "kubernetes:helm.sh/v4:Chart"
 SECRET = "kubernetes:core/v1:Secret"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 ROOT_APP = "kubernetes:argoproj.io/v1alpha1:Application"
+PROJECT = "kubernetes:argoproj.io/v1alpha1:AppProject"
 STORAGE_CHARTS = ("platform-kube-prometheus-stack",)
 GITOPS = GitOps(repo_url="https://git.example.test/microcloud.git", revision="main")
 
@@ -250,6 +251,35 @@ def test_root_app_depends_on_argocd(graph):
     assert "obj.status.health" in cm["resource.customizations.health.argoproj.io_Application"]
 
 
+def test_projects_of_root_and_apps_and_the_emptied_default(graph, chart_paths):
+    projects = {r.name: r for r in graph.by_type(PROJECT)}
+    assert set(projects) == {"platform-argocd-default-project", "platform-root-project", "platform-apps-project"}
+    argocd = graph.urn_of(CHART, "platform-argocd")
+    for r in projects.values():
+        assert argocd in r.dependencies, r.name  # the AppProject CRD comes with the chart
+    spec = pv.GitOpsSpec(repo_url=GITOPS.repo_url, revision="main")
+    want = {"platform-root-project": pv.root_project(spec), "platform-apps-project": pv.apps_project(spec),
+            "platform-argocd-default-project": pv.default_project()}
+    for name, obj in want.items():
+        assert projects[name].inputs["spec"] == obj["spec"], name
+        assert {k: v for k, v in projects[name].inputs["metadata"].items() if k != "annotations"} == obj["metadata"]
+    # Applied over the `default` argocd-server made at its start, taking over its fields.
+    assert projects["platform-argocd-default-project"].inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+    app = graph.one(ROOT_APP, "platform-root-app")
+    assert app.inputs["spec"]["project"] == pv.ROOT_PROJECT
+    # Root is deleted before both projects: its own (data flows) and the apps' (their cascade needs it).
+    assert {projects["platform-root-project"].urn, projects["platform-apps-project"].urn} <= set(app.dependencies)
+    # app_repos reach the apps' project only.
+    extra = "https://charts.example.test/"
+    run = run_platform(chart_paths, gitops=GitOps(repo_url=GITOPS.repo_url, revision="main", app_repos=(extra,)))
+    assert run.error is None, run.error
+    assert run.one(PROJECT, "platform-apps-project").inputs["spec"]["sourceRepos"] == [GITOPS.repo_url, extra]
+    assert run.one(PROJECT, "platform-root-project").inputs["spec"]["sourceRepos"] == [GITOPS.repo_url]
+    bad = run_platform(chart_paths, gitops=GitOps(repo_url=GITOPS.repo_url, revision="main", app_repos=("https://x.test/*",)))
+    assert isinstance(bad.error, ValueError) and "platform: gitops: repository URL 'https://x.test/*'" in str(bad.error)
+    assert not bad.by_type(PROJECT), "refused before any resource"
+
+
 def test_gitops_needs_argocd(chart_paths):
     run = run_platform({k: v for k, v in chart_paths.items() if k != "argo-cd"}, argocd=False)
     assert isinstance(run.error, ValueError) and "gitops needs argocd" in str(run.error)
@@ -330,7 +360,11 @@ def test_argocd_is_optional(chart_paths):
     run = run_platform({k: v for k, v in chart_paths.items() if k != "argo-cd"}, argocd=False, gitops=None)
     assert run.error is None, run.error
     assert "platform-argocd" not in {r.name for r in run.by_type(CHART)}
-    assert not run.by_type(ROOT_APP)
+    assert not run.by_type(ROOT_APP) and not run.by_type(PROJECT)
+    # Argo CD without a root app still has its `default` project emptied.
+    bare = run_platform(chart_paths, gitops=None)
+    assert bare.error is None, bare.error
+    assert [r.name for r in bare.by_type(PROJECT)] == ["platform-argocd-default-project"]
 
 
 def test_a_chart_of_another_version_fails_naming_chart_wanted_and_found(tmp_path):

@@ -74,17 +74,41 @@ class ChartConfig(_Model):
         return self
 
 
+# One repository, exactly: Argo CD reads a project's sourceRepos as globs (and `!` as "not").
+_EXACT_URL = r"[^\s*?\[\]!]+"
+
+
 class GitOpsConfig(_Model):
-    repo_url: str = Field(description="Git repository Argo CD's root Application follows (https:// or ssh git URL).")
+    repo_url: str = Field(description="Git repository Argo CD's root Application follows (https:// or ssh git URL); the only one the root's project `microcloud-root` allows.")
     revision: str = Field(description="Branch, tag or commit the root Application tracks, e.g. `main` or `v1.4.0`.")
-    path: str = Field(default="gitops", description="Directory in the repository: `<path>/root` (AppProject, ApplicationSet) and `<path>/apps/*` (one Application each).")
+    path: str = Field(default="gitops", description="Directory in the repository: `<path>/root` (the ApplicationSet) and `<path>/apps/*` (one Application each).")
+    app_repos: tuple[str, ...] = Field(
+        default=(),
+        description="More repositories the apps' project `microcloud-apps` allows beside `repo_url` (exact Git or Helm repository URLs, no globs), e.g. for an ApplicationSet of your own in `<path>/root`.",
+    )
 
     @field_validator("repo_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^(https://|ssh://|git@)[^\s]+$", v):
-            raise ValueError(f"{v!r} is not a Git URL (https://, ssh:// or git@host:path)")
+        if not re.match(rf"^(https://|ssh://|git@){_EXACT_URL}$", v):
+            raise ValueError(f"{v!r} is not a Git URL (https://, ssh:// or git@host:path; no globs)")
         return v
+
+    @field_validator("app_repos")
+    @classmethod
+    def _app_repos(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if not re.match(rf"^(https://|ssh://|git@|oci://){_EXACT_URL}$", url):
+                raise ValueError(f"{url!r} is not one repository URL (https://, ssh://, git@host:path or oci://; no globs)")
+        if len(set(v)) != len(v):
+            raise ValueError("a repository is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _apps_beside_root(self) -> "GitOpsConfig":
+        if self.repo_url in self.app_repos:
+            raise ValueError(f"app_repos: {self.repo_url} is repo_url, allowed already")
+        return self
 
     @field_validator("path")
     @classmethod

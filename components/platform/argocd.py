@@ -8,15 +8,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.render.platform.argocd import ARGOCD_REDIS_SECRET, ARGOCD_SECRET, ArgoCdSpec, argocd_values
+from components.render.platform.gitops import default_project
 
 if TYPE_CHECKING:
     from .component import Platform
 
 ARGOCD_PART_OF = {"app.kubernetes.io/part-of": "argocd"}  # argocd-server only reads Secrets with this label
+# argocd-server makes the `default` project when it starts, if missing: ours is applied over it, taking its fields.
+PATCH_FORCE = {"pulumi.com/patchForce": "true"}
 
 
 def create(p: "Platform") -> None:
-    """Sets ``argocd`` (the chart) and ``argocd_admin_password``; waits for kube-prometheus-stack when service_monitors."""
+    """Sets ``argocd`` (the chart), ``default_project`` and ``argocd_admin_password``; waits for kube-prometheus-stack when service_monitors."""
     n, a = p._name, p._args
     spec = ArgoCdSpec(domain=a.domain, keep_crds=a.keep_crds, service_monitors=a.service_monitors,
                       pod_annotations=p._restart_on("argocd-redis"))
@@ -50,4 +53,15 @@ def create(p: "Platform") -> None:
         deps.append(p.charts["kube-prometheus-stack"])
     # The chart's pods mount both Secrets by their fixed names.
     p.argocd = p._chart("argo-cd", "argocd", namespace, argocd_values(spec), depends_on=deps)
+    # Argo CD's `default` project allows everything and comes back when deleted, and any ApplicationSet
+    # may name it: emptied. The AppProject CRD comes with the chart.
+    default = default_project(spec.namespace)
+    p.default_project = k8s.apiextensions.CustomResource(
+        f"{n}-argocd-default-project",
+        api_version=default["apiVersion"],
+        kind=default["kind"],
+        metadata={**default["metadata"], "annotations": dict(PATCH_FORCE)},
+        spec=default["spec"],
+        opts=p._k8s_opts(depends_on=[p.argocd]),
+    )
     p.argocd_admin_password = pulumi.Output.secret(admin.result)

@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 from components.chart_pins import CHARTS
 from components.config.platform import ROTATABLE, check_chart_version, check_keepers, check_known_charts
 from components.render.node_exporter import NODE_EXPORTER_PORT
+from components.render.platform.gitops import GitOpsSpec
 from components.render.platform.longhorn import LONGHORN_DATA_PATH
 
 from .charts import ChartSource, chart_sources, needed_charts
@@ -31,11 +32,15 @@ class DefaultCertificate:
 
 @dataclass(frozen=True)
 class GitOps:
-    """The Git repository Argo CD's root Application follows: ``<path>/root`` holds the ApplicationSet."""
+    """The Git repository Argo CD's root Application follows: ``<path>/root`` holds the ApplicationSet.
+
+    ``app_repos``: more repositories the apps' project allows (the root's allows ``repo_url`` only).
+    """
 
     repo_url: str
     revision: str
     path: str = "gitops"
+    app_repos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,12 @@ def check_args(args: PlatformArgs) -> None:
         raise ValueError("platform: kubeconfig is needed to run Longhorn's uninstall on destroy (or set protect_data)")
     if args.gitops is not None and not args.argocd:
         raise ValueError("platform: gitops needs argocd")
+    if args.gitops is not None:
+        g = args.gitops
+        try:
+            GitOpsSpec(repo_url=g.repo_url, revision=g.revision, path=g.path, app_repos=tuple(g.app_repos))
+        except ValueError as exc:
+            fail("", exc)
 
 
 def platform_args(
@@ -158,7 +169,8 @@ def platform_args(
         longhorn_replicas=pc.longhorn_replicas or max(1, min(3, len(longhorn_nodes))),
         # The VMs outside the cluster, by their static addresses.
         scrape_targets={name: f"{nodes_by_name[name].ip}:{NODE_EXPORTER_PORT}" for name in monitored},
-        gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path) if pc.gitops else None,
+        gitops=GitOps(repo_url=pc.gitops.repo_url, revision=pc.gitops.revision, path=pc.gitops.path,
+                      app_repos=tuple(pc.gitops.app_repos)) if pc.gitops else None,
         protect_data=cfg.protect_data,
         rotation=dict(pc.rotation),
         argocd_password_mtime=pc.argocd_password_mtime,

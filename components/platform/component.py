@@ -48,6 +48,9 @@ class Platform(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         self.charts: dict[str, k8s.helm.v4.Chart] = {}
         self.argocd_admin_password = None
+        self.default_project = None
+        self.root_project = None
+        self.apps_project = None
         self.root_app = None
 
         sealed_secrets.create(self)

@@ -6,10 +6,10 @@ checkout on PYTHONPATH, so `components` is the repository's own. State is a
 file backend in the same temp dir. The steps run in file order against one
 stack: up of all six charts, what the cluster holds (CRDs Established,
 workloads Available on kwok's nodes, the sealing key, Grafana on its
-Longhorn-class volume, the root Application, every file of gitops/ accepted
-by a server-side dry run), a re-preview with --expect-no-changes, a bad
-chart value failing preview by name, no generated secret in clear in the
-state, destroy (Longhorn's uninstall Job run first, nothing left). A
+Longhorn-class volume, the root Application and Argo CD's three projects,
+every file of gitops/ accepted by a server-side dry run), a re-preview with
+--expect-no-changes, a bad chart value failing preview by name, no generated
+secret in clear in the state, destroy (Longhorn's uninstall Job run first, nothing left). A
 finalizer destroys what an earlier failure left.
 
 The test plays two controllers that cannot run here: a PersistentVolume
@@ -374,13 +374,19 @@ def test_root_app_and_gitops_accepted(run, k8s_cluster, k8s_namespace):
     ops = json.loads(patch["patch"])
     assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
     assert app["metadata"]["finalizers"] == [pv.CASCADE_FINALIZER]
+    assert app["spec"]["project"] == pv.ROOT_PROJECT
     cm = k8s_cluster.get(f"/api/v1/namespaces/{pv.ARGOCD_NAMESPACE}/configmaps/argocd-cm")
     assert "obj.status.health.status" in cm["data"]["resource.customizations.health.argoproj.io_Application"]
+    # The projects Pulumi made, as rendered: the API server kept every field (the empty lists too).
+    spec = pv.GitOpsSpec(repo_url=GIT_REPO, revision="main")
+    for want in (pv.root_project(spec), pv.apps_project(spec), pv.default_project()):
+        got = k8s_cluster.get(f"/apis/argoproj.io/v1alpha1/namespaces/{pv.ARGOCD_NAMESPACE}/appprojects/{want['metadata']['name']}")
+        assert got["spec"] == want["spec"], (want["metadata"]["name"], got["spec"])
 
     rejected = []
     root = gitops_objects("root")
     kinds = {o["kind"] for _, o in root}
-    assert kinds == {"ApplicationSet", "AppProject"}, kinds
+    assert kinds == {"ApplicationSet"}, kinds  # the projects are the program's, not Git's
     for f, obj in root:
         if obj["kind"] == "ApplicationSet" and obj["metadata"]["name"] == patch["target"]["name"]:
             obj = apply_patch_ops(obj, ops)

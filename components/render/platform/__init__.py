@@ -13,7 +13,7 @@ made is a Secret the program creates (the ``*_SECRET`` names).
     traefik         Traefik: NodePorts behind HAProxy, default certificate, dashboard auth
     sealed_secrets  Sealed Secrets and the sealing key Secret's metadata
     argocd          Argo CD and the Secrets its hook Jobs would have made
-    gitops          the root Application (app-of-apps) and the GitOps alert rules
+    gitops          the root Application (app-of-apps), Argo CD's projects, the GitOps alert rules
     monitoring      kube-prometheus-stack: Grafana, the VMs' node-exporters, the alerts
     longhorn        Longhorn, its StorageClass and its uninstall Job
     nfs             nfs-subdir-external-provisioner
@@ -28,8 +28,10 @@ from components.chart_pins import CHART_VERSIONS, CHARTS, ChartPin
 from .argocd import (APPLICATION_HEALTH_LUA, ARGOCD_NAMESPACE, ARGOCD_REDIS_SECRET, ARGOCD_SECRET, ArgoCdSpec,
                      argocd_host, argocd_values)
 from .common import TRAEFIK_TLS_ANNOTATIONS, ReclaimPolicy
-from .gitops import (APP_PROJECT, APPSET, CASCADE_FINALIZER, IN_CLUSTER, ROOT_APP, SYNC_WAVE, GitOpsAlertsSpec,
-                     GitOpsSpec, gitops_alert_groups, root_application, root_patch_ops)
+from .gitops import (APP_DENIED_KINDS, APP_NAMESPACE_PREFIX, APP_NAMESPACE_TEMPLATE, APP_NAMESPACES, APP_PROJECT,
+                     APPSET, CASCADE_FINALIZER, DEFAULT_PROJECT, IN_CLUSTER, ROOT_APP, ROOT_KINDS, ROOT_PROJECT,
+                     SYNC_WAVE, GitOpsAlertsSpec, GitOpsSpec, apps_project, default_project, gitops_alert_groups,
+                     root_application, root_patch_ops, root_project)
 from .longhorn import (K3S_KUBELET_ROOT, LONGHORN_DATA_PATH, LONGHORN_DISK_LABEL, LONGHORN_MANAGER, LONGHORN_NAMESPACE,
                        LONGHORN_STORAGE_CLASS, LONGHORN_UNINSTALL_JOB, LonghornSpec, longhorn_storage_class,
                        longhorn_uninstall_job, longhorn_values)
@@ -41,15 +43,17 @@ from .sealed_secrets import (SEALED_SECRETS_CONTROLLER, SEALED_SECRETS_NAMESPACE
 from .traefik import TRAEFIK_DASHBOARD_MIDDLEWARE, TRAEFIK_NAMESPACE, TraefikSpec, traefik_values
 
 __all__ = [
-    "APPLICATION_HEALTH_LUA", "APPSET", "APP_PROJECT", "ARGOCD_NAMESPACE", "ARGOCD_REDIS_SECRET", "ARGOCD_SECRET",
-    "CASCADE_FINALIZER", "CHARTS", "CHART_VERSIONS", "GRAFANA_ADMIN_KEYS", "IN_CLUSTER", "K3S_KUBELET_ROOT",
-    "LONGHORN_DATA_PATH", "LONGHORN_DISK_LABEL", "LONGHORN_MANAGER", "LONGHORN_NAMESPACE", "LONGHORN_STORAGE_CLASS",
-    "LONGHORN_UNINSTALL_JOB", "MONITORING_NAMESPACE", "NODE_EXPORTER_JOB", "ROOT_APP", "SEALED_SECRETS_CONTROLLER",
-    "SEALED_SECRETS_NAMESPACE", "SEALING_KEY_LABEL", "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE",
-    "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec", "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec",
-    "MonitoringSpec", "NfsProvisionerSpec", "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec",
-    "admission_secret", "argocd_host", "argocd_values", "gitops_alert_groups", "grafana_claim",
+    "APPLICATION_HEALTH_LUA", "APPSET", "APP_DENIED_KINDS", "APP_NAMESPACES", "APP_NAMESPACE_PREFIX",
+    "APP_NAMESPACE_TEMPLATE", "APP_PROJECT", "ARGOCD_NAMESPACE", "ARGOCD_REDIS_SECRET", "ARGOCD_SECRET",
+    "CASCADE_FINALIZER", "CHARTS", "CHART_VERSIONS", "DEFAULT_PROJECT", "GRAFANA_ADMIN_KEYS", "IN_CLUSTER",
+    "K3S_KUBELET_ROOT", "LONGHORN_DATA_PATH", "LONGHORN_DISK_LABEL", "LONGHORN_MANAGER", "LONGHORN_NAMESPACE",
+    "LONGHORN_STORAGE_CLASS", "LONGHORN_UNINSTALL_JOB", "MONITORING_NAMESPACE", "NODE_EXPORTER_JOB", "ROOT_APP",
+    "ROOT_KINDS", "ROOT_PROJECT", "SEALED_SECRETS_CONTROLLER", "SEALED_SECRETS_NAMESPACE", "SEALING_KEY_LABEL",
+    "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE", "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec",
+    "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec", "MonitoringSpec", "NfsProvisionerSpec",
+    "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec", "admission_secret", "apps_project",
+    "argocd_host", "argocd_values", "default_project", "gitops_alert_groups", "grafana_claim",
     "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values",
-    "nfs_provisioner_values", "node_exporter_scrape_configs", "root_application",
-    "root_patch_ops", "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",
+    "nfs_provisioner_values", "node_exporter_scrape_configs", "root_application", "root_patch_ops", "root_project",
+    "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",
 ]

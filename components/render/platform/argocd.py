@@ -56,8 +56,13 @@ def argocd_values(spec: ArgoCdSpec) -> dict:
         "global": {"domain": argocd_host(spec), "podAnnotations": dict(spec.pod_annotations)},
         "crds": {"keep": spec.keep_crds},
         "configs": {
-            # TLS ends at Traefik; the server speaks plain HTTP behind it.
-            "params": {"server.insecure": True},
+            "params": {
+                # TLS ends at Traefik; the server speaks plain HTTP behind it.
+                "server.insecure": True,
+                # Our ApplicationSet reads Git only: no SCM-provider or pull-request generators, which send a
+                # Secret of Argo CD's namespace to whatever URL an ApplicationSet names.
+                "applicationsetcontroller.enable.scm.providers": False,
+            },
             "cm": {"resource.customizations.health.argoproj.io_Application": APPLICATION_HEALTH_LUA},
             # The admin password's bcrypt hash lives in argocd-secret, made by the program.
             "secret": {"createSecret": False},

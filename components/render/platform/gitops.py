@@ -1,4 +1,9 @@
-"""The GitOps root Application (Argo CD app-of-apps) and the alert rules on GitOps' signals."""
+"""The GitOps root Application (Argo CD app-of-apps), Argo CD's projects and the alert rules on GitOps' signals.
+
+Every AppProject is made here and by Pulumi, none in the GitOps repository:
+whoever can push to it can change what Argo CD syncs, but not what it is
+allowed to sync.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,29 @@ from .argocd import ARGOCD_NAMESPACE
 
 ROOT_APP = "root"
 APPSET = "apps"  # gitops/root/applicationset.yaml
-APP_PROJECT = "microcloud-apps"  # gitops/root/project.yaml
+ROOT_PROJECT = "microcloud-root"  # the root Application's
+APP_PROJECT = "microcloud-apps"  # the Applications the ApplicationSet makes
+DEFAULT_PROJECT = "default"  # Argo CD's own, emptied
 IN_CLUSTER = "https://kubernetes.default.svc"
+# What root may create: the kinds in gitops/root (tests/test_platform_gitops_render.py checks both ways).
+ROOT_KINDS = (("argoproj.io", "ApplicationSet"),)
+# An app's namespace is its directory's name behind this prefix. The list of apps is known only in Git
+# when Argo CD syncs, so the apps' project allows the pattern, and the ApplicationSet's template (patched
+# in by the root Application) names namespaces by it: both from this one constant.
+APP_NAMESPACE_PREFIX = "app-"
+APP_NAMESPACE_TEMPLATE = APP_NAMESPACE_PREFIX + "{{.path.basename}}"
+APP_NAMESPACES = APP_NAMESPACE_PREFIX + "*"
+# Namespaced kinds an app must not bring, each for a reason:
+APP_DENIED_KINDS = (
+    # the platform's limits on an app's namespace, not the app's own
+    ("", "ResourceQuota"),
+    ("", "LimitRange"),
+    # hand-written endpoints send a Service's traffic to any address, e.g. another namespace's pods (CVE-2021-25740)
+    ("", "Endpoints"),
+    ("discovery.k8s.io", "EndpointSlice"),
+    # Argo CD's own objects: the app-of-apps is root's alone
+    ("argoproj.io", "*"),
+)
 # Deleting an Application with this finalizer deletes what it deployed first.
 CASCADE_FINALIZER = "resources-finalizer.argocd.argoproj.io"
 SYNC_WAVE = "argocd.argoproj.io/sync-wave"
@@ -21,11 +47,15 @@ SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 class GitOpsSpec:
     """The root Application: ``<repo_url>@<revision>``, directory ``<path>/root``; the apps are ``<path>/apps/*``.
 
-    The files in ``<path>/root`` name a placeholder repository: the root
-    Application patches the configured one in (Kustomize patches), so the
-    stack config is the one place the repository is named.
+    The files in ``<path>/root`` name a placeholder repository, project and
+    namespace: the root Application patches the configured repository and
+    the apps' project and namespace in (Kustomize patches), so the stack
+    config is the one place the repository is named, and this module the
+    one place the projects and the namespaces they allow are.
     ``cascade`` puts Argo CD's resources finalizer on the root app (dev:
     ``destroy`` removes what Argo CD deployed; prod: it stays).
+    ``app_repos``: more repositories (exact URLs) the apps' project allows
+    beside ``repo_url``; the root's project allows ``repo_url`` only.
     """
 
     repo_url: str
@@ -33,10 +63,15 @@ class GitOpsSpec:
     path: str = "gitops"
     namespace: str = ARGOCD_NAMESPACE
     cascade: bool = True
+    app_repos: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.repo_url or any(c.isspace() for c in self.repo_url):
-            raise ValueError(f"gitops: repository URL {self.repo_url!r} is empty or has spaces")
+        # The projects' sourceRepos are Argo CD globs: an exact URL allows that repository and no other.
+        for url in (self.repo_url, *self.app_repos):
+            if not url or any(c.isspace() or c in "*?[]!" for c in url):
+                raise ValueError(f"gitops: repository URL {url!r} is empty or not one exact URL (spaces, globs, !)")
+        if len({self.repo_url, *self.app_repos}) != 1 + len(self.app_repos):
+            raise ValueError("gitops: app_repos repeats a repository")
         if not self.revision:
             raise ValueError("gitops: revision is empty (name a branch, tag or commit)")
         if self.path.startswith("/") or ".." in self.path.split("/") or not self.path.strip("/"):
@@ -55,6 +90,8 @@ def root_patch_ops(spec: GitOpsSpec) -> list[dict]:
         {"op": "replace", "path": "/spec/generators/0/git/directories/0/path", "value": _gitops_dir(spec, "apps/*")},
         {"op": "replace", "path": "/spec/template/spec/source/repoURL", "value": spec.repo_url},
         {"op": "replace", "path": "/spec/template/spec/source/targetRevision", "value": spec.revision},
+        {"op": "replace", "path": "/spec/template/spec/project", "value": APP_PROJECT},
+        {"op": "replace", "path": "/spec/template/spec/destination/namespace", "value": APP_NAMESPACE_TEMPLATE},
     ]
 
 
@@ -68,7 +105,7 @@ def root_application(spec: GitOpsSpec) -> dict:
         "kind": "Application",
         "metadata": metadata,
         "spec": {
-            "project": "default",
+            "project": ROOT_PROJECT,
             "source": {
                 "repoURL": spec.repo_url,
                 "targetRevision": spec.revision,
@@ -82,6 +119,67 @@ def root_application(spec: GitOpsSpec) -> dict:
             "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
         },
     }
+
+
+# ------------------------------------------------------------------ projects
+
+
+def _project(name: str, namespace: str, spec: dict) -> dict:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def _kinds(pairs) -> list[dict]:
+    return [{"group": g, "kind": k} for g, k in pairs]
+
+
+# sourceNamespaces is left out of both: only Applications in Argo CD's own namespace may use them.
+def root_project(spec: GitOpsSpec) -> dict:
+    """The root Application's project: ``repo_url`` only, into Argo CD's namespace, ApplicationSets only.
+
+    Nothing cluster-scoped, and no other kind: with Argo CD's namespace as
+    its destination, a ConfigMap or Secret there would be Argo CD's own
+    configuration (argocd-rbac-cm, repository and cluster Secrets).
+    """
+    return _project(ROOT_PROJECT, spec.namespace, {
+        "description": f"The root Application {ROOT_APP}: {_gitops_dir(spec, 'root')}, ApplicationSets only",
+        "sourceRepos": [spec.repo_url],
+        "destinations": [{"server": IN_CLUSTER, "namespace": spec.namespace}],
+        "clusterResourceWhitelist": [],
+        "namespaceResourceWhitelist": _kinds(ROOT_KINDS),
+    })
+
+
+def apps_project(spec: GitOpsSpec) -> dict:
+    """The project of the ApplicationSet's Applications: the configured repositories, the ``app-*`` namespaces.
+
+    The only cluster-scoped kind is an app's own Namespace (which
+    CreateNamespace needs), by the same pattern, so an app cannot adopt,
+    and on prune delete, a namespace that is not an app's.
+    """
+    return _project(APP_PROJECT, spec.namespace, {
+        "description": f"Applications of the ApplicationSet {APPSET} from {_gitops_dir(spec, 'apps/*')}",
+        "sourceRepos": [spec.repo_url, *spec.app_repos],
+        "destinations": [{"server": IN_CLUSTER, "namespace": APP_NAMESPACES}],
+        "clusterResourceWhitelist": [{"group": "", "kind": "Namespace", "name": APP_NAMESPACES}],
+        "namespaceResourceBlacklist": _kinds(APP_DENIED_KINDS),
+    })
+
+
+def default_project(namespace: str = ARGOCD_NAMESPACE) -> dict:
+    """Argo CD's ``default`` project, emptied as Argo CD's docs describe: no source, no destination, no kind.
+
+    Argo CD makes it (allowing everything) when it is missing, so it cannot
+    be deleted; and an ApplicationSet may put its Applications in any project.
+    """
+    return _project(DEFAULT_PROJECT, namespace, {
+        "description": "Emptied: every Application belongs to a project of its own",
+        "sourceRepos": [],
+        "sourceNamespaces": [],
+        "destinations": [],
+        "clusterResourceWhitelist": [],
+        "namespaceResourceBlacklist": [{"group": "*", "kind": "*"}],
+    })
 
 
 # ------------------------------------------------------------------ GitOps alerts
