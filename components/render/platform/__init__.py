@@ -17,6 +17,7 @@ made is a Secret the program creates (the ``*_SECRET`` names).
     monitoring      kube-prometheus-stack: Grafana, the VMs' node-exporters, the alerts
     longhorn        Longhorn, its StorageClass and its uninstall Job
     nfs             nfs-subdir-external-provisioner
+    network_policies  the NetworkPolicies: ingress denied in the platform's namespaces, the allows each component needs
     common          what several charts share (Ingress annotations, reclaim policy)
 
 The chart pins (``CHARTS``) live in ``components/chart_pins.py`` and are
@@ -37,6 +38,7 @@ from .longhorn import (K3S_KUBELET_ROOT, LONGHORN_DATA_PATH, LONGHORN_DISK_LABEL
                        longhorn_uninstall_job, longhorn_values)
 from .monitoring import (GRAFANA_ADMIN_KEYS, MONITORING_NAMESPACE, NODE_EXPORTER_JOB, MonitoringSpec, ScrapeTarget,
                          admission_secret, grafana_claim, monitoring_values, node_exporter_scrape_configs, scrape_targets)
+from .network_policies import NetworkPolicySpec, all_network_policies, network_policies
 from .nfs import NfsProvisionerSpec, nfs_provisioner_values
 from .sealed_secrets import (SEALED_SECRETS_CONTROLLER, SEALED_SECRETS_NAMESPACE, SEALING_KEY_LABEL, SealedSecretsSpec,
                              sealed_secrets_values, sealing_key_metadata)
@@ -50,10 +52,10 @@ __all__ = [
     "LONGHORN_STORAGE_CLASS", "LONGHORN_UNINSTALL_JOB", "MONITORING_NAMESPACE", "NODE_EXPORTER_JOB", "ROOT_APP",
     "ROOT_KINDS", "ROOT_PROJECT", "SEALED_SECRETS_CONTROLLER", "SEALED_SECRETS_NAMESPACE", "SEALING_KEY_LABEL",
     "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE", "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec",
-    "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec", "MonitoringSpec", "NfsProvisionerSpec",
-    "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec", "admission_secret", "apps_project",
+    "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec", "MonitoringSpec", "NetworkPolicySpec", "NfsProvisionerSpec",
+    "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec", "admission_secret", "all_network_policies", "apps_project",
     "argocd_host", "argocd_values", "default_project", "gitops_alert_groups", "grafana_claim",
-    "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values",
+    "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values", "network_policies",
     "nfs_provisioner_values", "node_exporter_scrape_configs", "root_application", "root_patch_ops", "root_project",
     "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",
 ]

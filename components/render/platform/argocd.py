@@ -44,6 +44,9 @@ class ArgoCdSpec:
     service_monitors: bool = True
     # On every Argo CD pod: a changed value restarts them (they read the redis password at start).
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # The program's NetworkPolicies (network_policies.py) replace the chart's, whose server
+    # policy admits every source on every port and whose metrics rules every namespace.
+    own_network_policies: bool = True
 
 
 def argocd_host(spec: ArgoCdSpec) -> str:
@@ -53,7 +56,8 @@ def argocd_host(spec: ArgoCdSpec) -> str:
 def argocd_values(spec: ArgoCdSpec) -> dict:
     metrics = {"enabled": spec.service_monitors, "serviceMonitor": {"enabled": spec.service_monitors}}
     return {
-        "global": {"domain": argocd_host(spec), "podAnnotations": dict(spec.pod_annotations)},
+        "global": {"domain": argocd_host(spec), "podAnnotations": dict(spec.pod_annotations),
+                   "networkPolicy": {"create": not spec.own_network_policies}},
         "crds": {"keep": spec.keep_crds},
         "configs": {
             "params": {

@@ -57,6 +57,9 @@ def longhorn_values(spec: LonghornSpec) -> dict:
         # A pre-upgrade hook Job: hooks never run under the provider.
         "preUpgradeChecker": {"jobEnabled": False},
         "csi": {"kubeletRootDir": K3S_KUBELET_ROOT},
+        # Longhorn's own policies: the manager API (9500, no authentication) only from Longhorn's
+        # components; network_policies.py denies the rest of the namespace.
+        "networkPolicies": {"restrictInternalTraffic": True},
     }
 
 
