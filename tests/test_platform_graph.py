@@ -386,3 +386,38 @@ def test_extra_values_merge_over_ours(chart_paths):
     assert v["ports"]["web"]["nodePort"] == 30080  # ours kept
     bad = run_platform(chart_paths, values={"trafik": {}})
     assert isinstance(bad.error, ValueError) and "trafik" in str(bad.error)
+
+
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+# chart resource -> the addon whose NetworkPolicies it waits for (render/platform/network_policies.py).
+CHART_POLICIES = {"platform-sealed-secrets": "sealed-secrets", "platform-traefik": "traefik", "platform-longhorn": "longhorn",
+                  "platform-nfs-provisioner": "nfs-provisioner", "platform-kube-prometheus-stack": "monitoring",
+                  "platform-argocd": "argocd"}
+
+
+def test_every_chart_waits_for_the_network_policies_that_isolate_its_pods(graph):
+    """No pod of a chart starts unprotected: its namespace's policies exist first, in the namespace the program made."""
+    rendered = pv.network_policies(pv.NetworkPolicySpec(argocd=True, nfs_provisioner=True))
+    made = {(r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]): r for r in graph.by_type(NETPOL)}
+    assert set(made) == {(p["metadata"]["namespace"], p["metadata"]["name"]) for ps in rendered.values() for p in ps}
+    for chart, addon in CHART_POLICIES.items():
+        deps = set(graph.one(CHART, chart).dependencies)
+        for p in rendered[addon]:
+            pol = made[(p["metadata"]["namespace"], p["metadata"]["name"])]
+            assert pol.urn in deps, (chart, pol.name)
+            assert pol.inputs["spec"] == p["spec"]
+    # In the namespaces the program creates, the policies follow the Namespace (data flows: its name).
+    for key, ns in (("platform-longhorn", "longhorn-system"), ("platform-monitoring", "monitoring"), ("platform-argocd", "argocd")):
+        ns_urn = graph.urn_of("kubernetes:core/v1:Namespace", key)
+        for (pns, _), pol in made.items():
+            if pns == ns:
+                assert ns_urn in pol.dependencies, pol.name
+    assert graph.one(CHART, "platform-argocd").inputs["values"]["global"]["networkPolicy"] == {"create": False}
+
+
+def test_network_policies_off_leaves_the_charts_own(chart_paths):
+    run = run_platform(chart_paths, network_policies=False)
+    assert run.error is None, run.error
+    assert run.by_type(NETPOL) == []
+    assert run.one(CHART, "platform-argocd").inputs["values"]["global"]["networkPolicy"] == {"create": True}
+    assert run.one(CHART, "platform-longhorn").inputs["values"]["networkPolicies"] == {"restrictInternalTraffic": True}

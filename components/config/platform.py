@@ -137,6 +137,12 @@ class PlatformConfig(_Model):
     longhorn_replicas: Optional[int] = Field(
         default=None, ge=1, le=5, description="Longhorn volume replicas. Default: the number of Longhorn nodes, at most 3."
     )
+    network_policies: bool = Field(
+        default=True,
+        description="NetworkPolicies: all ingress denied in `longhorn-system`, `monitoring` and `argocd`, and on the program's pods in "
+        "`kube-system` (Traefik, Sealed Secrets, the NFS provisioner), with the allows each component needs (docs/platform.md). "
+        "false relaxes it: no policies from the program, the charts' own stay.",
+    )
 
     @field_validator("charts", "values")
     @classmethod

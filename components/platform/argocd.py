@@ -22,7 +22,7 @@ def create(p: "Platform") -> None:
     """Sets ``argocd`` (the chart), ``default_project`` and ``argocd_admin_password``; waits for kube-prometheus-stack when service_monitors."""
     n, a = p._name, p._args
     spec = ArgoCdSpec(domain=a.domain, keep_crds=a.keep_crds, service_monitors=a.service_monitors,
-                      pod_annotations=p._restart_on("argocd-redis"))
+                      pod_annotations=p._restart_on("argocd-redis"), own_network_policies=a.network_policies)
     ns = p._namespace("argocd", spec.namespace)
     namespace = ns.metadata.name
     admin = p._password("argocd-admin", 24)
@@ -47,7 +47,7 @@ def create(p: "Platform") -> None:
         string_data={redis_key: pulumi.Output.secret(redis.result)},
         opts=p._k8s_opts(delete_before_replace=True),
     )
-    deps: list[pulumi.Resource] = [argocd_secret, redis_secret]
+    deps: list[pulumi.Resource] = [argocd_secret, redis_secret, *p._network_policies("argocd", ns)]
     if a.service_monitors:
         # Its ServiceMonitors need the monitoring CRDs.
         deps.append(p.charts["kube-prometheus-stack"])

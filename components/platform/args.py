@@ -62,6 +62,7 @@ class PlatformArgs:
     ``rotation``: keeper per generated password (keys ``ROTATABLE``); a new
     value makes a new password on the next ``up``.
     ``values``: extra Helm values per chart, merged over ours (site tweaks).
+    ``network_policies``: the program's NetworkPolicies (render/platform/network_policies.py).
     """
 
     domain: str
@@ -86,6 +87,7 @@ class PlatformArgs:
     protect_data: bool = False
     rotation: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    network_policies: bool = True
 
 
 def check_args(args: PlatformArgs) -> None:
@@ -175,4 +177,5 @@ def platform_args(
         rotation=dict(pc.rotation),
         argocd_password_mtime=pc.argocd_password_mtime,
         values={name: dict(v) for name, v in pc.values.items()},
+        network_policies=pc.network_policies,
     )

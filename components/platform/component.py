@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.chart_pins import CHARTS
+from components.render.platform.network_policies import POLICY_PREFIX, NetworkPolicySpec, network_policies
 
 from . import argocd, gitops, longhorn, monitoring, nfs, sealed_secrets, traefik
 from .args import PlatformArgs, check_args
@@ -47,6 +48,9 @@ class Platform(pulumi.ComponentResource):
         self._k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         self._child = pulumi.ResourceOptions(parent=self)
         self.charts: dict[str, k8s.helm.v4.Chart] = {}
+        self.network_policies: dict[str, list[k8s.networking.v1.NetworkPolicy]] = {}
+        self._policies = network_policies(NetworkPolicySpec(argocd=args.argocd, nfs_provisioner=args.nfs_server is not None)
+                                          ) if args.network_policies else {}
         self.argocd_admin_password = None
         self.default_project = None
         self.root_project = None
@@ -100,6 +104,24 @@ class Platform(pulumi.ComponentResource):
 
     def _namespace(self, key: str, name: str, **kw) -> k8s.core.v1.Namespace:
         return k8s.core.v1.Namespace(f"{self._name}-{key}", metadata={"name": name}, opts=self._k8s_opts(**kw))
+
+    def _network_policies(self, addon: str, namespace: Optional[k8s.core.v1.Namespace] = None) -> list[pulumi.Resource]:
+        """The program's NetworkPolicies for ``addon``'s pods (none with network_policies off).
+
+        The addon's chart depends on them, so no pod of it starts before it is isolated.
+        """
+        made = []
+        for pol in self._policies.get(addon, []):
+            meta = pol["metadata"]
+            ns = namespace.metadata.name if namespace is not None else meta["namespace"]
+            made.append(k8s.networking.v1.NetworkPolicy(
+                f"{self._name}-netpol-{meta['namespace']}-{meta['name'].removeprefix(POLICY_PREFIX)}",
+                metadata={**meta, "namespace": ns},
+                spec=pol["spec"],
+                opts=self._k8s_opts(),
+            ))
+        self.network_policies[addon] = made
+        return made
 
     def _chart(self, chart: str, release: str, namespace: pulumi.Input[str], values: dict, **kw) -> k8s.helm.v4.Chart:
         ref, version, repo = self._charts[chart]

@@ -26,7 +26,8 @@ def create(p: "Platform") -> None:
         data_path=a.longhorn_data_path,
     )
     ns = p._namespace("longhorn", spec.namespace, **p._data_opts())
-    chart = p._chart("longhorn", "longhorn", ns.metadata.name, longhorn_values(spec), **p._data_opts())
+    chart = p._chart("longhorn", "longhorn", ns.metadata.name, longhorn_values(spec),
+                     depends_on=p._network_policies("longhorn", ns), **p._data_opts())
     sc = longhorn_storage_class(spec)
     # StorageClass parameters are immutable: a change replaces it (a fixed name: delete first).
     p.storage_class = k8s.storage.v1.StorageClass(

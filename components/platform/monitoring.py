@@ -52,5 +52,5 @@ def create(p: "Platform") -> None:
     )
     p.grafana_claim = pvc
     p._chart("kube-prometheus-stack", "kube-prometheus-stack", namespace, monitoring_values(spec),
-             depends_on=[admin, pvc, p.longhorn, p.storage_class])
+             depends_on=[admin, pvc, p.longhorn, p.storage_class, *p._network_policies("monitoring", ns)])
     p.grafana_admin_password = pulumi.Output.secret(password.result)

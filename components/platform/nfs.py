@@ -22,4 +22,5 @@ def create(p: "Platform") -> None:
         archive_on_delete=a.protect_data,
     )
     # Its volumes are directories on the NFS server: the data never lives in the cluster.
-    p._chart("nfs-subdir-external-provisioner", "nfs-provisioner", NFS_NAMESPACE, nfs_provisioner_values(spec))
+    p._chart("nfs-subdir-external-provisioner", "nfs-provisioner", NFS_NAMESPACE, nfs_provisioner_values(spec),
+             depends_on=p._network_policies("nfs-provisioner"))

@@ -57,5 +57,6 @@ def create(p: "Platform") -> None:
     )
     # No data flows from the key Secret into the chart, but the controller
     # makes a key of its own when it starts and finds none labelled active.
-    p._chart("sealed-secrets", "sealed-secrets", spec.namespace, sealed_secrets_values(spec), depends_on=[secret])
+    p._chart("sealed-secrets", "sealed-secrets", spec.namespace, sealed_secrets_values(spec),
+             depends_on=[secret, *p._network_policies("sealed-secrets")])
     p.sealing_certificate = cert.cert_pem

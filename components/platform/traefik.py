@@ -71,6 +71,6 @@ def create(p: "Platform") -> None:
         replicas=a.traefik_replicas,
     )
     # The values name both Secrets (fixed names, no data flow); Traefik reads them when it starts.
-    p._chart("traefik", "traefik", ns, traefik_values(spec), depends_on=[cert_secret, auth_secret])
+    p._chart("traefik", "traefik", ns, traefik_values(spec), depends_on=[cert_secret, auth_secret, *p._network_policies("traefik")])
     p.default_certificate = pulumi.Output.from_input(cert_pem)
     p.dashboard_password = pulumi.Output.secret(password.result)
