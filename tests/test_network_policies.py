@@ -143,11 +143,11 @@ def test_the_evaluator_denies_when_an_allow_is_missing_and_admits_when_the_deny_
     assert allowed(pols, traefik, grafana, 3000) and not allowed(pols, app, grafana, 3000)
     no_allow = [p for p in pols if p["metadata"]["name"] != "microcloud-grafana"]
     assert not allowed(no_allow, traefik, grafana, 3000)
-    # Longhorn's UI is closed by its namespace's default deny alone (no policy of ours or its chart's selects it).
+    # A pod in argocd that is not Argo CD's own is closed by the namespace's default deny alone.
     no_deny = [p for p in pols if (p["metadata"]["namespace"], p["metadata"]["name"])
-               != ("longhorn-system", "microcloud-default-deny-ingress")]
-    ui = Pod("longhorn-ui", "longhorn-system", {"app": "longhorn-ui"}, (Port(8000, name="http"),))
-    assert not allowed(pols, app, ui, 8000) and allowed(no_deny, app, ui, 8000)
+               != ("argocd", "microcloud-default-deny-ingress")]
+    other = Pod("other", "argocd", {"app": "other"}, (Port(8080, name="http"),))
+    assert not allowed(pols, app, other, 8080) and allowed(no_deny, app, other, 8080)
 
 
 # ------------------------------------------------------------------ validators: the real charts
@@ -177,7 +177,9 @@ RUNTIME_PODS = (
         (Port(9093, name="http-web"), Port(8080, name="reloader-web"), Port(9094, name="mesh-tcp"),
          Port(9094, "UDP", "mesh-udp"))),
     Pod("instance-manager", "longhorn-system", {"longhorn.io/component": "instance-manager"}, (Port(8500), Port(8501))),
-    Pod("share-manager", "longhorn-system", {"longhorn.io/component": "share-manager"}, (Port(2049, name="nfs"),)),
+    Pod("share-manager", "longhorn-system", {"longhorn.io/component": "share-manager"},
+        (Port(2049, name="nfs"), Port(9600, name="share-manager"))),
+    Pod("support-bundle-manager", "longhorn-system", {"app": "support-bundle-manager"}, (Port(8080, name="http"),)),
     Pod("longhorn-csi-plugin", "longhorn-system", {"app": "longhorn-csi-plugin"}),
     Pod("coredns", "kube-system", {"k8s-app": "kube-dns"},
         (Port(53, "UDP", "dns"), Port(53, name="dns-tcp"), Port(9153, name="metrics"))),
@@ -272,6 +274,15 @@ NEEDED = {
     "longhorn-system/longhorn-admission-webhook:admission-webhook": [APISERVER],
     "longhorn-system/longhorn-recovery-backend:recovery-backend": [P("longhorn-system", "share-manager")],
 }
+# Pod to pod, with no Service: (client, namespace, pod, port, protocol).
+POD_FLOWS = [
+    (P("longhorn-system", "longhorn-manager"), "longhorn-system", "instance-manager", 8500, "TCP"),
+    (P("longhorn-system", "longhorn-manager"), "longhorn-system", "share-manager", 9600, "TCP"),
+    (P("longhorn-system", "longhorn-manager"), "longhorn-system", "support-bundle-manager", 8080, "TCP"),
+    (NODE, "longhorn-system", "share-manager", 2049, "TCP"),
+    (P("monitoring", "alertmanager"), "monitoring", "alertmanager", 9094, "TCP"),
+    (P("monitoring", "alertmanager"), "monitoring", "alertmanager", 9094, "UDP"),
+]
 # Every ServiceMonitor endpoint is needed by Prometheus (computed below); these are scraped that way only.
 SCRAPED_ONLY = {
     "argocd/argocd-application-controller-metrics:http-metrics", "argocd/argocd-applicationset-controller-metrics:http-metrics",
@@ -354,6 +365,10 @@ def test_the_clients_that_need_a_service_port_reach_it():
             bad = reach(c, src, key)
             if bad:
                 denied.append(f"{src.name} -> {key}: {bad}")
+    for client, ns, name, port, proto in POD_FLOWS:
+        src = _src(c, client)
+        if not allowed(c.policies, src, c.pod(ns, name), port, proto):
+            denied.append(f"{src.name} -> {ns}/{name}:{port}/{proto}")
     assert not denied, "\n".join(denied)
 
 
@@ -393,9 +408,10 @@ def test_what_must_be_denied_is_denied():
     traefik = c.pod("kube-system", "traefik")
     for port in (8080, 9100):
         assert not allowed(c.policies, APP, traefik, port)
-    assert not allowed(c.policies, APP, c.pod("longhorn-system", "instance-manager"), 8500)
-    assert allowed(c.policies, c.pod("longhorn-system", "longhorn-manager"), c.pod("longhorn-system", "instance-manager"), 8500)
-    assert allowed(c.policies, NODE, c.pod("longhorn-system", "share-manager"), 2049)
+    for name, port in (("instance-manager", 8500), ("share-manager", 9600), ("support-bundle-manager", 8080)):
+        assert not allowed(c.policies, APP, c.pod("longhorn-system", name), port), name
+        assert not allowed(c.policies, c.pod("longhorn-system", "longhorn-ui"), c.pod("longhorn-system", name), port), name
+    assert not allowed(c.policies, APP, c.pod("monitoring", "alertmanager"), 9094, "UDP")
 
 
 @validators

@@ -53,6 +53,7 @@ GRAFANA_PORT = 3000
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 SHARE_MANAGER_NFS_PORT = 2049
+LONGHORN_MANAGER_PODS = {"matchLabels": {"app": "longhorn-manager"}}
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,9 @@ def network_policies(spec: NetworkPolicySpec) -> dict[str, list[dict]]:
     share_manager = {"matchLabels": {"longhorn.io/component": "share-manager"}}
     out["longhorn"] = [
         _default_deny(lh),
+        # The manager drives every pod it makes (share managers' gRPC, support bundles, backing images);
+        # its chart's policies leave those open because they deny nothing namespace-wide.
+        _policy(lh, "from-longhorn-manager", {}, [{"from": [{"podSelector": LONGHORN_MANAGER_PODS}]}]),
         # An RWX volume is mounted by the kernel of the workload's node.
         _policy(lh, "share-manager", share_manager, [_any_source(SHARE_MANAGER_NFS_PORT)]),
     ]
