@@ -41,9 +41,11 @@ import pytest
 
 from components.platform import ARGOCD_PART_OF, CHART_VERSIONS, SEALING_KEY_SECRET, TRAEFIK_AUTH_SECRET, TRAEFIK_CERT_SECRET
 from components.render import platform as pv
+from components.render.platform.network_policies import alertmanager_pods, prometheus_pods
 from support.cli import cli_env, plugin_versions_missing, toolchain_bin
 from support.gitops_patch import apply_patch_ops
 from support.harness import ROOT
+from support.netpol import NAMESPACE_LABEL, matches
 
 from .cluster import ApiError, wait_for
 
@@ -285,6 +287,54 @@ def test_workloads_available_on_the_fake_nodes(run, k8s_cluster):
                 except TimeoutError as err:
                     not_ready.append(str(err))
     assert not not_ready, not_ready
+
+
+def test_network_policies_in_place_and_selecting_the_real_pods(run, k8s_cluster):
+    """Our policies are in the cluster as rendered, and their selectors pick the pods the charts really made.
+
+    The pods' labels are the API server's (the charts' templates through the provider), so a
+    selector that names a label the chart does not set fails here, not only in the evaluator.
+    """
+    rendered = pv.network_policies(pv.NetworkPolicySpec(argocd=True, nfs_provisioner=True))
+    pods: dict[str, list[dict]] = {}
+    for ns in WORKLOADS:
+        pods[ns] = k8s_cluster.get(f"/api/v1/namespaces/{ns}/pods")["items"]
+    # The operator makes these from its Prometheus and Alertmanager objects; it runs no container here.
+    operator_made = [prometheus_pods(pv.NetworkPolicySpec()), alertmanager_pods(pv.NetworkPolicySpec())]
+    missing, empty = [], []
+    for addon, pols in rendered.items():
+        for pol in pols:
+            ns, name = pol["metadata"]["namespace"], pol["metadata"]["name"]
+            try:
+                got = k8s_cluster.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}")
+            except ApiError as err:
+                missing.append(f"{ns}/{name}: HTTP {err.status}")
+                continue
+            assert got["spec"]["podSelector"] == pol["spec"]["podSelector"], name
+            selected = [p["metadata"]["name"] for p in pods[ns] if matches(pol["spec"]["podSelector"], p["metadata"].get("labels") or {})]
+            # The operator's and Longhorn's run-time pods (Prometheus, Alertmanager, share managers) do not exist here.
+            if not selected and name not in ("microcloud-prometheus", "microcloud-alertmanager", "microcloud-share-manager"):
+                empty.append(f"{ns}/{name}")
+            # Every pod peer of a rule names pods that exist (Traefik, Grafana, Argo CD's components).
+            for rule in pol["spec"].get("ingress") or []:
+                for peer in rule.get("from") or []:
+                    if "podSelector" not in peer or peer["podSelector"] in operator_made:
+                        continue
+                    peer_ns = (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get(NAMESPACE_LABEL, ns)
+                    if not any(matches(peer["podSelector"], p["metadata"].get("labels") or {}) for p in pods[peer_ns]):
+                        empty.append(f"{ns}/{name}: no pod is the peer {peer}")
+    assert not missing, missing
+    assert not empty, f"policies or peers that select no real pod: {empty}"
+    # Every pod of ours in kube-system is isolated by its own policy; K3s' own pods are left alone.
+    ks = [p for ps in rendered.values() for p in ps if p["metadata"]["namespace"] == "kube-system"]
+    for name in WORKLOADS["kube-system"]["deployments"]:
+        for pod in (p for p in pods["kube-system"] if p["metadata"]["name"].startswith(name)):
+            assert any(matches(p["spec"]["podSelector"], pod["metadata"].get("labels") or {}) for p in ks), pod["metadata"]["name"]
+    # Argo CD's chart policies are off (ours replace them); Longhorn's own are there.
+    argocd = {p["metadata"]["name"] for p in k8s_cluster.get(f"/apis/networking.k8s.io/v1/namespaces/{pv.ARGOCD_NAMESPACE}/networkpolicies")["items"]}
+    assert argocd == {p["metadata"]["name"] for p in rendered["argocd"]}, argocd
+    longhorn = {p["metadata"]["name"] for p in k8s_cluster.get(f"/apis/networking.k8s.io/v1/namespaces/{pv.LONGHORN_NAMESPACE}/networkpolicies")["items"]}
+    assert {"longhorn-manager", "longhorn-webhook", "instance-manager"} <= longhorn, longhorn
 
 
 def test_longhorn_is_the_default_storage_class(run, k8s_cluster):
@@ -580,13 +630,15 @@ def kube_system_leftovers(cluster) -> list[str]:
     for path, kind in (("/api/v1/namespaces/kube-system/secrets", "Secret"),
                        ("/apis/apps/v1/namespaces/kube-system/deployments", "Deployment"),
                        ("/api/v1/namespaces/kube-system/services", "Service"),
-                       ("/api/v1/namespaces/kube-system/serviceaccounts", "ServiceAccount")):
+                       ("/api/v1/namespaces/kube-system/serviceaccounts", "ServiceAccount"),
+                       ("/apis/networking.k8s.io/v1/namespaces/kube-system/networkpolicies", "NetworkPolicy")):
         for item in cluster.get(path)["items"]:
             meta = item["metadata"]
             name = meta["name"]
             labels = meta.get("labels") or {}
             ours = (labels.get("app.kubernetes.io/managed-by") == "Helm"
                     or labels.get("app.kubernetes.io/instance") in ("traefik", "sealed-secrets", "nfs-provisioner")
+                    or labels.get("app.kubernetes.io/managed-by") == "microcloud"
                     or name.startswith(("traefik", "sealed-secrets", "nfs-provisioner", "kube-prometheus-stack")))
             if ours:
                 left.append(f"{kind} {name}")
