@@ -297,7 +297,7 @@ SCRAPED_ONLY = {
 CLOSED = {
     "kube-system/sealed-secrets-controller-metrics:metrics": "no ServiceMonitor scrapes it",
     "argocd/argocd-applicationset-controller:http-webhook": "SCM webhooks need an Ingress, which the program does not make",
-    "longhorn-system/longhorn-frontend:http": "the UI has no Ingress; kubectl port-forward comes from the pod's node, always admitted",
+    "longhorn-system/longhorn-frontend:http": "the UI has no Ingress; kubectl port-forward enters the pod through the kubelet, unfiltered",
 }
 # (source, Service port) that must be denied.
 DENIED = [

@@ -23,8 +23,8 @@ volume, a NodePort hop from another node) reaches a pod on another node from
 that node's flannel address, inside the pod network, so no ipBlock can tell
 it from a pod. Those ports are opened to any source, port by port (as
 Longhorn's chart does for its webhook); the node firewall decides who reaches
-the nodes. A pod always accepts its own node (kubelet probes,
-``kubectl port-forward``).
+the nodes. A pod always accepts its own node (kubelet probes), and
+``kubectl port-forward`` enters the pod's network namespace unfiltered.
 
 Egress is not restricted: the K3s API server, the Git repositories Argo CD
 follows, Longhorn's backup targets and the VMs Prometheus scrapes are host
