@@ -425,6 +425,10 @@ def test_dns_stays_open_to_every_platform_pod():
 @validators
 def test_the_check_fails_without_our_policies():
     """Without the program's policies the chart-only cluster admits what DENIED forbids; dropping one allow breaks a needed flow."""
+    # The hole the issue names: with no policy at all, every pod reaches Longhorn's manager API.
+    flat = cluster(ours=[])
+    flat.policies = []
+    assert not reach(flat, APP, "longhorn-system/longhorn-backend:manager")
     bare = cluster(ours=[])
     assert allowed(bare.policies, APP, bare.pod("monitoring", "alertmanager"), 9093)
     assert allowed(bare.policies, APP, bare.pod("longhorn-system", "longhorn-ui"), 8000)
