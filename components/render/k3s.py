@@ -15,6 +15,9 @@ import shlex
 
 import yaml
 
+from . import k3s_hardening as hardening
+from .k3s_flags import merge_extra_args
+from .k3s_hardening import CRED_FILES
 from .k3s_pki import SERVER_CA, TLS_FILES
 
 # The node model lives beside; these names are part of this module's interface (k3s.K3sNodeSpec ...).
@@ -37,6 +40,7 @@ from .k3s_node import (  # noqa: F401
     K3sUnitSpec,
     Role,
     check_install,
+    check_extra,
     check_node,
     images_suffix,
     server_url,
@@ -45,7 +49,7 @@ from .k3s_node import (  # noqa: F401
 
 
 def k3s_config(spec: K3sNodeSpec) -> dict:
-    """config.yaml as a dict: only keys K3s accepts for the node's role (``ALLOWED_KEYS``)."""
+    """config.yaml as a dict: the keys of the node's role (``ALLOWED_KEYS``), the hardening profile, then the checked extra_args."""
     check_node(spec)
     doc: dict = {
         "node-name": spec.node_name,
@@ -68,10 +72,13 @@ def k3s_config(spec: K3sNodeSpec) -> dict:
         doc["https-listen-port"] = spec.api_port
         # The admin kubeconfig holds a client key: root only.
         doc["write-kubeconfig-mode"] = "0600"
+    if spec.hardening is not None:
+        doc.update(hardening.hardening_keys(spec.hardening, spec.role, spec.data_dir))
     extra = set(doc) - ALLOWED_KEYS[spec.role]
     if extra:
         raise ValueError(f"k3s: {spec.node_name}: keys {sorted(extra)} are not {spec.role} flags")
-    return doc
+    check_extra(spec, doc)
+    return merge_extra_args(doc, spec.extra_args)
 
 
 def render_k3s_config(spec: K3sNodeSpec) -> str:
@@ -223,6 +230,17 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
             '  put "$work/tls/$name" "$t" "$m" || true',
             'done < "$work/files"',
         ]
+    if node.cluster_init:
+        cred_dir = root + posixpath.join(node.data_dir, "server", "cred")
+        lines += [
+            "# The secrets encryption config K3s would otherwise generate; one already there was checked above.",
+            "while read -r name; do",
+            f'  t={q(cred_dir)}/"$name"',
+            '  [ -e "$t" ] && continue',
+            '  put "$work/cred/$name" "$t" 0600 || true',
+            'done < "$work/creds"',
+        ]
+    lines += _hardening(spec)
     lines += [
         f'put "$work/config" {q(root + CONFIG_PATH)} 0600 || true',
         "unit_changed=0",
@@ -286,7 +304,7 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
     lines = [
         "# 2. The join input: from stdin or a root-only file, never an argument; nothing of it is printed.",
         source,
-        ': > "$work/files"',
+        ': > "$work/files"; : > "$work/creds"',
         "while read -r kind name value; do",
         '  case "$kind" in',
         "    token) printf '%s\\n' \"$name\" > \"$work/token\" ;;",
@@ -299,6 +317,14 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
         '      mkdir -p "$work/tls/$(dirname "$name")"',
         "      printf '%s' \"$value\" | base64 -d > \"$work/tls/$name\" 2>/dev/null || fail \"$name in the join input is not base64; nothing installed\"",
         '      echo "$name" >> "$work/files" ;;',
+        "    cred)",
+        '      case "$name" in',
+        "        " + "|".join(CRED_FILES) + ") ;;",
+        '        *) fail "the join input names cred $name, which is not a K3s cred file; nothing installed" ;;',
+        "      esac",
+        '      mkdir -p "$work/cred"',
+        "      printf '%s' \"$value\" | base64 -d > \"$work/cred/$name\" 2>/dev/null || fail \"cred $name in the join input is not base64; nothing installed\"",
+        '      echo "$name" >> "$work/creds" ;;',
         "    '') ;;",
         '    *) fail "the join input has a line of unknown kind; nothing installed" ;;',
         "  esac",
@@ -336,6 +362,48 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
             "  fi",
             'done < "$work/files"',
         ]
+        if node.hardening is not None and node.hardening.secrets_encryption:
+            lines.append(
+                '[ -s "$work/creds" ] || fail "secrets encryption is on but the join input holds no encryption config; nothing installed"'
+            )
+        cred_dir = root + posixpath.join(node.data_dir, "server", "cred")
+        lines += [
+            "while read -r name; do",
+            f'  t={q(cred_dir)}/"$name"',
+            '  if [ -e "$t" ] && ! same "$work/cred/$name" "$t"; then',
+            '    fail "$t is not the stack\'s (the cluster was made with another secrets encryption key); nothing installed"',
+            "  fi",
+            'done < "$work/creds"',
+        ]
+    return lines
+
+
+def _hardening(spec: K3sInstallSpec) -> list[str]:
+    """Shell that installs the profile's files (and, for protect-kernel-defaults, applies and checks the sysctls)."""
+    node, q = spec.node, shlex.quote
+    h = node.hardening
+    if h is None:
+        return []
+    root = spec.root.rstrip("/")
+    lines = ["# The hardening profile's files (components/render/k3s_hardening.py)."]
+    if node.role == "server":
+        for n, (path, text) in enumerate(sorted(hardening.server_files(h, node.data_dir).items())):
+            lines += [f"printf '%s' {q(text)} > \"$work/hardening.{n}\"", f'put "$work/hardening.{n}" {q(root + path)} 0600 || true']
+        if h.audit_log is not None:
+            logs = root + posixpath.dirname(hardening.server_path(node.data_dir, hardening.AUDIT_LOG))
+            lines.append(f"mkdir -p {q(logs)} && chmod 0700 {q(logs)}")
+    if h.protect_kernel_defaults:
+        lines += [
+            f"printf '%s' {q(hardening.render_sysctl())} > \"$work/sysctl\"",
+            f'put "$work/sysctl" {q(root + hardening.SYSCTL_PATH)} 0644 || true',
+            "# protect-kernel-defaults: the kubelet refuses to start unless the kernel already has these.",
+        ]
+        for key, want in sorted(hardening.SYSCTLS.items()):
+            proc = root + "/proc/sys/" + key.replace(".", "/")
+            lines += [
+                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || printf \'%s\\n\' {q(want)} > {q(proc)} 2>/dev/null || true',
+                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || fail "kernel setting {key} is not {want} and cannot be set; K3s\' protect-kernel-defaults needs it"',
+            ]
     return lines
 
 

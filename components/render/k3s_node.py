@@ -11,8 +11,11 @@ import ipaddress
 import posixpath
 import re
 import urllib.parse
-from dataclasses import dataclass
-from typing import Literal, Optional
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Optional
+
+from .k3s_flags import FlagValue, check_extra_args
+from .k3s_hardening import Hardening, check_hardening
 
 Role = Literal["server", "agent"]
 
@@ -26,7 +29,9 @@ FLATCAR_BIN_DIR = "/opt/bin"
 BIN_DIR = "/usr/local/bin"
 UNIT_DIR = "/etc/systemd/system"
 # Ingress comes from our HAProxy to Traefik NodePorts; load balancing from the VIPs.
-DISABLED_COMPONENTS = ("traefik", "servicelb")
+# local-storage: one StorageClass (Longhorn's) may be the default; a claim without a
+# class must not land on a node-local path.
+DISABLED_COMPONENTS = ("local-storage", "servicelb", "traefik")
 # The tarball keeps its compression suffix: K3s picks the decoder by file name.
 IMAGES_PREFIX = "microcloud-airgap-images"
 
@@ -38,9 +43,15 @@ IMAGES_PREFIX = "microcloud-airgap-images"
 # flags (https://docs.k3s.io/cli/server): --cluster-init, --tls-san,
 # --disable, --write-kubeconfig-mode, --https-listen-port, --agent-token-file.
 # Embedded etcd needs no key: it follows from --cluster-init (server 1) or
-# from joining such a server (servers 2..n).
-AGENT_KEYS = frozenset({"server", "token-file", "data-dir", "node-name", "node-label", "node-taint", "node-ip"})
-SERVER_KEYS = AGENT_KEYS | {"cluster-init", "tls-san", "disable", "write-kubeconfig-mode", "https-listen-port", "agent-token-file"}
+# from joining such a server (servers 2..n). The hardening profile
+# (k3s_hardening.py) adds --protect-kernel-defaults and --kubelet-arg (both
+# roles), --secrets-encryption, --kube-apiserver-arg and
+# --kube-controller-manager-arg (servers); anything else comes from
+# ``extra_args``, checked against the release's flags (k3s_flags.py).
+AGENT_KEYS = frozenset({"server", "token-file", "data-dir", "node-name", "node-label", "node-taint", "node-ip",
+                        "protect-kernel-defaults", "kubelet-arg"})
+SERVER_KEYS = AGENT_KEYS | {"cluster-init", "tls-san", "disable", "write-kubeconfig-mode", "https-listen-port", "agent-token-file",
+                            "secrets-encryption", "kube-apiserver-arg", "kube-controller-manager-arg"}
 ALLOWED_KEYS: dict[str, frozenset[str]] = {"server": SERVER_KEYS, "agent": AGENT_KEYS}
 
 _LABEL = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
@@ -75,6 +86,11 @@ class K3sNodeSpec:
     token_file: str = TOKEN_FILE
     agent_token_file: str = AGENT_TOKEN_FILE
     data_dir: str = DATA_DIR
+    # The CIS profile (k3s_hardening.py); None: K3s' own defaults (tests of the bare layout only).
+    hardening: Optional[Hardening] = Hardening()
+    # k3s.extra_args of the node's role, checked against ``version``'s flags.
+    extra_args: Mapping[str, FlagValue] = field(default_factory=dict)
+    version: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,16 @@ def check_node(spec: K3sNodeSpec) -> None:
     for path in (spec.token_file, spec.agent_token_file, spec.data_dir):
         if not path.startswith("/"):
             raise ValueError(f"{who}: {path!r} is not an absolute path")
+    if spec.hardening is not None:
+        check_hardening(spec.hardening)
+    if spec.extra_args and spec.version is None:
+        raise ValueError(f"{who}: extra_args need the K3s version they are checked against")
+
+
+def check_extra(spec: K3sNodeSpec, ours: Mapping[str, FlagValue]) -> None:
+    """extra_args against the release's flags and against what the program already writes (``ours``)."""
+    if spec.extra_args:
+        check_extra_args(spec.version or "", spec.role, spec.extra_args, ours)
 
 
 def check_install(spec: K3sInstallSpec) -> None:

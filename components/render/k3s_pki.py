@@ -26,6 +26,8 @@ from typing import Mapping, Optional
 
 import yaml
 
+from .k3s_hardening import CRED_FILES
+
 # CA -> (certificate, key), relative to <data-dir>/server/tls.
 CA_FILES: dict[str, tuple[str, str]] = {
     "server": ("server-ca.crt", "server-ca.key"),
@@ -80,15 +82,20 @@ class JoinInput:
     token: str
     agent_token: Optional[str] = None
     files: Mapping[str, str] = field(default_factory=dict)
+    # The cluster-init server only: <data-dir>/server/cred files (the secrets encryption config).
+    creds: Mapping[str, str] = field(default_factory=dict)
 
 
-def join_input_for(role: str, cluster_init: bool, *, server_token: str, agent_token: str, files: Mapping[str, str]) -> JoinInput:
-    """What a node of ``role`` gets: agents only the agent token; servers both tokens; the cluster-init server also the CAs."""
+def join_input_for(role: str, cluster_init: bool, *, server_token: str, agent_token: str, files: Mapping[str, str],
+                   creds: Optional[Mapping[str, str]] = None) -> JoinInput:
+    """What a node of ``role`` gets: agents only the agent token; servers both tokens; the cluster-init server also the CAs and creds."""
     if role == "agent":
         return JoinInput(token=agent_token)
     if role != "server":
         raise ValueError(f"k3s pki: role {role!r} is neither server nor agent")
-    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files) if cluster_init else {})
+    if not cluster_init:
+        return JoinInput(token=server_token, agent_token=agent_token)
+    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files), creds=dict(creds or {}))
 
 
 def render_join_input(spec: JoinInput) -> str:
@@ -115,6 +122,13 @@ def render_join_input(spec: JoinInput) -> str:
         raise ValueError("k3s pki: the token's CA hash is not the hash of the server CA given")
     for path in sorted(files):
         lines.append(f"file {path} {base64.b64encode(files[path].encode()).decode()}")
+    unknown = sorted(set(spec.creds) - set(CRED_FILES))
+    if unknown:
+        raise ValueError(f"k3s pki: {unknown} are not K3s cred files ({', '.join(CRED_FILES)})")
+    if spec.creds and not files:
+        raise ValueError("k3s pki: cred files go to the cluster-init server only, with the CAs")
+    for name in sorted(spec.creds):
+        lines.append(f"cred {name} {base64.b64encode(spec.creds[name].encode()).decode()}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,132 @@
+"""The flags K3s accepts, per release line and role, and the checks of ``k3s.extra_args``: the escape hatch for flags we did not foresee.
+
+A config.yaml key is a CLI flag without its ``--`` (https://docs.k3s.io/installation/configuration#configuration-file).
+The sets below are the flags of ``k3s server`` and ``k3s agent`` of each
+release line (https://docs.k3s.io/cli/server, https://docs.k3s.io/cli/agent;
+the source's pkg/cli/cmds/server.go and agent.go), the hidden and deprecated
+ones left out. A release line that is not here takes no extra arguments: the
+run stops rather than hand K3s a flag nobody checked.
+
+What ``extra_args`` may not set: the keys this program writes (the node's
+identity, join, TLS SANs, the hardening profile: relax that with
+``k3s.hardening``, never behind its back), and the ``*-arg`` entries whose
+component flag the profile sets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Mapping, Union
+
+FlagValue = Union[bool, int, str, list]
+
+_AGENT_V1_34 = frozenset({
+    "config", "debug", "v", "vmodule", "log", "alsologtostderr",
+    "token", "token-file", "server", "data-dir",
+    "node-name", "with-node-id", "node-label", "node-taint",
+    "image-credential-provider-bin-dir", "image-credential-provider-config",
+    "docker", "container-runtime-endpoint", "default-runtime", "image-service-endpoint",
+    "disable-default-registry-endpoint", "nonroot-devices", "pause-image", "snapshotter",
+    "private-registry", "airgap-extra-registry",
+    "node-ip", "node-external-ip", "node-internal-dns", "node-external-dns", "resolv-conf",
+    "flannel-iface", "flannel-conf", "flannel-cni-conf-file", "vpn-auth", "vpn-auth-file",
+    "kubelet-arg", "kube-proxy-arg", "protect-kernel-defaults",
+    "rootless", "prefer-bundled-bin", "selinux", "lb-server-port", "enable-pprof",
+})
+_SERVER_ONLY_V1_34 = frozenset({
+    "bind-address", "https-listen-port", "supervisor-port", "apiserver-port", "apiserver-bind-address",
+    "advertise-address", "advertise-port", "tls-san", "tls-san-security",
+    "cluster-cidr", "service-cidr", "service-node-port-range", "cluster-dns", "cluster-domain",
+    "flannel-backend", "flannel-ipv6-masq", "flannel-external-ip", "egress-selector-mode", "servicelb-namespace",
+    "write-kubeconfig", "write-kubeconfig-mode", "write-kubeconfig-group", "helm-job-image",
+    "agent-token", "agent-token-file", "cluster-init", "cluster-reset", "cluster-reset-restore-path",
+    "kube-apiserver-arg", "etcd-arg", "kube-controller-manager-arg", "kube-scheduler-arg", "kube-cloud-controller-manager-arg",
+    "datastore-endpoint", "datastore-cafile", "datastore-certfile", "datastore-keyfile",
+    "etcd-expose-metrics", "etcd-disable-snapshots", "etcd-snapshot-name", "etcd-snapshot-schedule-cron",
+    "etcd-snapshot-retention", "etcd-snapshot-dir", "etcd-snapshot-compress",
+    "etcd-s3", "etcd-s3-endpoint", "etcd-s3-endpoint-ca", "etcd-s3-skip-ssl-verify", "etcd-s3-access-key",
+    "etcd-s3-secret-key", "etcd-s3-bucket", "etcd-s3-region", "etcd-s3-folder", "etcd-s3-insecure",
+    "etcd-s3-timeout", "etcd-s3-proxy", "etcd-s3-config-secret", "etcd-s3-session-token",
+    "default-local-storage-path", "disable", "disable-scheduler", "disable-cloud-controller",
+    "disable-kube-proxy", "disable-network-policy", "disable-helm-controller", "embedded-registry",
+    "supervisor-metrics", "system-default-registry",
+    "secrets-encryption", "secrets-encryption-provider",
+})
+FLAGS: Mapping[str, Mapping[str, frozenset[str]]] = {
+    "1.34": {"agent": _AGENT_V1_34, "server": _AGENT_V1_34 | _SERVER_ONLY_V1_34},
+}
+# Flags whose value is a list of ``name=value`` arguments for one component.
+ARG_LISTS = frozenset({
+    "kubelet-arg", "kube-proxy-arg", "kube-apiserver-arg", "etcd-arg",
+    "kube-controller-manager-arg", "kube-scheduler-arg", "kube-cloud-controller-manager-arg",
+})
+# Never through extra_args: this program owns them (identity, join, PKI, datastore, profile).
+MANAGED = frozenset({
+    "config", "token", "token-file", "agent-token", "agent-token-file", "server", "data-dir",
+    "node-name", "node-ip", "node-label", "node-taint", "cluster-init", "cluster-reset",
+    "cluster-reset-restore-path", "tls-san", "disable", "https-listen-port", "write-kubeconfig-mode",
+    "datastore-endpoint", "datastore-cafile", "datastore-certfile", "datastore-keyfile",
+    "secrets-encryption", "secrets-encryption-provider", "protect-kernel-defaults", "rootless",
+})
+_ARG = re.compile(r"^[a-z0-9][a-z0-9-]*=.*$")
+_VERSION = re.compile(r"^v(\d+)\.(\d+)\.\d+\+k3s\d+$")
+
+
+def release_line(version: str) -> str:
+    m = _VERSION.match(version)
+    if not m:
+        raise ValueError(f"k3s: {version!r} is not a K3s release like v1.34.2+k3s1")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
+def check_extra_args(version: str, role: str, extra: Mapping[str, FlagValue], ours: Mapping[str, FlagValue]) -> None:
+    """Refuse what K3s ``version`` would not accept for ``role``, what this program owns, and overrides of ``ours``.
+
+    ``ours``: the config.yaml keys the program renders for the node (the
+    ``*-arg`` lists among them are what an extra entry may not re-set).
+    """
+    if not extra:
+        return
+    line = release_line(version)
+    if line not in FLAGS:
+        raise ValueError(
+            f"k3s.extra_args: the flags of K3s {line} are not known to this program (known: {', '.join(sorted(FLAGS))}); "
+            "drop extra_args or use a known release"
+        )
+    known = FLAGS[line][role]
+    for key, value in extra.items():
+        where = f"k3s.extra_args.{role}.{key}"
+        if key in MANAGED:
+            raise ValueError(f"{where}: the program sets {key} itself (see k3s.hardening and the node settings)")
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=3)
+            other = "server" if role == "agent" else "agent"
+            hint = f"; a {other} flag" if key in FLAGS[line][other] else ""
+            raise ValueError(f"{where}: not a K3s {line} {role} flag{hint}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+        if key in ARG_LISTS:
+            if not isinstance(value, list) or not all(isinstance(a, str) and _ARG.match(a) for a in value):
+                raise ValueError(f"{where}: a list of name=value arguments")
+            set_ = {a.partition("=")[0] for a in ours.get(key, [])}
+            for a in value:
+                name = a.partition("=")[0]
+                if name in set_:
+                    raise ValueError(f"{where}: {name} is set by the hardening profile; relax it with k3s.hardening")
+        elif isinstance(value, list):
+            if not all(isinstance(a, (str, int)) and not isinstance(a, bool) for a in value):
+                raise ValueError(f"{where}: a list of strings")
+        elif not isinstance(value, (bool, int, str)):
+            raise ValueError(f"{where}: a string, number, boolean or list")
+        if key in ours and key not in ARG_LISTS:
+            raise ValueError(f"{where}: the program sets {key} itself")
+
+
+def merge_extra_args(ours: Mapping[str, FlagValue], extra: Mapping[str, FlagValue]) -> dict:
+    """ours + extra: ``*-arg`` lists appended after ours, other keys added (``check_extra_args`` refused conflicts)."""
+    out = dict(ours)
+    for key, value in extra.items():
+        if key in ARG_LISTS:
+            out[key] = [*out.get(key, []), *value]
+        else:
+            out[key] = value
+    return out
