@@ -79,6 +79,7 @@ if cfg.k3s.enabled:
             admin_validity_days=cfg.k3s.kubeconfig_validity_days,
             admin_renew_days=cfg.k3s.kubeconfig_renew_days,
             admin_keeper=cfg.k3s.kubeconfig_keeper,
+            secrets_encryption=cfg.k3s.hardening.secrets_encryption,
         ),
     )
     cluster = K3sCluster(

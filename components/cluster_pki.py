@@ -10,6 +10,9 @@ before K3s first starts. From them:
 - the server and agent tokens are in K3s' secure form (``K10<CA hash>::``):
   a joining node checks the cluster's CA before it sends its password, and
   agents hold a token of their own that cannot join a server;
+- the secrets encryption config (aescbc, a 32-byte key from RandomBytes)
+  goes to the cluster-init server with the CAs, so Secrets are encrypted in
+  etcd from its first write;
 - the admin kubeconfig is built here from a client certificate Pulumi signs
   with the client CA (``system:masters``), nothing read from a node. It is
   valid ``kubeconfig_validity_days`` and renewed by the first ``pulumi up``
@@ -28,7 +31,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from .render import k3s_pki
+from .render import k3s_hardening, k3s_pki
 
 # A cluster CA outlives any node; rotating it is K3s' `certificate rotate-ca`, not a replacement.
 CA_VALIDITY_HOURS = 10 * 365 * 24
@@ -44,6 +47,8 @@ class ClusterPkiArgs:
     admin_renew_days: int
     # Any string; a new one reissues the admin certificate.
     admin_keeper: str
+    # k3s.hardening.secrets_encryption: the cluster-init server gets the encryption config.
+    secrets_encryption: bool = True
 
 
 class ClusterPki(pulumi.ComponentResource):
@@ -98,6 +103,15 @@ class ClusterPki(pulumi.ComponentResource):
         self.server_token = token("server")
         self.agent_token = token("node")
 
+        # Secrets encryption: the key K3s would make at cluster-init, made here so that the state
+        # (secret) holds it and an etcd snapshot can be read back without a server's disk.
+        key = random.RandomBytes(f"{name}-secrets-encryption", length=k3s_hardening.ENCRYPTION_KEY_BYTES,
+                                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["base64", "hex"]))
+        self.secrets_encryption = args.secrets_encryption
+        self.encryption_config = pulumi.Output.secret(
+            key.base64.apply(lambda b: k3s_hardening.render_encryption_config(k3s_hardening.EncryptionKey(key_b64=b)))
+        )
+
         # The admin: K3s' own admin is system:admin in system:masters; this one is named for the stack.
         admin_key = self._key(f"{name}-admin")
         request = tls.CertRequest(
@@ -126,9 +140,10 @@ class ClusterPki(pulumi.ComponentResource):
     def join_input(self, role: str, cluster_init: bool) -> pulumi.Output[str]:
         """A node's install-command stdin (render/k3s_pki.py): its tokens, and the CAs for the cluster-init server. Secret."""
         return pulumi.Output.secret(
-            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files).apply(
+            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files, self.encryption_config).apply(
                 lambda a: k3s_pki.render_join_input(
-                    k3s_pki.join_input_for(role, cluster_init, server_token=a[0], agent_token=a[1], files=a[2])
+                    k3s_pki.join_input_for(role, cluster_init, server_token=a[0], agent_token=a[1], files=a[2],
+                                           creds={k3s_hardening.ENCRYPTION_CONFIG: a[3]} if self.secrets_encryption else {})
                 )
             )
         )

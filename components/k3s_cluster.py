@@ -96,6 +96,9 @@ class K3sCluster(pulumi.ComponentResource):
         self._args = args
         self._child = pulumi.ResourceOptions(parent=self)
         self._uploads: dict[str, dict[str, remote.CopyToRemote]] = {}
+        # The hardening profile is relaxed only out loud: one warning per relaxed part, every run.
+        for what in kc.relaxations():
+            pulumi.log.warn(what, resource=self)
 
         first = specs.k3s_bootstrap_server(cfg)
         previous: list[pulumi.Resource] = list(args.wait_for)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
+import json
 from collections import Counter
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from components import specs
 from components.config import parse_config
-from components.render import k3s, k3s_pki
+from components.render import k3s, k3s_hardening, k3s_pki
 from support.harness import EDGE_STACKS, Run, run_program, stack_model
 
 pytestmark = pytest.mark.graph
@@ -105,6 +107,8 @@ def test_join_secrets_are_secret_and_only_on_stdin(runs, stack):
     server_pw, agent_pw = run.one(PASSWORD, "k3s-pki-server-token"), run.one(PASSWORD, "k3s-pki-node-token")
     for pw in (server_pw, agent_pw):
         assert "result" in pw.additional_secret_outputs
+    key = run.one("random:index/randomBytes:RandomBytes", "k3s-pki-secrets-encryption")
+    assert {"base64", "hex"} <= set(key.additional_secret_outputs) and key.inputs["length"] == 32
     servers = {n.name for n in cfg.servers}
     for name, cmd in k3s_commands(run).items():
         assert "stdout" in cmd.additional_secret_outputs, name
@@ -115,11 +119,18 @@ def test_join_secrets_are_secret_and_only_on_stdin(runs, stack):
         assert "stdin" in cmd.secret_inputs and isinstance(stdin, dict), name
         lines = [line.split(" ", 2) for line in stdin["value"].splitlines()]
         kinds = Counter(kind for kind, *_ in lines)
-        tokens = {kind: rest[0] for kind, *rest in lines if kind != "file"}
+        tokens = {kind: rest[0] for kind, *rest in lines if kind not in ("file", "cred")}
         node = name.split("-k3s")[0]
         init = name.endswith("-bootstrap") or (len(cfg.servers) == 1 and node in servers)
         if node in servers:
-            assert set(kinds) == ({"token", "agent-token", "file"} if init else {"token", "agent-token"}), name
+            assert set(kinds) == ({"token", "agent-token", "file", "cred"} if init else {"token", "agent-token"}), name
+            if init:
+                # The secrets encryption config, from the RandomBytes key, to the cluster-init server only.
+                (cred,) = [rest for kind, *rest in lines if kind == "cred"]
+                assert cred[0] == k3s_hardening.ENCRYPTION_CONFIG, name
+                config = json.loads(base64.b64decode(cred[1]))
+                key = config["resources"][0]["providers"][0]["aescbc"]["keys"][0]["secret"]
+                assert base64.b64decode(key) == (b"m0ckByte" * 8)[:32], name
             assert tokens["token"].startswith("K10") and "::server:m0ckPass" in tokens["token"], name
             assert tokens["agent-token"].startswith("m0ckPass") and "::" not in tokens["agent-token"], name
             assert kinds["file"] == (len(k3s_pki.TLS_FILES) if init else 0), name

@@ -53,7 +53,7 @@ def test_k3s_config_roles_and_join_path(name):
             assert doc["server"] == vip_url and "cluster-init" not in doc
         if spec.role == "server":
             assert doc["tls-san"] == [str(lb.api_vip), f"api.{cfg.domain}"]
-            assert set(doc["disable"]) == {"traefik", "servicelb"}
+            assert set(doc["disable"]) == {"traefik", "servicelb", "local-storage"}
             assert doc["write-kubeconfig-mode"] == "0600"
             assert doc["https-listen-port"] == lb.api_port
         else:
@@ -240,7 +240,7 @@ def test_k3s_install_checks_sha256_before_installing_anything(tmp_path):
     res = box.run(spec)
     assert res.returncode == 1
     assert f"microcloud: {node.node_name}: k3s: k3s: sha256 is not {spec.binary.sha256}; nothing installed" in res.stderr
-    assert not any(p.is_file() for p in box.root.rglob("*")), "something was installed"
+    assert not box.installed(), "something was installed"
     assert box.log.read_text() == ""
 
 
@@ -249,7 +249,7 @@ def test_k3s_install_without_token_installs_nothing(tmp_path):
     box = Node(tmp_path)
     res = box.run(box.spec(k3s_nodes(CONFIGS["dev"])[0]), stdin="")
     assert res.returncode == 1 and "no cluster token given" in res.stderr
-    assert not any(p.is_file() for p in box.root.rglob("*"))
+    assert not box.installed()
 
 
 @validators

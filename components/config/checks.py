@@ -122,6 +122,23 @@ def _check_roles(c: StackConfig) -> None:
         raise ConfigError("nodes", f"{len(c.nodes_with('infra'))} infra nodes defined; DNS and NTP need exactly 1")
     if not c.ingress_nodes:
         raise ConfigError("nodes", "no node takes ingress; add an agent or set ingress: true on a K3s node")
+    _check_server_taint(c)
+
+
+def _check_server_taint(c: StackConfig) -> None:
+    """Servers are tainted unless workloads_on_servers: then a cluster needs agents, and no server may carry workloads."""
+    if not c.k3s.enabled or c.k3s.hardening.workloads_on_servers:
+        return
+    key = "k3s.hardening.workloads_on_servers"
+    if not any(n.role in K3S_ROLES and n.role != "server" for n in c.nodes):
+        raise ConfigError(key, "the stack has no agent, and servers are tainted so that workloads keep off etcd's nodes; "
+                          "add an agent, or set it to true for a tiny cluster")
+    for node in c.servers:
+        for what in ("takes_ingress", "uses_longhorn"):
+            if getattr(node, what):
+                name = "longhorn" if what == "uses_longhorn" else "ingress"
+                raise ConfigError(key, f"server {node.name!r} has {name} set, but servers are tainted (no workloads); "
+                                  f"move {name} to an agent, or set it to true")
 
 
 def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:

@@ -55,8 +55,10 @@ def _type_name(tp: Any) -> str:
         return _type_name(typing.get_args(tp)[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{v}`" for v in typing.get_args(tp))
-    if origin is tuple:
+    if origin is tuple or origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is typing.Union:
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
     if origin is dict:
         key, value = typing.get_args(tp)
         return f"{_type_name(value)} per OS" if key is OsName else f"map of {_type_name(value)}"

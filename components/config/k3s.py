@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from ..k3s_flags import check_extra_args
 from .artifacts import PinnedFile, https_url
 from .base import _Model, check_pinned
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The platform namespaces whose pods cannot meet the enforced level, and why (shown in psa.yaml).
+DEFAULT_EXEMPT_NAMESPACES: dict[str, str] = {
+    "kube-system": "K3s' packaged add-ons (CoreDNS, metrics-server, helm-controller Jobs) run here, outside this program's charts; K3s' hardening guide exempts it",
+    "longhorn-system": "Longhorn's manager, instance managers and CSI plugin run privileged with host paths and host devices: block storage needs them",
+    "monitoring": "node-exporter reads the host itself: host network, host PID and the host's root file system",
+}
+ExtraValue = Union[bool, int, str, list[Union[str, int]]]
 
 
 class K3sArtifact(PinnedFile):
@@ -33,6 +44,73 @@ class K3sArtifact(PinnedFile):
         if self.url is not None and self.sha256 is None:
             raise ValueError("a url needs its sha256; nothing is installed unchecked")
         return self
+
+
+class K3sPodSecurity(_Model):
+    """Pod Security admission, cluster-wide (an AdmissionConfiguration file the API server reads)."""
+
+    enforce: PodSecurityLevel = Field(default="baseline", description="Level every pod must meet or be refused. Below `baseline` relaxes the profile (a warning on every run).")
+    audit: PodSecurityLevel = Field(default="restricted", description="Level whose violations are recorded in the audit log.")
+    warn: PodSecurityLevel = Field(default="restricted", description="Level whose violations are returned to the client as warnings (kubectl prints them).")
+    exempt_namespaces: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EXEMPT_NAMESPACES),
+        description="Namespace -> the reason its pods may break the enforced level (the reason is written into the file). "
+        "The default exempts `kube-system`, `longhorn-system` and `monitoring`; giving this key replaces the whole map.",
+    )
+
+    @field_validator("exempt_namespaces")
+    @classmethod
+    def _exempt(cls, v: dict[str, str]) -> dict[str, str]:
+        for ns, why in v.items():
+            if not _NAMESPACE.match(ns):
+                raise ValueError(f"{ns!r} is not a namespace name")
+            if not str(why).strip():
+                raise ValueError(f"{ns}: give the reason its pods need the exemption")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> "K3sPodSecurity":
+        rank = {"privileged": 0, "baseline": 1, "restricted": 2}
+        for what in ("audit", "warn"):
+            if rank[getattr(self, what)] < rank[self.enforce]:
+                raise ValueError(f"{what} ({getattr(self, what)}) is below enforce ({self.enforce}): it would never report anything")
+        return self
+
+
+class K3sAuditLog(_Model):
+    """The API server's audit log on each server (`<data-dir>/server/logs/audit.log`), rotated by the API server itself."""
+
+    enabled: bool = Field(default=True, description="Write the audit log (Metadata of every request; never a request body). `false` relaxes the profile.")
+    max_age_days: int = Field(default=30, ge=1, le=3650, description="Days a rotated log file is kept.")
+    max_backups: int = Field(default=10, ge=1, le=1000, description="Rotated log files kept.")
+    max_size_mib: int = Field(default=100, ge=1, le=10240, description="MiB a log file may reach before it is rotated.")
+
+
+class K3sHardening(_Model):
+    """K3s' CIS hardening profile: on by default; each setting relaxes one part of it, never silently (a warning on every run)."""
+
+    secrets_encryption: bool = Field(
+        default=True,
+        description="Day 1: Secrets are encrypted in etcd (aescbc) from cluster-init, with a key Pulumi generates (secret in the state). "
+        "Turning it off on a running cluster is refused by the install (its Secrets would become unreadable).",
+    )
+    protect_kernel_defaults: bool = Field(
+        default=True, description="The kubelet refuses kernel settings other than the guide's; first boot writes them (`/etc/sysctl.d/90-kubelet.conf`)."
+    )
+    pod_security: K3sPodSecurity = Field(default_factory=K3sPodSecurity, description="Pod Security admission levels and exempt namespaces.")
+    audit_log: K3sAuditLog = Field(default_factory=K3sAuditLog, description="The API server's audit log and its rotation.")
+    workloads_on_servers: Optional[bool] = Field(
+        default=None,
+        description="`false`/unset: servers carry `node-role.kubernetes.io/control-plane:NoSchedule`, so only what tolerates it (DaemonSets, K3s' add-ons) runs beside etcd. "
+        "`true` relaxes that for tiny clusters. Required (`true`) when the stack has no agent.",
+    )
+
+
+class K3sExtraArgs(_Model):
+    """config.yaml keys the program does not write, per role: checked against the flags of `k3s.version` when the config loads."""
+
+    server: dict[str, ExtraValue] = Field(default_factory=dict, description="Extra keys for servers, e.g. `{etcd-snapshot-retention: 10}` or `{kube-apiserver-arg: [\"request-timeout=90s\"]}`.")
+    agent: dict[str, ExtraValue] = Field(default_factory=dict, description="Extra keys for agents (storage nodes included).")
 
 
 class K3sConfig(_Model):
@@ -65,6 +143,8 @@ class K3sConfig(_Model):
         description="The first `pulumi up` within this many days of the admin certificate's end issues a new one. Less than `kubeconfig_validity_days`.",
     )
     ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
+    hardening: K3sHardening = Field(default_factory=K3sHardening, description="K3s' CIS hardening profile (docs/k3s.md#hardening); on unless relaxed here.")
+    extra_args: K3sExtraArgs = Field(default_factory=K3sExtraArgs, description="The escape hatch for K3s flags the program does not set (docs/k3s.md#extra-arguments).")
 
     @field_validator("version")
     @classmethod
@@ -92,3 +172,34 @@ class K3sConfig(_Model):
                 if self.version not in ver:
                     raise ValueError(f"k3s.{what}.url does not name version {self.version}: {art.url}")
         return self
+
+    @model_validator(mode="after")
+    def _extra_args(self) -> "K3sConfig":
+        for role in ("server", "agent"):
+            extra = getattr(self.extra_args, role)
+            if extra:
+                # K3s' own names: the flag set of the pinned release line (components/k3s_flags.py).
+                check_extra_args(self.version, role, extra, {})
+        return self
+
+    def relaxations(self) -> list[str]:
+        """Each part of the hardening profile this config turns off, in words (warned on every run)."""
+        h, out = self.hardening, []
+        if not h.secrets_encryption:
+            out.append("k3s.hardening.secrets_encryption is off: Secrets are stored in clear in etcd and its snapshots")
+        if not h.protect_kernel_defaults:
+            out.append("k3s.hardening.protect_kernel_defaults is off: the kubelet accepts any kernel settings")
+        ps = h.pod_security
+        if ps.enforce != "baseline" and ps.enforce != "restricted":
+            out.append(f"k3s.hardening.pod_security.enforce is {ps.enforce}: pods may run privileged in every namespace")
+        extra_ns = sorted(set(ps.exempt_namespaces) - set(DEFAULT_EXEMPT_NAMESPACES))
+        if extra_ns:
+            out.append(f"k3s.hardening.pod_security.exempt_namespaces adds {', '.join(extra_ns)}: their pods skip Pod Security")
+        if not h.audit_log.enabled:
+            out.append("k3s.hardening.audit_log.enabled is off: the API server keeps no audit log")
+        if h.workloads_on_servers:
+            out.append("k3s.hardening.workloads_on_servers is on: any workload may run beside etcd")
+        for role in ("server", "agent"):
+            for key in sorted(getattr(self.extra_args, role)):
+                out.append(f"k3s.extra_args.{role}.{key} goes to K3s checked by name only")
+        return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from . import k3s_hardening
 from .chrony import ChronyClientSpec, render_chrony_client
 from .host_key import HostKey
 from .network import NetworkSettings
@@ -31,6 +32,8 @@ class CloudInitNode:
     extra_packages: tuple[str, ...] = field(default=())
     # Pulumi's host key: written before sshd starts, the image's keys deleted, no other ed25519 key generated.
     host_key: HostKey | None = None
+    # K3s' protect-kernel-defaults: the kubelet sysctls, applied by runcmd's `sysctl --system` before K3s is installed.
+    kubelet_sysctls: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def render_user_data(node: CloudInitNode) -> str:
     files = [
         {"path": "/etc/sysctl.d/90-microcloud.conf", "content": sysctl, "permissions": "0644", "owner": "root:root"},
     ]
+    if node.kubelet_sysctls:
+        files.append({"path": k3s_hardening.SYSCTL_PATH, "content": k3s_hardening.kubelet_sysctl_text(), "permissions": "0644", "owner": "root:root"})
     if fam.write_resolv_conf:
         resolv = "# Rendered by microcloud\n" + "".join(f"nameserver {ip}\n" for ip in node.network.dns)
         resolv += f"search {node.network.search_domain}\n"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import quote
 
-from . import host_key
+from . import host_key, k3s_hardening
 from .host_key import HostKey
 from .network import NetworkSettings
 
@@ -46,6 +46,8 @@ class FlatcarNode:
     host_key: Optional[HostKey] = None
     # Keep the image's console autologin (a dev stack debugged from the console); off by default.
     autologin: bool = False
+    # K3s' protect-kernel-defaults: the kubelet sysctls in place before K3s first starts.
+    kubelet_sysctls: bool = False
 
 
 def _file(path: str, text: str, mode: int = 0o644) -> dict:
@@ -137,6 +139,8 @@ def render_ignition(node: FlatcarNode) -> str:
         files.append(_file(host_key.PRIVATE_PATH, node.host_key.private_openssh.rstrip("\n") + "\n", 0o600))
         files.append(_file(host_key.PUBLIC_PATH, node.host_key.public_openssh + "\n", 0o644))
     units = []
+    if node.kubelet_sysctls:
+        files.append(_file(k3s_hardening.SYSCTL_PATH, k3s_hardening.kubelet_sysctl_text()))
     if node.kubernetes:
         files.append(_file("/etc/modules-load.d/90-microcloud.conf", "br_netfilter\noverlay\n"))
         # Flatcar ships no swap, but nothing may add it later on a Kubernetes node.

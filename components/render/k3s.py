@@ -16,7 +16,7 @@ import shlex
 import yaml
 
 from . import k3s_hardening as hardening
-from .k3s_flags import merge_extra_args
+from ..k3s_flags import merge_extra_args
 from .k3s_hardening import CRED_FILES
 from .k3s_pki import SERVER_CA, TLS_FILES
 
@@ -192,6 +192,7 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
     if spec.images:
         lines += _fetch("images", spec.images, root + images_target)
     lines += _join_input(spec)
+    lines += _hardening_checks(spec)
     lines += [
         f"printf '%s' {q(config)} > \"$work/config\"",
         f"printf '%s' {q(unit_text)} > \"$work/unit\"",
@@ -378,8 +379,36 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
     return lines
 
 
+def _hardening_checks(spec: K3sInstallSpec) -> list[str]:
+    """Shell, before anything is installed: refuse to drop secrets encryption, put the kubelet's kernel settings in place."""
+    node, q = spec.node, shlex.quote
+    h = node.hardening
+    if h is None:
+        return []
+    root = spec.root.rstrip("/")
+    lines = []
+    if node.role == "server" and not h.secrets_encryption:
+        enc = root + hardening.cred_path(node.data_dir, hardening.ENCRYPTION_CONFIG)
+        lines += [
+            f"if [ -e {q(enc)} ]; then",
+            f'  fail "this cluster encrypts its Secrets ({enc}); without secrets-encryption they could not be read: '
+            'keep k3s.hardening.secrets_encryption on; nothing installed"',
+            "fi",
+        ]
+    if h.protect_kernel_defaults:
+        lines.append("# protect-kernel-defaults: the kubelet refuses to start unless the kernel already has these (first boot set them).")
+        for key, want in sorted(hardening.SYSCTLS.items()):
+            proc = root + "/proc/sys/" + key.replace(".", "/")
+            lines += [
+                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || printf \'%s\\n\' {q(want)} > {q(proc)} 2>/dev/null || true',
+                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || fail "kernel setting {key} is not {want} and cannot be set; '
+                'K3s\' protect-kernel-defaults needs it; nothing installed"',
+            ]
+    return lines
+
+
 def _hardening(spec: K3sInstallSpec) -> list[str]:
-    """Shell that installs the profile's files (and, for protect-kernel-defaults, applies and checks the sysctls)."""
+    """Shell that installs the profile's files: the API server's admission and audit files, the kubelet sysctl file."""
     node, q = spec.node, shlex.quote
     h = node.hardening
     if h is None:
@@ -394,16 +423,9 @@ def _hardening(spec: K3sInstallSpec) -> list[str]:
             lines.append(f"mkdir -p {q(logs)} && chmod 0700 {q(logs)}")
     if h.protect_kernel_defaults:
         lines += [
-            f"printf '%s' {q(hardening.render_sysctl())} > \"$work/sysctl\"",
+            f"printf '%s' {q(hardening.render_sysctl(h))} > \"$work/sysctl\"",
             f'put "$work/sysctl" {q(root + hardening.SYSCTL_PATH)} 0644 || true',
-            "# protect-kernel-defaults: the kubelet refuses to start unless the kernel already has these.",
         ]
-        for key, want in sorted(hardening.SYSCTLS.items()):
-            proc = root + "/proc/sys/" + key.replace(".", "/")
-            lines += [
-                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || printf \'%s\\n\' {q(want)} > {q(proc)} 2>/dev/null || true',
-                f'[ "$(cat {q(proc)} 2>/dev/null)" = {q(want)} ] || fail "kernel setting {key} is not {want} and cannot be set; K3s\' protect-kernel-defaults needs it"',
-            ]
     return lines
 
 

@@ -149,8 +149,10 @@ def render_psa(h: Hardening) -> str:
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 
-def render_audit_policy() -> str:
-    """Metadata for every request (who did what to which object, never a body: no Secret lands in the log)."""
+def render_audit_policy(h: Hardening) -> str:
+    """The audit policy (``h.audit_log`` set): Metadata for every request (who did what to which object, never a body: no Secret lands in the log)."""
+    if h.audit_log is None:
+        raise ValueError("k3s hardening: no audit log, so no audit policy")
     doc = {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
@@ -165,8 +167,16 @@ def render_audit_policy() -> str:
     return "# Rendered by microcloud (components/render/k3s_hardening.py).\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
-def render_encryption_config(key_b64: str) -> str:
+@dataclass(frozen=True)
+class EncryptionKey:
+    """The secrets encryption key: 32 random bytes, base64 (pulumi-random's RandomBytes ``base64``)."""
+
+    key_b64: str
+
+
+def render_encryption_config(spec: EncryptionKey) -> str:
     """The EncryptionConfiguration K3s writes for ``secrets-encryption``: aescbc with one 32-byte key, then identity."""
+    key_b64 = spec.key_b64
     try:
         raw = base64.b64decode(key_b64, validate=True)
     except (ValueError, TypeError):
@@ -184,9 +194,17 @@ def render_encryption_config(key_b64: str) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def render_sysctl() -> str:
+def kubelet_sysctl_text() -> str:
+    """/etc/sysctl.d/90-kubelet.conf, the same for every K3s node (first boot writes it; the install checks it)."""
     head = "# Rendered by microcloud (components/render/k3s_hardening.py): K3s' protect-kernel-defaults needs these.\n"
     return head + "".join(f"{k}={v}\n" for k, v in sorted(SYSCTLS.items()))
+
+
+def render_sysctl(h: Hardening) -> str:
+    """The kubelet sysctls of a profile with ``protect-kernel-defaults``."""
+    if not h.protect_kernel_defaults:
+        raise ValueError("k3s hardening: protect-kernel-defaults is off, so no kubelet sysctls")
+    return kubelet_sysctl_text()
 
 
 # ------------------------------------------------------------------ config.yaml
@@ -227,7 +245,7 @@ def server_files(h: Hardening, data_dir: str) -> dict[str, str]:
     """Absolute path -> content of the files a server's API server reads (the install script writes them, 0600)."""
     files = {server_path(data_dir, PSA_FILE): render_psa(h)}
     if h.audit_log is not None:
-        files[server_path(data_dir, AUDIT_POLICY_FILE)] = render_audit_policy()
+        files[server_path(data_dir, AUDIT_POLICY_FILE)] = render_audit_policy(h)
     return files
 
 

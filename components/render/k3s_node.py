@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Optional
 
-from .k3s_flags import FlagValue, check_extra_args
+from ..k3s_flags import FlagValue, check_extra_args
 from .k3s_hardening import Hardening, check_hardening
 
 Role = Literal["server", "agent"]

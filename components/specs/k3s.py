@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
 from ..render import k3s
+from ..render.k3s_hardening import SERVER_TAINT, AuditLog, Hardening
 from ..render.platform.longhorn import LONGHORN_DISK_LABEL
 
 
@@ -40,8 +41,12 @@ def k3s_node_spec(cfg: StackConfig, node: NodeConfig, *, bootstrap: bool = False
     if node.uses_longhorn:
         key, value = LONGHORN_DISK_LABEL.split("=", 1)
         labels[key] = value
+    taints = tuple(node.taints)
+    role = "server" if node.role == "server" else "agent"
+    if role == "server" and servers_tainted(cfg) and SERVER_TAINT not in taints:
+        taints = (*taints, SERVER_TAINT)
     return k3s.K3sNodeSpec(
-        role="server" if node.role == "server" else "agent",
+        role=role,
         node_name=node.name,
         node_ip=str(node.ip),
         api_vip=str(lb.api_vip),
@@ -49,7 +54,30 @@ def k3s_node_spec(cfg: StackConfig, node: NodeConfig, *, bootstrap: bool = False
         domain=cfg.domain,
         cluster_init=bootstrap or lone,
         node_labels=tuple(f"{k}={v}" for k, v in sorted(labels.items())),
-        node_taints=tuple(node.taints),
+        node_taints=taints,
+        hardening=k3s_hardening(cfg),
+        extra_args=dict(getattr(cfg.k3s.extra_args, role)),
+        version=cfg.k3s.version,
+    )
+
+
+def servers_tainted(cfg: StackConfig) -> bool:
+    """Servers carry the control-plane NoSchedule taint unless k3s.hardening.workloads_on_servers."""
+    return not cfg.k3s.hardening.workloads_on_servers
+
+
+def k3s_hardening(cfg: StackConfig) -> Hardening:
+    """The CIS profile of k3s.hardening, as the K3s renderers take it."""
+    h = cfg.k3s.hardening
+    ps, log = h.pod_security, h.audit_log
+    return Hardening(
+        secrets_encryption=h.secrets_encryption,
+        protect_kernel_defaults=h.protect_kernel_defaults,
+        enforce=ps.enforce,
+        audit=ps.audit,
+        warn=ps.warn,
+        exemptions=dict(ps.exempt_namespaces),
+        audit_log=AuditLog(max_age_days=log.max_age_days, max_backups=log.max_backups, max_size_mib=log.max_size_mib) if log.enabled else None,
     )
 
 

@@ -62,7 +62,13 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         ),
         host_key=host_key,
         autologin=cfg.console.autologin,
+        kubelet_sysctls=kubelet_sysctls(cfg, node),
     )
+
+
+def kubelet_sysctls(cfg: StackConfig, node: NodeConfig) -> bool:
+    """First boot writes the kubelet's sysctls on K3s nodes when the profile protects kernel defaults."""
+    return node.role in K3S_ROLES and cfg.k3s.enabled and cfg.k3s.hardening.protect_kernel_defaults
 
 
 def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
@@ -78,6 +84,7 @@ def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         ntp_server=None if node.role == "infra" else str(cfg.infra_node.ip),
         extra_packages=storage_packages(node),
         host_key=host_key,
+        kubelet_sysctls=kubelet_sysctls(cfg, node),
     )
 
 

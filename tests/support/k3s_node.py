@@ -82,6 +82,9 @@ cp "$CURL_FILE" "$out"
 """
 
 
+KERNEL_DEFAULTS = {"kernel.panic": "0", "kernel.panic_on_oops": "0", "vm.overcommit_memory": "0", "vm.panic_on_oom": "0"}
+
+
 class Node:
     """A temporary root with the pinned files 'copied to the node', and the stand-ins on PATH."""
 
@@ -89,6 +92,11 @@ class Node:
         self.tmp = tmp
         self.root = tmp / "root"
         self.root.mkdir()
+        # The kernel's own defaults where the kubelet's protect-kernel-defaults wants others: the script must set them.
+        for key, value in KERNEL_DEFAULTS.items():
+            proc = self.path("/proc/sys/" + key.replace(".", "/"))
+            proc.parent.mkdir(parents=True, exist_ok=True)
+            proc.write_text(value + "\n")
         self.fake = tmp / "fakebin"
         self.fake.mkdir()
         for name, text in (("systemctl", FAKE_SYSTEMCTL), ("curl", FAKE_CURL), ("cloud-init", "#!/bin/sh\nexit 0\n")):
@@ -137,6 +145,11 @@ class Node:
         }
         # /bin/sh is dash on Debian: the script must be plain POSIX sh.
         return subprocess.run(["/bin/sh", str(script)], input=stdin, env=environ, capture_output=True, text=True, timeout=60)
+
+    def installed(self) -> list[Path]:
+        """Every file under the root but the kernel's settings (/proc/sys, which the script may set before installing)."""
+        proc = self.path("/proc")
+        return [p for p in self.root.rglob("*") if p.is_file() and proc not in p.parents]
 
     def path(self, p: str) -> Path:
         return self.root / p.lstrip("/")

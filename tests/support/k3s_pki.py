@@ -14,8 +14,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from components.render import k3s, k3s_pki
+from components.render import k3s, k3s_hardening, k3s_pki
 
+# 32 bytes, base64: the shape of the program's RandomBytes key.
+ENCRYPTION_KEY = "bWljcm9jbG91ZC10ZXN0LWVuY3J5cHRpb24ta2V5ISE="
 SERVER_PASSWORD = "s" * 8 + "0123456789abcdef0123456789abcdef"
 AGENT_PASSWORD = "a" * 8 + "0123456789abcdef0123456789abcdef"
 
@@ -62,9 +64,15 @@ def agent_token(name: str = "test") -> str:
     return k3s_pki.secure_token(tls_files(name)[k3s_pki.SERVER_CA], "node", AGENT_PASSWORD)
 
 
-def join_input(node: k3s.K3sNodeSpec, name: str = "test") -> str:
-    """The join input the program gives ``node`` (the same choice K3sCluster makes), as its install command's stdin."""
+def encryption_config(key_b64: str = ENCRYPTION_KEY) -> str:
+    return k3s_hardening.render_encryption_config(k3s_hardening.EncryptionKey(key_b64=key_b64))
+
+
+def join_input(node: k3s.K3sNodeSpec, name: str = "test", key_b64: str = ENCRYPTION_KEY) -> str:
+    """The join input the program gives ``node`` (the same choice K3sCluster and ClusterPki make), as its install command's stdin."""
+    encrypt = node.hardening is not None and node.hardening.secrets_encryption
     spec = k3s_pki.join_input_for(
-        node.role, node.cluster_init, server_token=server_token(name), agent_token=agent_token(name), files=tls_files(name)
+        node.role, node.cluster_init, server_token=server_token(name), agent_token=agent_token(name), files=tls_files(name),
+        creds={k3s_hardening.ENCRYPTION_CONFIG: encryption_config(key_b64)} if encrypt else {},
     )
     return k3s_pki.render_join_input(spec)

@@ -1,5 +1,9 @@
 """The flags K3s accepts, per release line and role, and the checks of ``k3s.extra_args``: the escape hatch for flags we did not foresee.
 
+Neutral ground like chart_pins: data and checks, importing nothing of the
+program. The config refuses a bad ``extra_args`` when it loads (one line
+naming the key); the K3s renderer checks again against what it writes.
+
 A config.yaml key is a CLI flag without its ``--`` (https://docs.k3s.io/installation/configuration#configuration-file).
 The sets below are the flags of ``k3s server`` and ``k3s agent`` of each
 release line (https://docs.k3s.io/cli/server, https://docs.k3s.io/cli/agent;
@@ -69,6 +73,16 @@ MANAGED = frozenset({
     "datastore-endpoint", "datastore-cafile", "datastore-certfile", "datastore-keyfile",
     "secrets-encryption", "secrets-encryption-provider", "protect-kernel-defaults", "rootless",
 })
+# The component flags the hardening profile (render/k3s_hardening.py) may set, per *-arg list:
+# extra_args may not set them again (relax the profile with k3s.hardening instead).
+PROFILE_ARGS: Mapping[str, frozenset[str]] = {
+    "kubelet-arg": frozenset({"anonymous-auth", "streaming-connection-idle-timeout", "tls-cipher-suites"}),
+    "kube-apiserver-arg": frozenset({
+        "enable-admission-plugins", "admission-control-config-file", "service-account-extend-token-expiration",
+        "audit-policy-file", "audit-log-path", "audit-log-maxage", "audit-log-maxbackup", "audit-log-maxsize",
+    }),
+    "kube-controller-manager-arg": frozenset({"terminated-pod-gc-threshold"}),
+}
 _ARG = re.compile(r"^[a-z0-9][a-z0-9-]*=.*$")
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.\d+\+k3s\d+$")
 
@@ -107,7 +121,7 @@ def check_extra_args(version: str, role: str, extra: Mapping[str, FlagValue], ou
         if key in ARG_LISTS:
             if not isinstance(value, list) or not all(isinstance(a, str) and _ARG.match(a) for a in value):
                 raise ValueError(f"{where}: a list of name=value arguments")
-            set_ = {a.partition("=")[0] for a in ours.get(key, [])}
+            set_ = {a.partition("=")[0] for a in ours.get(key, [])} | PROFILE_ARGS.get(key, frozenset())
             for a in value:
                 name = a.partition("=")[0]
                 if name in set_:
