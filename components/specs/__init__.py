@@ -16,7 +16,7 @@ Every function is re-exported here, so ``specs.X`` names any of them.
 
 from .images import image_check_script, image_check_spec
 from .infra import chrony_server_conf, corefile, dns_clients, dns_records, hosts_file, zone_file
-from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_install_order, k3s_node_spec
+from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_hardening, k3s_install_order, k3s_node_spec, servers_tainted
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
 from .monitoring import monitored_nodes, scrape_sources
@@ -29,7 +29,7 @@ __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records",
     "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
-    "k3s_bootstrap_server", "k3s_install_order", "k3s_node_spec", "keepalived_check_script", "keepalived_confs",
+    "k3s_bootstrap_server", "k3s_hardening", "k3s_install_order", "k3s_node_spec", "servers_tainted", "keepalived_check_script", "keepalived_confs",
     "keepalived_specs", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
     "storage_packages", "zone_file",
 ]

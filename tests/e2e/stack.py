@@ -90,7 +90,8 @@ def e2e_model(image: Path, coredns: Path, pool: Path, k3s: Path) -> dict:
     m["dns"]["coredns"] = {**m["dns"]["coredns"], "path": str(coredns)}
     # Every K3s command runs for real against the stand-in binary (copied from this machine,
     # no airgap images); the platform needs a real API server (tests/k8s).
-    m["k3s"] = {"version": m["k3s"]["version"], "binary": {"path": str(k3s)}}
+    # A lone server: workloads must be allowed on it (the one relaxation, warned on every run).
+    m["k3s"] = {"version": m["k3s"]["version"], "binary": {"path": str(k3s)}, "hardening": {"workloads_on_servers": True}}
     m["platform"] = {**m.get("platform", {}), "enabled": False}
     nodes = []
     for n in m["nodes"]:
