@@ -134,6 +134,10 @@ class Cluster:
     workdir: Optional[Path] = None
     keep_workdir: bool = False
     nodes: tuple[str, ...] = tuple(NODE_IPS)
+    # More kube-apiserver flags (e.g. the ones K3s derives from a node's config.yaml).
+    apiserver_args: tuple[str, ...] = ()
+    # False: etcd and kube-apiserver only (no controllers, no kwok nodes).
+    with_controllers: bool = True
     procs: list[Proc] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     started_in: float = 0.0
@@ -165,8 +169,9 @@ class Cluster:
         self._start_etcd()
         self._start_apiserver()
         self._write_kubeconfig()
-        self._start_controllers()
-        self._add_nodes()
+        if self.with_controllers:
+            self._start_controllers()
+            self._add_nodes()
         self.started_in = time.monotonic() - t0
 
     def close(self) -> None:
@@ -311,6 +316,7 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--profiling=false", "--v=1",
+            *self.apiserver_args,
         ])
         self._wait_alive(p, lambda: self.raw("GET", "/readyz", timeout=2)[0] == 200, 60, "kube-apiserver /readyz")
 
