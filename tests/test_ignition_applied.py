@@ -29,7 +29,7 @@ import pytest
 
 from components import specs
 from components.config import K3S_ROLES, NodeConfig, StackConfig, parse_config
-from components.render import ignition
+from components.render import ignition, k3s_hardening
 from support import ignition_apply as ia
 from support.harness import EDGE_STACKS, stack_model
 from support.host_key import real_host_key
@@ -63,6 +63,7 @@ CONFIG_FILES = (
     "etc/flatcar/update.conf",
 )
 MODULES_FILE = "etc/modules-load.d/90-microcloud.conf"
+KUBELET_SYSCTL = k3s_hardening.SYSCTL_PATH.lstrip("/")
 SWAP_MASK = "etc/systemd/system/swap.target"
 # Masks the image's console autologin (unless console.autologin): a /dev/null link overrides /usr/lib's generator.
 AUTOLOGIN_MASK = ignition.AUTOLOGIN_GENERATOR.lstrip("/")
@@ -237,6 +238,11 @@ def check_services(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> 
     day, start = update["LOCKSMITHD_REBOOT_WINDOW_START"].split()
     assert (day, start) == (ignition.WEEKDAYS[slot % 7], u.window_start)
 
+    # K3s' protect-kernel-defaults: the kubelet's kernel settings, before K3s first starts.
+    if specs.kubelet_sysctls(cfg, node):
+        assert assignments(tree.text(KUBELET_SYSCTL), "=") == dict(k3s_hardening.SYSCTLS)
+    else:
+        assert not tree.has(KUBELET_SYSCTL)
     if kubernetes:
         assert tree.text(MODULES_FILE).split() == ["br_netfilter", "overlay"]
         assert tree.entry(SWAP_MASK) == ia.Entry("symlink", 0o777, 0, 0, target="/dev/null")
@@ -252,6 +258,7 @@ def check_services(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> 
 
 def check_modes_and_nothing_else(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> None:
     written = list(CONFIG_FILES) + ([MODULES_FILE] if node.role in K3S_ROLES else [])
+    written += [KUBELET_SYSCTL] if specs.kubelet_sysctls(cfg, node) else []
     for rel in written:
         e = tree.entry(rel)
         assert (e.kind, e.mode, e.uid, e.gid) == ("file", 0o644, 0, 0), rel

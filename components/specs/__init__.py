@@ -20,7 +20,7 @@ from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_hardening, k3s_install_o
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
 from .monitoring import monitored_nodes, scrape_sources
-from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, network_settings, reboot_slot,
+from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, kubelet_sysctls, network_settings, reboot_slot,
                     storage_packages)
 # Storage by module (specs.storage.plan, .steps): its names are too generic for this namespace.
 from . import storage
@@ -30,6 +30,6 @@ __all__ = [
     "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_hardening", "k3s_install_order", "k3s_node_spec", "servers_tainted", "keepalived_check_script", "keepalived_confs",
-    "keepalived_specs", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
+    "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
     "storage_packages", "zone_file",
 ]
