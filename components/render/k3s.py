@@ -232,7 +232,7 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
             'done < "$work/files"',
         ]
     if node.cluster_init:
-        cred_dir = root + posixpath.join(node.data_dir, "server", "cred")
+        cred_dir = root + posixpath.dirname(hardening.cred_path(node.data_dir, hardening.ENCRYPTION_CONFIG))
         lines += [
             "# The secrets encryption config K3s would otherwise generate; one already there was checked above.",
             "while read -r name; do",
@@ -367,7 +367,7 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
             lines.append(
                 '[ -s "$work/creds" ] || fail "secrets encryption is on but the join input holds no encryption config; nothing installed"'
             )
-        cred_dir = root + posixpath.join(node.data_dir, "server", "cred")
+        cred_dir = root + posixpath.dirname(hardening.cred_path(node.data_dir, hardening.ENCRYPTION_CONFIG))
         lines += [
             "while read -r name; do",
             f'  t={q(cred_dir)}/"$name"',
