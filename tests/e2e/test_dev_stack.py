@@ -415,7 +415,8 @@ def test_adding_a_worker_plans_only_creates_and_day2_updates(stack, where):
 
 
 def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stack):
-    """No node carries routes to the other networks: a new network touches no VM, only the host's forwarding and NTP's allow list."""
+    """No node carries routes to the other networks: a new network touches no VM, only the host's forwarding and the
+    allow lists of NTP and of CoreDNS' recursion (both admit exactly the stack's networks)."""
     _need_up(stack)
     model = json.loads(json.dumps(stack.model))
     model["networks"].append({"name": "backup", "mode": "nat", "cidr": "10.27.9.0/24"})
@@ -423,8 +424,9 @@ def test_adding_a_network_plans_only_its_creation_and_the_forwarding_update(stac
     for s in _plan(stack, model):
         if s["op"] != "same":
             changed.setdefault(s["urn"].rsplit("::", 1)[1], set()).add(s["op"])
-    # The chrony server's allow list takes the new network: a day-2 command, run in place.
-    assert changed == {"backup": {"create"}, "host-forwarding": {"update"}, "chrony": {"replace"}}, changed
+    # The chrony server's allow list and the Corefile's recursion acl take the new network: day-2 commands, run in place.
+    assert changed == {"backup": {"create"}, "host-forwarding": {"update"}, "chrony": {"replace"},
+                       "coredns-corefile": {"replace"}}, changed
 
 
 def test_nodes_answer_with_their_pinned_host_keys(stack):
@@ -500,11 +502,13 @@ def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     assert res.returncode == 0, res.stdout[-3000:]
 
 
-def _secret_values(deployment: dict) -> set[str]:
+def _secret_values(deployment: dict) -> dict[str, str]:
     """Every secret the state holds, as the strings a leak would show: each scalar secret value, and a key's
-    (PEM, OpenSSH) body without its line breaks. A command's own stdout and stderr are left out: they are
-    kept secret in state, and what of them is shown is the command's `logging` choice, tested above."""
-    found: set[str] = set()
+    (PEM, OpenSSH) body without its line breaks; each mapped to where it is held (resource name, property),
+    so that a leak names its source. A command's own stdout and stderr are left out: they are kept secret
+    in state, and what of them is shown is the command's `logging` choice, tested above."""
+    found: dict[str, str] = {}
+    where = [""]
 
     def leaves(v: object) -> None:
         if isinstance(v, str):
@@ -513,7 +517,9 @@ def _secret_values(deployment: dict) -> set[str]:
                 # The key's body as one string: single body lines are no sign of a leak, as an OpenSSH
                 # key's first lines are the same in every key and it carries the public half too.
                 parts.append("".join(x.strip() for x in v.splitlines() if x.strip() and "-----" not in x))
-            found.update(x.strip() for x in parts if len(x.strip()) >= 8)
+            for x in parts:
+                if len(x.strip()) >= 8:
+                    found.setdefault(x.strip(), where[0])
         elif isinstance(v, dict):
             for x in v.values():
                 leaves(x)
@@ -546,8 +552,10 @@ def _secret_values(deployment: dict) -> set[str]:
         outputs = dict(res.get("outputs") or {})
         if res["type"].startswith("command:"):
             outputs.pop("stdout", None), outputs.pop("stderr", None)
-        walk(res.get("inputs") or {})
-        walk(outputs)
+        for part, props in (("inputs", res.get("inputs") or {}), ("outputs", outputs)):
+            for prop, value in props.items():
+                where[0] = f"{res['urn'].rsplit('::', 1)[-1]} {part}.{prop}"
+                walk(value)
     return found
 
 
@@ -572,7 +580,7 @@ def test_no_secret_of_the_state_in_any_display_or_event_log(stack):
         if name not in encrypted:
             logs[name] = raw.decode(errors="replace")
     for where, text in (("CLI output", transcript), *logs.items()):
-        hits = sorted(s[:6] + "..." for s in secrets if s in text)
+        hits = sorted(f"{s[:6]}... ({source})" for s, source in secrets.items() if s in text)
         assert hits == [], f"{len(hits)} secret value(s) in clear in {where}: {hits}"
 
 
