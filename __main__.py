@@ -18,7 +18,7 @@ from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs
 from components.platform import Platform, platform_args
 from components.secrets import Secrets, SecretsArgs
-from components.specs import monitored_nodes, scrape_sources
+from components.specs import host_forwarding, monitored_nodes, scrape_sources
 from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
@@ -28,7 +28,8 @@ provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
 seed_dir = os.environ.get("MICROCLOUD_SEED_DIR") or os.path.expanduser(f"~/.cache/microcloud/seeds/{prefix}")
 
 secrets = Secrets("secrets", SecretsArgs(extra_public_keys=cfg.ssh.public_keys))
-networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider, cfg.libvirt_uri))
+networks = Networks("networks", NetworksArgs(prefix, cfg.domain, cfg.networks, provider, cfg.libvirt_uri,
+                                              forwarding=host_forwarding(cfg, prefix)))
 images = ImageStore("images", ImageStoreArgs(prefix, cfg.pool_path, cfg.images, provider))
 
 nodes = {

@@ -15,14 +15,6 @@ from .render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 
 # libvirt calls an isolated network mode "none".
 LIBVIRT_MODE = {"nat": "nat", "route": "route", "isolated": "none", "bridge": "bridge"}
-# Networks whose traffic the host forwards; isolated ones stay isolated.
-FORWARDING_MODES = ("nat", "route", "bridge")
-
-
-def forwarding_spec(prefix: str, networks: Sequence[NetworkConfig]) -> Optional[HostForwardingSpec]:
-    """The host forwarding between the stack's networks, or None when there is nothing to forward."""
-    cidrs = tuple(str(n.cidr) for n in networks if n.mode in FORWARDING_MODES)
-    return HostForwardingSpec(tag=prefix, cidrs=cidrs) if len(cidrs) > 1 else None
 
 
 def is_local(uri: str) -> bool:
@@ -37,6 +29,8 @@ class NetworksArgs:
     networks: Sequence[NetworkConfig]
     provider: pulumi.ProviderResource
     libvirt_uri: str = "qemu:///system"
+    # What the host forwards (specs.host_forwarding); None: nothing.
+    forwarding: Optional[HostForwardingSpec] = None
 
 
 class Networks(pulumi.ComponentResource):
@@ -57,12 +51,13 @@ class Networks(pulumi.ComponentResource):
 
     def _open_forwarding(self, args: NetworksArgs, networks: list[libvirt.Network]) -> Optional[pulumi.Output[str]]:
         """Let the stack's networks reach each other through the host (see render/host_forwarding.py)."""
-        spec = forwarding_spec(args.prefix, args.networks)
+        spec = args.forwarding
         if spec is None:
             return None
         if not is_local(args.libvirt_uri):
+            flows = sorted({f"{r.src} -> {r.dst}" for r in spec.rules})
             pulumi.log.warn(
-                f"{args.libvirt_uri} is another host: open forwarding between {', '.join(spec.cidrs)} on it yourself "
+                f"{args.libvirt_uri} is another host: open forwarding for {', '.join(flows)} on it yourself "
                 "(libvirt rejects new connections into a nat network from the others); see docs/networks.md",
                 resource=self,
             )

@@ -549,11 +549,19 @@ def test_host_forwards_between_the_stack_networks_after_they_exist(dev, prod):
         assert {run.urn_of(NETWORK, n.name) for n in cfg.networks} <= set(fwd.dependencies)
         script = fwd.inputs["create"]
         assert fwd.inputs["update"] == script and "purge" in fwd.inputs["delete"]
-        cidrs = [str(n.cidr) for n in cfg.networks]
-        for a in cidrs:
-            for b in cidrs:
+        libvirt_owned = [str(n.cidr) for n in cfg.networks if n.mode != "bridge"]
+        for a in libvirt_owned:
+            for b in libvirt_owned:
                 if a != b:
                     assert f"-s {a} -d {b} -m comment --comment microcloud-{stack} -j ACCEPT" in script
+    # prod's LAN is a bridge: only the LB pair and the VIPs are ends there, never the whole LAN, either way.
+    script = prod.one(LOCAL, "host-forwarding").inputs["create"]
+    lan = "192.168.0.0/24"
+    assert f"-s {lan}" not in script and f"-d {lan}" not in script, script
+    for end in ("192.168.0.30/32", "192.168.0.31/32", "192.168.0.32/32", "192.168.0.33/32"):
+        for net in ("10.17.3.0/24", "10.17.4.0/24"):
+            assert f"-s {end} -d {net} -m comment --comment microcloud-prod -j ACCEPT" in script, (end, net)
+            assert f"-s {net} -d {end} -m comment --comment microcloud-prod -j RETURN" in script, (end, net)
 
 
 def test_no_host_forwarding_for_isolated_networks_or_a_remote_host():

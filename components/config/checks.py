@@ -163,6 +163,14 @@ def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
             raise ConfigError(key, f"{vip} is inside the DHCP range {net.dhcp.start}-{net.dhcp.end}; pick an address outside it")
     if lb.api_vip == lb.ingress_vip:
         raise ConfigError("load_balancer.ingress_vip", "the ingress VIP must differ from the API VIP")
+    if lb.clients and net.mode not in ("nat", "route"):
+        raise ConfigError("load_balancer.clients", f"the VIPs' network {net.name!r} is a {net.mode} network: "
+                          + ("its VIPs are on the LAN itself, nothing to forward" if net.mode == "bridge" else "nothing is forwarded into it"))
+    for client in lb.clients:
+        for other in c.networks:
+            if client.overlaps(other.cidr):
+                raise ConfigError("load_balancer.clients", f"{client} overlaps the stack's network {other.name!r} ({other.cidr}); "
+                                  "list networks outside the stack")
     v = lb.vrrp
     if v.api_router_id == v.ingress_router_id:
         raise ConfigError("load_balancer.vrrp.ingress_router_id", f"router id {v.ingress_router_id} is also the API instance's; VRRP ids must differ")

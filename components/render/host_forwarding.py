@@ -1,4 +1,4 @@
-"""The libvirt host's forwarding between the stack's own networks.
+"""The libvirt host's forwarding between the stack's own networks, and from the LAN to the VIPs.
 
 Nodes carry no routes to the stack's other networks (render/network.py):
 their default route goes to their network's gateway, and for nat and route
@@ -7,18 +7,24 @@ firewall rules for a ``nat`` network reject every new connection into it from
 anywhere else (LIBVIRT_FWI accepts only replies), so out of the box the LB
 pair cannot reach the K3s servers and no node can reach the infra node's DNS.
 
-This script opens exactly the stack's networks to each other, and nothing
-else: for every ordered pair of forwarding networks, an ACCEPT in LIBVIRT_FWX
-(the chain libvirt evaluates first in FORWARD) and a RETURN at the top of
-LIBVIRT_PRT so the traffic is routed with its real source address instead of
-being masqueraded. Every rule carries the stack's tag as an iptables comment:
-each run first removes the tagged rules and then adds the current set, so it
-is idempotent and a network taken out of the stack loses its rules; the
-delete script removes them all. Isolated networks stay isolated.
+This script opens exactly the flows of its spec, and nothing else: each rule
+is an ACCEPT in LIBVIRT_FWX (the chain libvirt evaluates first in FORWARD)
+and a RETURN at the top of LIBVIRT_PRT so the traffic is routed with its
+real source address instead of being masqueraded. The spec names ends, not
+networks, where a network is not the stack's alone: a ``bridge`` network
+(the LAN) is represented by the stack's own addresses on it (its nodes and
+VIPs), so a LAN host that is not the stack's is forwarded nowhere, and no
+node's traffic to such a host loses its masquerade; LAN clients of the VIPs
+get their ports only (``ForwardRule.ports``). Every rule carries the stack's
+tag as an iptables comment: each run first removes the tagged rules and then
+adds the current set, so it is idempotent and a flow taken out of the stack
+loses its rules; the delete script removes them all. Isolated networks stay
+isolated.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
@@ -30,18 +36,48 @@ FILTER_CHAIN = "LIBVIRT_FWX"
 NAT_CHAIN = "LIBVIRT_PRT"
 
 
+# iptables' multiport match takes at most 15 ports.
+MAX_PORTS = 15
+
+
+@dataclass(frozen=True, order=True)
+class ForwardRule:
+    """New connections from ``src`` to ``dst`` (IPv4 networks or /32s); ``ports``: TCP to those ports only, else any."""
+
+    src: str
+    dst: str
+    ports: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for end in (self.src, self.dst):
+            try:
+                net = ipaddress.IPv4Network(end)
+            except ValueError:
+                raise ValueError(f"host forwarding: {end!r} is not an IPv4 network (a.b.c.d/n, host bits zero)") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"host forwarding: {end} is every address; name the networks to forward")
+        if len(self.ports) > MAX_PORTS or any(not 0 < p < 65536 for p in self.ports) or len(set(self.ports)) != len(self.ports):
+            raise ValueError(f"host forwarding: ports {list(self.ports)} must be 1-{MAX_PORTS} distinct TCP ports")
+
+
 @dataclass(frozen=True)
 class HostForwardingSpec:
     tag: str  # names the stack: "microcloud-dev"
-    cidrs: tuple[str, ...]  # the stack's forwarding networks (nat, route, bridge)
+    rules: tuple[ForwardRule, ...]
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.tag):
             raise ValueError(f"host forwarding: tag {self.tag!r} must be 1-64 of [A-Za-z0-9._-]")
 
 
-def pairs(spec: HostForwardingSpec) -> list[tuple[str, str]]:
-    return list(permutations(sorted(set(spec.cidrs)), 2))
+def between(ends: dict[str, tuple[str, ...]]) -> tuple[ForwardRule, ...]:
+    """Every flow between the ends of different networks (network name -> its ends), both ways, sorted."""
+    return tuple(sorted({
+        ForwardRule(s, d)
+        for a, b in permutations(sorted(ends), 2)
+        for s in ends[a]
+        for d in ends[b]
+    }))
 
 
 _PRELUDE = r"""set -eu
@@ -79,9 +115,12 @@ def render_apply(spec: HostForwardingSpec) -> str:
         f'ipt -t filter -S {FILTER_CHAIN} >/dev/null 2>&1 || {{ echo "microcloud: host forwarding: no {FILTER_CHAIN} chain: '
         'is libvirtd using its iptables backend, and are the networks started?" >&2; exit 1; }',
     ]
-    for src, dst in pairs(spec):
-        lines.append(f"ipt -t filter -I {FILTER_CHAIN} -s {src} -d {dst} -m comment --comment {tag} -j ACCEPT")
-        lines.append(f"ipt -t nat -I {NAT_CHAIN} -s {src} -d {dst} -m comment --comment {tag} -j RETURN")
+    for rule in sorted(set(spec.rules)):
+        match = f"-s {rule.src} -d {rule.dst}"
+        if rule.ports:
+            match += f" -p tcp -m multiport --dports {','.join(str(p) for p in rule.ports)}"
+        lines.append(f"ipt -t filter -I {FILTER_CHAIN} {match} -m comment --comment {tag} -j ACCEPT")
+        lines.append(f"ipt -t nat -I {NAT_CHAIN} {match} -m comment --comment {tag} -j RETURN")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@
     k3s            the bootstrap server, the install order, each node's config.yaml spec
     storage        what each node with data disks gets (plan) and the files that deliver it (steps)
     monitoring     the VMs that get node_exporter and the networks that may scrape them
+    network        what the libvirt host forwards between the stack's networks and from the LAN to the VIPs
 
 The components call these inside ``Output.apply`` once generated values (SSH
 keys, VRRP password) and node addresses are known; the real-validator tests
@@ -20,6 +21,7 @@ from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_hardening, k3s_install_o
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
 from .monitoring import monitored_nodes, scrape_sources
+from .network import forwarding_ends, host_forwarding, vip_client_rules
 from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, kubelet_sysctls, network_settings, reboot_slot,
                     storage_packages)
 # Storage by module (specs.storage.plan, .steps): its names are too generic for this namespace.
@@ -27,9 +29,9 @@ from . import storage
 
 __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records",
-    "flatcar_node", "haproxy_backends", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
+    "flatcar_node", "forwarding_ends", "haproxy_backends", "host_forwarding", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_hardening", "k3s_install_order", "k3s_node_spec", "servers_tainted", "keepalived_check_script", "keepalived_confs",
     "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
-    "storage_packages", "zone_file",
+    "storage_packages", "vip_client_rules", "zone_file",
 ]
