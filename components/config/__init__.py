@@ -14,6 +14,7 @@ and turns any mistake into one line without a traceback.
     access         SshConfig: the login user and the people's SSH keys; ConsoleConfig: console autologin, VNC
     infra          the infra node's services: CorednsBinary, DnsConfig, NtpConfig
     k3s            K3sConfig and K3sArtifact (pinned binary and airgap images)
+    firewall       FirewallConfig: each node's own firewall (ssh_from, extra allows)
     monitoring     the node_exporter binary of the VMs outside the cluster
     platform       charts, GitOps, the platform layer's settings
     stack          StackConfig and vrrp_priority
@@ -49,6 +50,7 @@ from .access import ConsoleConfig, SshConfig
 from .images import ImageConfig, UpdatesConfig
 from .infra import CorednsBinary, DnsConfig, NtpConfig
 from .k3s import K3sArtifact, K3sConfig
+from .firewall import FirewallAllow, FirewallConfig
 from .stack import StackConfig, vrrp_priority
 
 __all__ = [
@@ -78,6 +80,8 @@ __all__ = [
     "DnsHost",
     "ImageConfig",
     "K3sConfig",
+    "FirewallAllow",
+    "FirewallConfig",
     "LoadBalancerConfig",
     "NetworkConfig",
     "NetworkMode",

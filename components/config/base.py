@@ -75,3 +75,15 @@ Hostname = Annotated[str, _label("hostname")]
 NetworkName = Annotated[str, _label("name")]
 DiskName = Annotated[str, _label("disk name")]
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(check_cidr)]
+
+
+def not_everyone(why: str) -> AfterValidator:
+    """For a list of source networks: ``0.0.0.0/0`` is refused, the message saying ``why`` it would be wrong."""
+
+    def check(v: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        for net in v:
+            if net.prefixlen == 0:
+                raise ValueError(f"{net} is every address: {why}")
+        return v
+
+    return AfterValidator(check)

@@ -17,6 +17,7 @@ def cross_check(c: StackConfig) -> None:
     _check_nodes(c, labels)
     _check_roles(c)
     _check_load_balancer(c, labels)
+    _check_firewall(c)
 
 
 def _check_networks(c: StackConfig) -> None:
@@ -180,3 +181,16 @@ def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
     if len(set(prios)) != len(prios):
         i = c.nodes.index(c.load_balancers[1])
         raise ConfigError(f"{labels[i]}.vrrp_priority", f"both load balancers have priority {prios[0]}; give the MASTER a higher one")
+
+
+def _check_firewall(c: StackConfig) -> None:
+    names = {n.name for n in c.nodes}
+    for i, allow in enumerate(c.firewall.allow):
+        unknown = [n for n in allow.nodes if n not in names]
+        if unknown:
+            raise ConfigError(f"firewall.allow[{i}].nodes", f"no node named {', '.join(map(repr, unknown))}; nodes: {', '.join(sorted(names))}")
+        if allow.nodes and allow.roles:
+            raise ConfigError(f"firewall.allow[{i}]", "give `nodes` or `roles`, not both")
+        spans = allow.spans()
+        if any(b[0] <= a[1] for a, b in zip(spans, spans[1:])):
+            raise ConfigError(f"firewall.allow[{i}].ports", f"ports {list(allow.ports)} overlap")

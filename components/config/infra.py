@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
 from .artifacts import ReleaseBinary
-from .base import Cidr, _Model
+from .base import Cidr, _Model, not_everyone
 
 
 class CorednsBinary(ReleaseBinary):
@@ -28,7 +28,7 @@ class DnsConfig(_Model):
         min_length=1, description="Upstream resolvers (IPv4) of the infra node's CoreDNS for names outside `domain`."
     )
     coredns: CorednsBinary = Field(default=CorednsBinary(), description="The CoreDNS binary uploaded to the infra node.")
-    allowed_clients: tuple[Cidr, ...] = Field(
+    allowed_clients: Annotated[tuple[Cidr, ...], not_everyone("an open resolver; list the networks that may ask, e.g. 192.168.1.0/24")] = Field(
         default=(),
         description=(
             "Source networks (CIDR) answered besides the stack's own `networks` and the infra node itself; CoreDNS REFUSES "
@@ -37,13 +37,6 @@ class DnsConfig(_Model):
         ),
     )
 
-    @field_validator("allowed_clients")
-    @classmethod
-    def _clients(cls, v: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
-        for net in v:
-            if net.prefixlen == 0:
-                raise ValueError(f"{net} is every address: an open resolver; list the networks that may ask, e.g. 192.168.1.0/24")
-        return v
 
 
 class NtpConfig(_Model):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 
-from .base import IFNAME, Cidr, _Model
+from .base import IFNAME, Cidr, _Model, not_everyone
 
 
 class VrrpConfig(_Model):
@@ -44,7 +46,7 @@ class LoadBalancerConfig(_Model):
         default=31541, ge=30000, le=32767, description="NodePort on the ingress nodes that the ingress VIP's port 443 forwards to; differs from `ingress_http_nodeport`."
     )
     stats_port: int = Field(default=8404, ge=1024, le=65535, description="Port of HAProxy's stats page on 127.0.0.1; Keepalived's health check reads it.")
-    clients: tuple[Cidr, ...] = Field(
+    clients: Annotated[tuple[Cidr, ...], not_everyone("list the networks whose hosts use the VIPs, e.g. 192.168.1.0/24")] = Field(
         default=(),
         description=(
             "Networks outside the stack (CIDR, e.g. the office LAN routed to the libvirt host) whose hosts reach the VIPs "
@@ -54,10 +56,3 @@ class LoadBalancerConfig(_Model):
         ),
     )
 
-    @field_validator("clients")
-    @classmethod
-    def _clients(cls, v: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
-        for net in v:
-            if net.prefixlen == 0:
-                raise ValueError(f"{net} is every address; list the networks whose hosts use the VIPs, e.g. 192.168.1.0/24")
-        return v

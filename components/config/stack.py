@@ -19,6 +19,7 @@ from .access import ConsoleConfig, SshConfig
 from .images import ImageConfig, UpdatesConfig
 from .infra import DnsConfig, NtpConfig
 from .k3s import K3sConfig
+from .firewall import FirewallConfig
 
 
 class StackConfig(_Model):
@@ -41,6 +42,7 @@ class StackConfig(_Model):
         default=MonitoringConfig(),
         description="What the in-cluster Prometheus scrapes outside Kubernetes: the node_exporter binary of the load balancers and the infra node.",
     )
+    firewall: FirewallConfig = Field(default=FirewallConfig(), description="Each node's own firewall from first boot, by role (docs/firewall.md).")
     updates: UpdatesConfig = Field(default=UpdatesConfig(), description="Flatcar update and reboot policy (instead of masking locksmithd).")
     protect_data: bool = Field(
         default=True, description="Data disks are `protect`ed: `pulumi destroy` stops before deleting them. Set false only for throwaway (dev) stacks."

@@ -7,6 +7,7 @@
     k3s            the bootstrap server, the install order, each node's config.yaml spec
     storage        what each node with data disks gets (plan) and the files that deliver it (steps)
     monitoring     the VMs that get node_exporter and the networks that may scrape them
+    firewall       each node's own firewall, by role
     network        what the libvirt host forwards between the stack's networks and from the LAN to the VIPs
 
 The components call these inside ``Output.apply`` once generated values (SSH
@@ -16,6 +17,7 @@ Every function is re-exported here, so ``specs.X`` names any of them.
 """
 
 from .images import image_check_script, image_check_spec
+from .firewall import firewall_spec, role_allows, ssh_sources
 from .infra import chrony_server_conf, corefile, dns_clients, dns_records, hosts_file, zone_file
 from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_hardening, k3s_install_order, k3s_node_spec, servers_tainted
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
@@ -28,10 +30,10 @@ from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_jso
 from . import storage
 
 __all__ = [
-    "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records",
+    "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records", "firewall_spec",
     "flatcar_node", "forwarding_ends", "haproxy_backends", "host_forwarding", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_hardening", "k3s_install_order", "k3s_node_spec", "servers_tainted", "keepalived_check_script", "keepalived_confs",
-    "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "reboot_slot", "scrape_sources", "storage",
+    "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "reboot_slot", "role_allows", "scrape_sources", "ssh_sources", "storage",
     "storage_packages", "vip_client_rules", "zone_file",
 ]
