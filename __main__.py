@@ -23,6 +23,8 @@ from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
 prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+for relaxed in cfg.firewall.relaxations():  # never silently: every run says what is open
+    pulumi.log.warn(relaxed)
 provider = libvirt.Provider("libvirt", uri=cfg.libvirt_uri)
 # NoCloud seed images are written here, on this machine, then uploaded.
 seed_dir = os.environ.get("MICROCLOUD_SEED_DIR") or os.path.expanduser(f"~/.cache/microcloud/seeds/{prefix}")

@@ -52,6 +52,7 @@ PACKAGES=(
     locales tzdata                          # tzdata: cloud-init's timezone module needs /usr/share/zoneinfo
     haproxy keepalived chrony qemu-guest-agent
     ca-certificates procps dnsutils iputils-ping
+    nftables                                # the node firewall (cloud-init only checks packages on an air-gapped image)
 )
 
 # On the host: the builder, the partition/filesystem/bootloader tools, qemu-img.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from . import k3s_hardening
+from . import host_firewall, k3s_hardening
 from .chrony import ChronyClientSpec, render_chrony_client
 from .host_key import HostKey
 from .network import NetworkSettings
@@ -34,6 +34,8 @@ class CloudInitNode:
     host_key: HostKey | None = None
     # K3s' protect-kernel-defaults: the kubelet sysctls, applied by runcmd's `sysctl --system` before K3s is installed.
     kubelet_sysctls: bool = False
+    # The node's firewall (render/host_firewall.py): nftables on Debian, firewalld on EL9; None: none.
+    firewall: host_firewall.FirewallSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def render_user_data(node: CloudInitNode) -> str:
     if not node.ssh_keys:
         raise ValueError("cloud-init: at least one SSH public key is required (no password login)")
     fam = node.family
-    packages = sorted(set(fam.packages_for(node.role) + node.extra_packages))
+    packages = sorted(set(fam.packages_for(node.role) + node.extra_packages + (fam.firewall_packages if node.firewall else ())))
     sysctl = "# Rendered by microcloud\nnet.ipv4.ip_forward = 1\nnet.ipv4.ip_nonlocal_bind = 1\n"
     files = [
         {"path": "/etc/sysctl.d/90-microcloud.conf", "content": sysctl, "permissions": "0644", "owner": "root:root"},
@@ -82,6 +84,7 @@ def render_user_data(node: CloudInitNode) -> str:
         )
         runcmd.append(["systemctl", "restart", fam.chrony_unit])
     runcmd.append(["systemctl", "enable", "--now", fam.chrony_unit])
+    runcmd += _firewall(node, files)
     if node.role == "load_balancer" and fam.selinux:
         # SELinux keeps haproxy off the NodePort range unless allowed.
         runcmd.append(["setsebool", "-P", "haproxy_connect_any", "1"])
@@ -115,6 +118,28 @@ def render_user_data(node: CloudInitNode) -> str:
         doc["ssh_genkeytypes"] = ["ed25519"]
         doc["ssh_keys"] = {"ed25519_private": node.host_key.private_openssh, "ed25519_public": node.host_key.public_openssh}
     return _dump(doc, "#cloud-config\n")
+
+
+def _firewall(node: CloudInitNode, files: list[dict]) -> list[list[str]]:
+    """The firewall's files (added to ``files``) and the runcmd steps that start it, packages being installed by then."""
+    spec = node.firewall
+    if spec is None:
+        return []
+    def root_file(path: str, content: str, mode: str = "0644") -> dict:
+        return {"path": path, "content": content, "permissions": mode, "owner": "root:root"}
+    if node.family.firewall == "firewalld":
+        files.append(root_file(f"{host_firewall.ZONE_DIR}/{host_firewall.ZONE}.xml", host_firewall.render_firewalld_zone(spec)))
+        pods = host_firewall.render_firewalld_pods_zone(spec)
+        if pods is not None:
+            files.append(root_file(f"{host_firewall.ZONE_DIR}/{host_firewall.PODS_ZONE}.xml", pods))
+        return [
+            ["systemctl", "enable", "--now", "firewalld"],
+            ["firewall-cmd", "--reload"],
+            ["firewall-cmd", f"--set-default-zone={host_firewall.ZONE}"],
+        ]
+    files.append(root_file(host_firewall.NFT_PATH, host_firewall.render_nftables(spec), "0600"))
+    files.append(root_file(f"/etc/systemd/system/{host_firewall.NFT_UNIT}", host_firewall.nft_unit()))
+    return [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", host_firewall.NFT_UNIT]]
 
 
 def render_network_config(net: NetworkSettings) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import quote
 
-from . import host_key, k3s_hardening
+from . import host_firewall, host_key, k3s_hardening
 from .host_key import HostKey
 from .network import NetworkSettings
 
@@ -48,6 +48,8 @@ class FlatcarNode:
     autologin: bool = False
     # K3s' protect-kernel-defaults: the kubelet sysctls in place before K3s first starts.
     kubelet_sysctls: bool = False
+    # The node's firewall (render/host_firewall.py), loaded before the network comes up; None: none.
+    firewall: Optional[host_firewall.FirewallSpec] = None
 
 
 def _file(path: str, text: str, mode: int = 0o644) -> dict:
@@ -141,6 +143,9 @@ def render_ignition(node: FlatcarNode) -> str:
     units = []
     if node.kubelet_sysctls:
         files.append(_file(k3s_hardening.SYSCTL_PATH, k3s_hardening.kubelet_sysctl_text()))
+    if node.firewall is not None:
+        files.append(_file(host_firewall.NFT_PATH, host_firewall.render_nftables(node.firewall), 0o600))
+        units.append({"name": host_firewall.NFT_UNIT, "enabled": True, "contents": host_firewall.nft_unit()})
     if node.kubernetes:
         files.append(_file("/etc/modules-load.d/90-microcloud.conf", "br_netfilter\noverlay\n"))
         # Flatcar ships no swap, but nothing may add it later on a Kubernetes node.

@@ -11,6 +11,7 @@ from ..render import cloud_init, ignition, storage
 from ..render.host_key import HostKey
 from ..render.network import NetworkSettings
 from ..render.os_family import family_of
+from .firewall import firewall_spec
 
 
 def network_settings(cfg: StackConfig, node: NodeConfig) -> NetworkSettings:
@@ -63,6 +64,7 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         host_key=host_key,
         autologin=cfg.console.autologin,
         kubelet_sysctls=kubelet_sysctls(cfg, node),
+        firewall=firewall_spec(cfg, node),
     )
 
 
@@ -85,6 +87,7 @@ def cloud_init_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         extra_packages=storage_packages(node),
         host_key=host_key,
         kubelet_sysctls=kubelet_sysctls(cfg, node),
+        firewall=firewall_spec(cfg, node),
     )
 
 
