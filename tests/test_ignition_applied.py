@@ -29,11 +29,15 @@ import pytest
 
 from components import specs
 from components.config import K3S_ROLES, NodeConfig, StackConfig, parse_config
-from components.render import ignition, k3s_hardening
+from components.render import host_firewall, ignition, k3s_hardening
 from support import ignition_apply as ia
 from support.harness import EDGE_STACKS, stack_model
 from support.host_key import real_host_key
 from components.render.host_key import PRIVATE_PATH as HOST_KEY_PATH
+
+FIREWALL_FILE = host_firewall.NFT_PATH.lstrip("/")
+FIREWALL_UNIT = f"etc/systemd/system/{host_firewall.NFT_UNIT}"
+PRESET = "etc/systemd/system-preset/20-ignition.preset"  # where Ignition enables units
 
 pytestmark = pytest.mark.validators
 
@@ -249,6 +253,14 @@ def check_services(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> 
     else:
         assert not tree.has(MODULES_FILE) and not tree.has(SWAP_MASK)
 
+    # The node's firewall: its table (root's alone) and the unit that loads it, enabled by Ignition's preset.
+    fw = specs.firewall_spec(cfg, node)
+    if fw is not None:
+        assert tree.text(FIREWALL_FILE) == host_firewall.render_nftables(fw)
+        assert tree.text(FIREWALL_UNIT) == host_firewall.nft_unit()
+        assert f"enable {host_firewall.NFT_UNIT}" in tree.text(PRESET).splitlines()
+    else:
+        assert not tree.has(FIREWALL_FILE) and not tree.has(FIREWALL_UNIT)
     if cfg.console.autologin:
         assert not tree.has(AUTOLOGIN_MASK) and not tree.has(str(Path(AUTOLOGIN_MASK).parent))
     else:
@@ -273,6 +285,10 @@ def check_modes_and_nothing_else(tree: ia.AppliedTree, cfg: StackConfig, node: N
     assert tree.text(private) == key.private_openssh.rstrip("\n") + "\n"
     assert tree.text(public) == key.public_openssh + "\n"
     written += [private, public]
+    if specs.firewall_spec(cfg, node) is not None:
+        assert (tree.entry(FIREWALL_FILE).mode, tree.entry(FIREWALL_FILE).uid) == (0o600, 0)
+        assert (tree.entry(FIREWALL_UNIT).mode, tree.entry(PRESET).mode) == (0o644, 0o644)
+        written += [FIREWALL_FILE, FIREWALL_UNIT, PRESET]
     home = f"home/{cfg.ssh.user}"
     expected = ia.base_paths() | set(written) | {SWAP_MASK} | {home, f"{home}/.ssh", f"{home}/.ssh/authorized_keys.d"}
     expected |= {f"{home}/.ssh/authorized_keys.d/ignition"} | SHADOW_BOOKKEEPING
