@@ -27,6 +27,8 @@ from components.render import host_firewall as fw
 from components.render.host_firewall import Allow, FirewallSpec, NodePorts, port
 from support.harness import EDGE_STACKS, stack_model
 
+pytestmark = pytest.mark.validators
+
 STACKS = ("dev", "prod", *EDGE_STACKS)
 
 
