@@ -242,10 +242,11 @@ def test_nodes_reach_each_other_across_networks(stack):
     # Through the resolver order the node was given (infra first).
     res = stack.ssh(lb1, f"getent hosts server1.{DOMAIN}")
     assert res.stdout.split()[:1] == [ips["server1"]], (res.stdout, res.stderr)
-    # A connection from lb1 arrives at infra from lb1's address: routed, not masqueraded.
-    hold = "import socket,time; s=socket.create_connection(('%s', 22), timeout=5); s.recv(64); time.sleep(8)" % infra
+    # A connection from lb1 arrives at infra from lb1's address: routed, not masqueraded (to DNS over TCP,
+    # a port infra's firewall admits from every network; SSH it admits only from the libvirt host).
+    hold = "import socket,time; s=socket.create_connection(('%s', 53), timeout=5); time.sleep(8)" % infra
     assert stack.ssh(lb1, f"nohup python3 -c \"{hold}\" >/dev/null 2>&1 &").returncode == 0
-    seen = _wait(lambda: lb1 in stack.ssh(infra, "ss -Htn state established '( sport = :22 )'").stdout, 6)
+    seen = _wait(lambda: lb1 in stack.ssh(infra, "ss -Htn state established '( sport = :53 )'").stdout, 6)
     assert seen, "infra saw no connection from lb1's own address"
 
 
