@@ -10,7 +10,7 @@ before K3s first starts. From them:
 - the server and agent tokens are in K3s' secure form (``K10<CA hash>::``):
   a joining node checks the cluster's CA before it sends its password, and
   agents hold a token of their own that cannot join a server;
-- the secrets encryption config (aescbc, a 32-byte key from RandomBytes)
+- the secrets encryption config (aescbc, a 32-byte key: the SHA-256 of a generated 64-character password)
   goes to the cluster-init server with the CAs, so Secrets are encrypted in
   etcd from its first write;
 - the admin kubeconfig is built here from a client certificate Pulumi signs
@@ -105,11 +105,13 @@ class ClusterPki(pulumi.ComponentResource):
 
         # Secrets encryption: the key K3s would make at cluster-init, made here so that the state
         # (secret) holds it and an etcd snapshot can be read back without a server's disk.
-        key = random.RandomBytes(f"{name}-secrets-encryption", length=k3s_hardening.ENCRYPTION_KEY_BYTES,
-                                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["base64", "hex"]))
+        # A password hashed to the key, not RandomBytes: that resource's ID is the key itself, in clear.
+        seed = random.RandomPassword(f"{name}-secrets-encryption", length=k3s_hardening.ENCRYPTION_SEED_LENGTH, special=False,
+                                     opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]))
         self.secrets_encryption = args.secrets_encryption
         self.encryption_config = pulumi.Output.secret(
-            key.base64.apply(lambda b: k3s_hardening.render_encryption_config(k3s_hardening.EncryptionKey(key_b64=b)))
+            seed.result.apply(lambda p: k3s_hardening.render_encryption_config(
+                k3s_hardening.EncryptionKey(key_b64=k3s_hardening.key_from_seed(p))))
         )
 
         # The admin: K3s' own admin is system:admin in system:masters; this one is named for the stack.

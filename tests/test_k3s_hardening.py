@@ -389,3 +389,17 @@ def test_without_protect_kernel_defaults_the_kernel_is_left_alone(tmp_path):
     assert box.path("/proc/sys/kernel/panic").read_text().strip() == KERNEL_DEFAULTS["kernel.panic"]
     assert not box.path(hd.SYSCTL_PATH).exists()
     assert "protect-kernel-defaults" not in yaml.safe_load(box.path(k3s.CONFIG_PATH).read_text())
+
+
+def test_the_encryption_key_is_the_seeds_sha256_and_a_short_seed_is_refused():
+    import base64
+    import hashlib
+
+    seed = "A1b2" * 16
+    key = hd.key_from_seed(seed)
+    assert base64.b64decode(key) == hashlib.sha256(seed.encode()).digest() and len(base64.b64decode(key)) == 32
+    assert hd.key_from_seed(seed) == key and hd.key_from_seed(seed[::-1]) != key
+    config = json.loads(hd.render_encryption_config(hd.EncryptionKey(key_b64=key)))
+    assert config["resources"][0]["providers"][0]["aescbc"]["keys"][0]["secret"] == key
+    with pytest.raises(ValueError, match="at least 64"):
+        hd.key_from_seed("short")

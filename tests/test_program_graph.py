@@ -194,9 +194,8 @@ def expected_counts(stack: str) -> dict[str, int]:
         "tls:index/certRequest:CertRequest": k3s,
         "tls:index/locallySignedCert:LocallySignedCert": k3s,
         "microcloud:k3s:ClusterPki": k3s,
-        # VRRP password; the K3s server and agent token passwords; each VNC display's password
-        "random:index/randomPassword:RandomPassword": 1 + 2 * k3s + sum(cfg.vnc_of(n) for n in cfg.nodes),
-        "random:index/randomBytes:RandomBytes": k3s,
+        # VRRP password; the K3s server and agent token passwords and the encryption key's seed; each VNC display's password
+        "random:index/randomPassword:RandomPassword": 1 + 3 * k3s + sum(cfg.vnc_of(n) for n in cfg.nodes),
         "libvirt:index/pool:Pool": 1,
         DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node

@@ -24,6 +24,7 @@ these keys.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import posixpath
 import re
@@ -167,9 +168,25 @@ def render_audit_policy(h: Hardening) -> str:
     return "# Rendered by microcloud (components/render/k3s_hardening.py).\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
+# The seed the key is made from: a generated password of this length (letters and digits, ~381 bits).
+ENCRYPTION_SEED_LENGTH = 64
+
+
+def key_from_seed(seed: str) -> str:
+    """The 32-byte key, base64, from a generated password: its SHA-256.
+
+    Not pulumi-random's RandomBytes: that resource's ID is its ``base64``
+    value, so the key would sit in clear in the state (IDs are never secret)
+    and on screen in every display that names the resource.
+    """
+    if len(seed) < ENCRYPTION_SEED_LENGTH:
+        raise ValueError(f"k3s hardening: the encryption key seed must be at least {ENCRYPTION_SEED_LENGTH} characters")
+    return base64.b64encode(hashlib.sha256(seed.encode()).digest()).decode()
+
+
 @dataclass(frozen=True)
 class EncryptionKey:
-    """The secrets encryption key: 32 random bytes, base64 (pulumi-random's RandomBytes ``base64``)."""
+    """The secrets encryption key: 32 bytes, base64 (``key_from_seed`` of a generated password)."""
 
     key_b64: str
 

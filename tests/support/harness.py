@@ -141,9 +141,6 @@ class Mocks(pmocks.Mocks):
             state["validityEndTime"] = "2027-03-02T00:00:00Z"
         elif args.typ == "tls:index/certRequest:CertRequest":
             state["certRequestPem"] = "-----BEGIN CERTIFICATE REQUEST-----\nbW9jaw==\n-----END CERTIFICATE REQUEST-----\n"
-        elif args.typ == "random:index/randomBytes:RandomBytes":
-            raw = (b"m0ckByte" * 8)[: int(args.inputs.get("length", 32))]
-            state["base64"], state["hex"] = base64.b64encode(raw).decode(), raw.hex()
         elif args.typ == "random:index/randomPassword:RandomPassword":
             # As long as asked for (a K3s token password is 48), starting with the marker the leak tests search for.
             state["result"] = ("m0ckPass" * 8)[: int(args.inputs.get("length", 8))]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from components.render import k3s, k3s_hardening, k3s_pki
 
-# 32 bytes, base64: the shape of the program's RandomBytes key.
+# 32 bytes, base64: the shape of the program's key (k3s_hardening.key_from_seed).
 ENCRYPTION_KEY = "bWljcm9jbG91ZC10ZXN0LWVuY3J5cHRpb24ta2V5ISE="
 SERVER_PASSWORD = "s" * 8 + "0123456789abcdef0123456789abcdef"
 AGENT_PASSWORD = "a" * 8 + "0123456789abcdef0123456789abcdef"
