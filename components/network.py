@@ -10,16 +10,12 @@ import pulumi_libvirt as libvirt
 from pulumi_command import local
 
 from .config import NetworkConfig
+from .config.base import is_local_uri
 from .render.host_forwarding import HostForwardingSpec, render_apply, render_delete
 from .render.libvirt_xml import DhcpRangeSpec, render_dhcp_range_xslt
 
 # libvirt calls an isolated network mode "none".
 LIBVIRT_MODE = {"nat": "nat", "route": "route", "isolated": "none", "bridge": "bridge"}
-
-
-def is_local(uri: str) -> bool:
-    """qemu:///system and qemu:///session run on this machine; qemu+ssh://host/... does not."""
-    return "://" in uri and uri.split("://", 1)[1].startswith("/")
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,7 @@ class Networks(pulumi.ComponentResource):
         spec = args.forwarding
         if spec is None:
             return None
-        if not is_local(args.libvirt_uri):
+        if not is_local_uri(args.libvirt_uri):
             flows = sorted({f"{r.src} -> {r.dst}" for r in spec.rules})
             pulumi.log.warn(
                 f"{args.libvirt_uri} is another host: open forwarding for {', '.join(flows)} on it yourself "

@@ -290,10 +290,18 @@ def test_settings_ssh_from_extra_allows_k3s_ranges_and_off():
     for bad, msg in (({"ssh_from": ["0.0.0.0/0"]}, "every address"),
                      ({"allow": [{"why": "x", "ports": [80], "sources": ["0.0.0.0/0"], "nodes": ["nope"]}]}, "no node named 'nope'"),
                      ({"allow": [{"why": "x", "ports": ["90-80"], "sources": ["0.0.0.0/0"]}]}, "not a port"),
-                     ({"allow": [{"why": "x", "ports": [80, "79-81"], "sources": ["0.0.0.0/0"]}]}, "overlap")):
+                     ({"allow": [{"why": "x", "ports": [80, "79-81"], "sources": ["0.0.0.0/0"]}]}, "overlap"),
+                     ({"allow": [{"why": "a -- b", "ports": [80], "sources": ["0.0.0.0/0"]}]}, "XML comment")):
         model["firewall"] = bad
         with pytest.raises(ConfigError, match=msg):
             parse_config(model)
+    # Pulumi on another host than libvirt: the default (the libvirt host only) would lock it out at first boot.
+    model["firewall"] = {}
+    model["libvirt_uri"] = "qemu+ssh://ops@kvm1.example.lan/system"
+    with pytest.raises(ConfigError, match=r"firewall.ssh_from.*another host"):
+        parse_config(model)
+    model["firewall"] = {"ssh_from": ["10.0.5.0/24"]}
+    assert _allows(parse_config(model), "lb1")["SSH: Pulumi and its operators"][2] == ("10.0.5.0/24",)
 
 
 def test_first_boot_writes_and_starts_the_firewall_on_each_cloud_init_os():

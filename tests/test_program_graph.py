@@ -569,6 +569,7 @@ def test_no_host_forwarding_for_isolated_networks_or_a_remote_host():
     assert not [r for r in run.by_type(LOCAL) if r.name == "host-forwarding"]
     model = stack_model("dev")
     model["libvirt_uri"] = "qemu+ssh://ops@kvm1.example.lan/system"
+    model["firewall"] = {"ssh_from": ["192.168.0.0/24"]}  # Pulumi elsewhere: it must say whence it connects
     run = run_program("dev", model)
     assert run.error is None, run.error
     assert not [r for r in run.by_type(LOCAL) if r.name == "host-forwarding"]

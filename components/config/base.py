@@ -87,3 +87,8 @@ def not_everyone(why: str) -> AfterValidator:
         return v
 
     return AfterValidator(check)
+
+
+def is_local_uri(uri: str) -> bool:
+    """qemu:///system and qemu:///session run on this machine; qemu+ssh://host/... does not."""
+    return "://" in uri and uri.split("://", 1)[1].startswith("/")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .base import K3S_ROLES, PACKAGED_OS
+from .base import K3S_ROLES, PACKAGED_OS, is_local_uri
 from .errors import ConfigError, node_labels
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES
 from .stack import StackConfig, vrrp_priority
@@ -184,6 +184,10 @@ def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
 
 
 def _check_firewall(c: StackConfig) -> None:
+    if c.firewall.enabled and not c.firewall.ssh_from and not is_local_uri(c.libvirt_uri):
+        # The default admits SSH from the libvirt host only: Pulumi, elsewhere, would lock itself out at first boot.
+        raise ConfigError("firewall.ssh_from", f"libvirt is on another host ({c.libvirt_uri}): name the network Pulumi "
+                          "connects to the nodes from, e.g. [10.0.5.0/24] (the default admits only the libvirt host)")
     names = {n.name for n in c.nodes}
     for i, allow in enumerate(c.firewall.allow):
         unknown = [n for n in allow.nodes if n not in names]

@@ -66,7 +66,7 @@ class FirewallConfig(_Model):
         description=(
             "Who may open SSH to the nodes (the Pulumi host, operators). Default: the libvirt host's own address on each "
             "`nat`/`route` network (the machine running Pulumi with local libvirt), the whole network on a `bridge` network. "
-            "Set it when Pulumi runs elsewhere. Changing it replaces the VMs."
+            "Required with a remote `libvirt_uri` (Pulumi would lock itself out). Changing it replaces the VMs."
         ),
     )
     allow: tuple[FirewallAllow, ...] = Field(
