@@ -86,6 +86,9 @@ PROFILE_ARGS: Mapping[str, frozenset[str]] = {
 _ARG = re.compile(r"^[a-z0-9][a-z0-9-]*=.*$")
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.\d+\+k3s\d+$")
 
+# Kubernetes' DNS-1123 label: a namespace's name (the Pod Security exemptions name namespaces).
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
 
 def release_line(version: str) -> str:
     m = _VERSION.match(version)

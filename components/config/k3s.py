@@ -8,12 +8,11 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ..k3s_flags import check_extra_args
+from ..k3s_flags import DNS_LABEL, check_extra_args
 from .artifacts import PinnedFile, https_url
 from .base import _Model, check_pinned
 
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # The platform namespaces whose pods cannot meet the enforced level, and why (shown in psa.yaml).
 DEFAULT_EXEMPT_NAMESPACES: dict[str, str] = {
     "kube-system": "K3s' packaged add-ons (CoreDNS, metrics-server, helm-controller Jobs) run here, outside this program's charts; K3s' hardening guide exempts it",
@@ -62,7 +61,7 @@ class K3sPodSecurity(_Model):
     @classmethod
     def _exempt(cls, v: dict[str, str]) -> dict[str, str]:
         for ns, why in v.items():
-            if not _NAMESPACE.match(ns):
+            if not DNS_LABEL.match(ns):
                 raise ValueError(f"{ns!r} is not a namespace name")
             if not str(why).strip():
                 raise ValueError(f"{ns}: give the reason its pods need the exemption")

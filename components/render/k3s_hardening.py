@@ -27,11 +27,12 @@ import base64
 import hashlib
 import json
 import posixpath
-import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import yaml
+
+from ..k3s_flags import DNS_LABEL
 
 LEVELS = ("privileged", "baseline", "restricted")
 # The guide's kernel settings: the kubelet with protect-kernel-defaults refuses to start otherwise.
@@ -60,7 +61,6 @@ TLS_CIPHERS = (
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,"
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"
 )
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def check_hardening(h: Hardening) -> None:
         if level not in LEVELS:
             raise ValueError(f"k3s hardening: pod security {what} level {level!r} is not one of {', '.join(LEVELS)}")
     for ns, why in h.exemptions.items():
-        if not _NAMESPACE.match(ns):
+        if not DNS_LABEL.match(ns):
             raise ValueError(f"k3s hardening: exempt namespace {ns!r} is not a namespace name")
         if not str(why).strip():
             raise ValueError(f"k3s hardening: exempt namespace {ns} needs a reason")
