@@ -71,6 +71,8 @@ def test_actions_pinned_by_commit_least_privilege_nothing_expanded_in_scripts():
     build = next(s for s in _steps(wf) if s.get("uses", "").startswith("docker/build-push-action"))
     assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"] is True
     assert triggers(wf) == {"push": {"branches": ["main"]}, "workflow_dispatch": {}}
+    # A dispatch from another branch builds nothing: the sync job needs the image job.
+    assert wf["jobs"]["image"]["if"] == "github.ref == 'refs/heads/main'" and wf["jobs"]["sync"]["needs"] == "image"
 
 
 def triggers(wf: dict) -> dict:

@@ -78,12 +78,9 @@ def _offline_cmd(zones: dict[str, str], *args: str) -> subprocess.CompletedProce
 def test_every_el9_nodes_zones_are_read_by_firewalld():
     seen = 0
     for stack, cfg, node, spec in _all_specs():
-        if node.is_flatcar or node.os not in ("rocky9", "alma9"):
-            continue
+        if node.is_flatcar or node.os not in ("rocky9", "alma9") or spec.pod_ranges:
+            continue  # EL9 K3s nodes load the nftables table (checked above), firewalld off
         zones = {fw.ZONE: fw.render_firewalld_zone(spec)}
-        pods = fw.render_firewalld_pods_zone(spec)
-        if pods:
-            zones[fw.PODS_ZONE] = pods
         res = _offline_cmd(zones, f"--zone={fw.ZONE}", "--list-rich-rules")
         assert res.returncode == 0, f"{stack}/{node.name}: {res.stderr}"
         want = {fw.rich_rule(src, a.proto, span) for a in spec.allows for src in a.sources
@@ -168,7 +165,7 @@ LAB_SPEC = FirewallSpec(
     allows=(Allow("tcp", (port(22),), ("10.81.1.0/24",), "SSH: the admin network"),),
     ping_from=("10.81.1.0/24",),  # the lab's own narrowing: the stacks answer pings from anyone
     pod_ranges=("10.42.0.0/16",),
-    node_ports=NodePorts(30000, 32767, ("10.81.1.0/24",)),
+    node_ports=NodePorts(30000, 32767, ("10.81.1.0/24", "10.42.0.0/16")),
 )
 
 
@@ -177,7 +174,7 @@ def test_the_table_admits_exactly_its_allows_in_a_namespace(lab):
     # Before: everything answers (the premise), and a table of someone else's (K3s' stand-in) that DNATs a NodePort.
     assert _connect(ns, "stranger", "10.81.2.1", 22) == "10.81.2.2"
     kube = ("table ip kubesim {\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n"
-            "    tcp dport 30080 dnat to 10.42.0.5:8080\n  }\n}\n")
+            "    tcp dport 30080 dnat to 10.42.0.5:8080\n    tcp dport 30081 dnat to 10.81.2.2:8080\n  }\n}\n")
     _nft(ns, "-f", "-", stdin=kube)
     assert _connect(ns, "stranger", "10.81.2.1", 30080) == "10.81.2.2"
 
@@ -189,6 +186,9 @@ def test_the_table_admits_exactly_its_allows_in_a_namespace(lab):
     # NodePorts: kube-proxy's DNAT goes through the forward hook; only the listed clients get there.
     assert _connect(ns, "allowed", "10.81.1.1", 30080) == "10.81.1.2"
     assert _connect(ns, "stranger", "10.81.2.1", 30080) is None, "a NodePort answered a source outside its clients"
+    # A pod to its own node's NodePort: DNATed with the pod's own address (it must be among the clients);
+    # here the service's endpoint is another host (30081), as a pod cannot be its own endpoint unmasqueraded.
+    assert _connect(ns, "pod", "10.42.0.1", 30081) == "10.42.0.5"
     # The node's own connections out get their replies (established) though nothing admits the source.
     assert _connect(ns, "node", "10.81.2.2", 8080) == "10.81.2.1"
     ping = _run(["ip", "netns", "exec", ns["allowed"], "ping", "-c1", "-W2", "10.81.1.1"])
@@ -265,21 +265,22 @@ def test_each_role_admits_what_it_serves_from_whom_needs_it():
     assert infra["DNS: CoreDNS, whose acl answers only the stack's networks"][2] == ("0.0.0.0/0",)
     assert set(_allows(prod, "postgresql1")) == {"SSH: Pulumi and its operators"}
     spec = specs.firewall_spec(prod, next(n for n in prod.nodes if n.name == "worker1"))
-    assert spec.node_ports.sources == ("10.17.4.0/24", "192.168.0.30/32", "192.168.0.31/32")
+    # the LB pair, the K3s networks, and the pods themselves (a pod to its own node's NodePort arrives unmasqueraded)
+    assert spec.node_ports.sources == ("10.17.4.0/24", "10.42.0.0/16", "10.43.0.0/16", "192.168.0.30/32", "192.168.0.31/32")
     assert spec.pod_ranges == ("10.42.0.0/16", "10.43.0.0/16")
     assert specs.firewall_spec(prod, next(n for n in prod.nodes if n.name == "loadbalancer1")).node_ports is None
 
 
 def test_settings_ssh_from_extra_allows_k3s_ranges_and_off():
     model = stack_model("dev")
-    model["firewall"] = {"ssh_from": ["192.168.50.0/24"],
+    model["firewall"] = {"ssh_from": ["10.27.0.0/16"],
                          "allow": [{"why": "metrics push", "ports": [9091, "9200-9210"], "sources": ["10.27.4.0/24"], "roles": ["infra"]}]}
     model["k3s"]["extra_args"] = {"server": {"cluster-cidr": "10.52.0.0/16", "service-node-port-range": "31000-31999"}}
     cfg = parse_config(model)
     infra = _allows(cfg, "infra")
-    assert infra["SSH: Pulumi and its operators"][2] == ("192.168.50.0/24",)
-    assert infra["firewall.allow[0]: metrics push"] == ("tcp", ((9091, 9091), (9200, 9210)), ("10.27.4.0/24",))
-    assert "firewall.allow[0]: metrics push" not in _allows(cfg, "lb1")
+    assert infra["SSH: Pulumi and its operators"][2] == ("10.27.0.0/16",)
+    assert infra["firewall.allow: metrics push"] == ("tcp", ((9091, 9091), (9200, 9210)), ("10.27.4.0/24",))
+    assert "firewall.allow: metrics push" not in _allows(cfg, "lb1")
     spec = specs.firewall_spec(cfg, next(n for n in cfg.nodes if n.name == "worker1"))
     assert spec.pod_ranges == ("10.43.0.0/16", "10.52.0.0/16")
     assert (spec.node_ports.first, spec.node_ports.last) == (31000, 31999)
@@ -295,6 +296,23 @@ def test_settings_ssh_from_extra_allows_k3s_ranges_and_off():
         model["firewall"] = bad
         with pytest.raises(ConfigError, match=msg):
             parse_config(model)
+    # Local libvirt: an ssh_from without the host's address on a node network would lock Pulumi out.
+    model["firewall"] = {"ssh_from": ["192.168.50.0/24"]}
+    with pytest.raises(ConfigError, match=r"leaves out 10\.27\.0\.1, the libvirt host's address on 'lan'"):
+        parse_config(model)
+    # K3s flags that move ports the firewall does not follow are refused while it is on, allowed when it is off.
+    model["firewall"] = {}
+    for key, value in (("flannel-backend", "wireguard-native"), ("supervisor-port", 9345), ("embedded-registry", True)):
+        model["k3s"]["extra_args"] = {"server": {key: value}}
+        with pytest.raises(ConfigError, match=rf"k3s.extra_args.server.{key}.*the node firewall admits"):
+            parse_config(model)
+    model["k3s"]["extra_args"] = {"server": {"flannel-backend": "vxlan", "cluster-cidr": ["10.52.0.0/16"]}}
+    spec = specs.firewall_spec(parse_config(model), next(n for n in parse_config(model).nodes if n.name == "worker1"))
+    assert spec.pod_ranges == ("10.43.0.0/16", "10.52.0.0/16")  # a YAML list, as K3s takes it
+    model["k3s"]["extra_args"] = {"server": {"flannel-backend": "wireguard-native"}}
+    model["firewall"] = {"enabled": False}
+    parse_config(model)
+    model["k3s"]["extra_args"] = {}
     # Pulumi on another host than libvirt: the default (the libvirt host only) would lock it out at first boot.
     model["firewall"] = {}
     model["libvirt_uri"] = "qemu+ssh://ops@kvm1.example.lan/system"
@@ -325,6 +343,16 @@ def test_first_boot_writes_and_starts_the_firewall_on_each_cloud_init_os():
             assert files[f"/etc/systemd/system/{fw.NFT_UNIT}"]["content"] == fw.nft_unit()
             assert "nftables" in doc["packages"]
             assert f"systemctl enable --now {fw.NFT_UNIT}" in runcmd
+    # An EL9 K3s node: the nftables table, firewalld off (K3s' docs), not the zone.
+    cfg = parse_config(stack_model("edge-alma-isolated"))
+    node = next(n for n in cfg.nodes if n.role == "server")
+    doc = yaml.safe_load(specs.cloud_init_docs(cfg, node, ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGr0CTYmnm8n0Jv3pR3f8ZVv0aE2TJ9H6o7ulYJ1kHyy t"],
+                                               instance_id="i-1")["user-data"])
+    paths = {f["path"] for f in doc["write_files"]}
+    assert fw.NFT_PATH in paths and not any(p.startswith(fw.ZONE_DIR) for p in paths)
+    assert "nftables" in doc["packages"] and "firewalld" not in doc["packages"]
+    runcmd = [" ".join(c) if isinstance(c, list) else c for c in doc["runcmd"]]
+    assert runcmd.index("systemctl disable --now firewalld 2>/dev/null || true") < runcmd.index(f"systemctl enable --now {fw.NFT_UNIT}")
     model = stack_model("edge-debian")
     model["firewall"] = {"enabled": False}
     cfg = parse_config(model)

@@ -240,3 +240,17 @@ def test_lan_clients_get_the_vips_ports_only_and_only_on_a_libvirt_network():
     prod["load_balancer"]["clients"] = ["192.168.1.0/24"]
     with pytest.raises(ConfigError, match="is a bridge network: its VIPs are on the LAN itself"):
         _spec(prod)
+    model = stack_model("dev")
+    model["networks"][0]["mode"] = "route"
+    model["networks"][0].pop("dhcp", None)
+    model["load_balancer"]["clients"] = ["192.168.1.0/24"]
+    with pytest.raises(ConfigError, match="libvirt already forwards the LAN into it"):
+        _spec(model)
+
+
+def test_a_stack_name_with_a_dot_still_gets_a_tag_the_purge_matches():
+    from components import specs
+
+    assert specs.forwarding_tag("microcloud-dev.1") == "microcloud-dev_1"
+    with pytest.raises(ValueError, match="tag"):
+        HostForwardingSpec(tag="microcloud-dev.1", rules=())

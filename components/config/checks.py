@@ -164,9 +164,11 @@ def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
             raise ConfigError(key, f"{vip} is inside the DHCP range {net.dhcp.start}-{net.dhcp.end}; pick an address outside it")
     if lb.api_vip == lb.ingress_vip:
         raise ConfigError("load_balancer.ingress_vip", "the ingress VIP must differ from the API VIP")
-    if lb.clients and net.mode not in ("nat", "route"):
-        raise ConfigError("load_balancer.clients", f"the VIPs' network {net.name!r} is a {net.mode} network: "
-                          + ("its VIPs are on the LAN itself, nothing to forward" if net.mode == "bridge" else "nothing is forwarded into it"))
+    if lb.clients and net.mode != "nat":
+        raise ConfigError("load_balancer.clients", f"the VIPs' network {net.name!r} is a {net.mode} network: " + {
+            "bridge": "its VIPs are on the LAN itself, nothing to forward",
+            "route": "libvirt already forwards the LAN into it, to every address and port (only the node firewalls limit it)",
+        }.get(net.mode, "nothing is forwarded into it"))
     for client in lb.clients:
         for other in c.networks:
             if client.overlaps(other.cidr):
@@ -183,11 +185,36 @@ def _check_load_balancer(c: StackConfig, labels: list[str]) -> None:
         raise ConfigError(f"{labels[i]}.vrrp_priority", f"both load balancers have priority {prios[0]}; give the MASTER a higher one")
 
 
+# K3s flags that move or add ports the node firewall does not follow (specs/firewall.py knows K3s' defaults):
+# with the firewall on they are refused rather than left to fail at first boot.
+FIREWALL_FIXED_FLAGS = {
+    "flannel-backend": "flannel's VXLAN (8472/udp) only; another backend needs its own ports",
+    "supervisor-port": "the supervisor on the API port only",
+    "apiserver-port": "the API on load_balancer.api_port only",
+    "embedded-registry": "no embedded registry (5001/tcp)",
+}
+
+
 def _check_firewall(c: StackConfig) -> None:
-    if c.firewall.enabled and not c.firewall.ssh_from and not is_local_uri(c.libvirt_uri):
+    fw = c.firewall
+    if not fw.enabled:
+        return
+    if not fw.ssh_from and not is_local_uri(c.libvirt_uri):
         # The default admits SSH from the libvirt host only: Pulumi, elsewhere, would lock itself out at first boot.
         raise ConfigError("firewall.ssh_from", f"libvirt is on another host ({c.libvirt_uri}): name the network Pulumi "
                           "connects to the nodes from, e.g. [10.0.5.0/24] (the default admits only the libvirt host)")
+    if fw.ssh_from and is_local_uri(c.libvirt_uri):
+        # Local libvirt: Pulumi reaches a nat/route/isolated network's nodes from the host's own address there.
+        for net in c.networks:
+            if net.mode != "bridge" and any(n.network == net.name for n in c.nodes) and not any(net.router in s for s in fw.ssh_from):
+                raise ConfigError("firewall.ssh_from", f"it leaves out {net.router}, the libvirt host's address on {net.name!r}, "
+                                  "from where Pulumi connects to its nodes: add it (or the network), or Pulumi is locked out")
+    for role in ("server", "agent"):
+        extra = getattr(c.k3s.extra_args, role)
+        for key, what in FIREWALL_FIXED_FLAGS.items():
+            if key in extra and not (key == "flannel-backend" and extra[key] == "vxlan"):
+                raise ConfigError(f"k3s.extra_args.{role}.{key}", f"the node firewall admits {what}: keep K3s' default, "
+                                  "or set firewall.enabled: false and firewall the nodes yourself")
     names = {n.name for n in c.nodes}
     for i, allow in enumerate(c.firewall.allow):
         unknown = [n for n in allow.nodes if n not in names]

@@ -15,8 +15,8 @@ _RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
 class FirewallAllow(_Model):
     """One extra opening: ``ports`` of ``proto`` from ``sources``, on the nodes named or of the roles given."""
 
-    why: str = Field(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9 ,.:;()/_+'-]+$",
-                     description="What it is for; it becomes the rule's comment on the node.")
+    why: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9 ,.:;()/_+'-]+$",
+                     description="What it is for; it becomes the rule's comment on the node (and names the entry: no list index is written).")
     proto: Literal["tcp", "udp"] = Field(default="tcp", description="`tcp` or `udp`.")
     ports: tuple[Union[int, str], ...] = Field(min_length=1, description="Ports or ranges, e.g. `[8080, \"9000-9010\"]`.")
     sources: tuple[Cidr, ...] = Field(min_length=1, description="Source networks (CIDR); `0.0.0.0/0` for anyone.")

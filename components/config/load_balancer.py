@@ -50,9 +50,9 @@ class LoadBalancerConfig(_Model):
         default=(),
         description=(
             "Networks outside the stack (CIDR, e.g. the office LAN routed to the libvirt host) whose hosts reach the VIPs "
-            "through the libvirt host when `network` is a `nat` or `route` network: the API VIP on `api_port`, the ingress "
-            "VIP on 80 and 443, and nothing else of the stack. Default: none. On a `bridge` network the VIPs are on the LAN "
-            "itself and this is refused. Never `0.0.0.0/0`."
+            "through the libvirt host when `network` is a `nat` network: the API VIP on `api_port`, the ingress "
+            "VIP on 80 and 443, and nothing else of the stack. Default: none. Refused on a `bridge` network (the VIPs are on "
+            "the LAN itself) and a `route` one (libvirt forwards the LAN into it already). Never `0.0.0.0/0`."
         ),
     )
 

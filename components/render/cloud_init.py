@@ -56,7 +56,7 @@ def render_user_data(node: CloudInitNode) -> str:
     if not node.ssh_keys:
         raise ValueError("cloud-init: at least one SSH public key is required (no password login)")
     fam = node.family
-    packages = sorted(set(fam.packages_for(node.role) + node.extra_packages + (fam.firewall_packages if node.firewall else ())))
+    packages = sorted(set(fam.packages_for(node.role) + node.extra_packages + firewall_packages(node)))
     sysctl = "# Rendered by microcloud\nnet.ipv4.ip_forward = 1\nnet.ipv4.ip_nonlocal_bind = 1\n"
     files = [
         {"path": "/etc/sysctl.d/90-microcloud.conf", "content": sysctl, "permissions": "0644", "owner": "root:root"},
@@ -120,18 +120,29 @@ def render_user_data(node: CloudInitNode) -> str:
     return _dump(doc, "#cloud-config\n")
 
 
-def _firewall(node: CloudInitNode, files: list[dict]) -> list[list[str]]:
+def uses_firewalld(node: CloudInitNode) -> bool:
+    """firewalld on EL9 nodes outside the cluster; our nftables table on Debian and on every K3s node
+    (K3s' docs have firewalld off on its nodes: its zones would sit between the NIC, flannel and the pods)."""
+    return node.firewall is not None and node.family.firewall == "firewalld" and not node.firewall.pod_ranges
+
+
+def firewall_packages(node: CloudInitNode) -> tuple[str, ...]:
+    if node.firewall is None:
+        return ()
+    return ("firewalld",) if uses_firewalld(node) else ("nftables",)
+
+
+def _firewall(node: CloudInitNode, files: list[dict]) -> list[list[str] | str]:
     """The firewall's files (added to ``files``) and the runcmd steps that start it, packages being installed by then."""
     spec = node.firewall
     if spec is None:
         return []
+
     def root_file(path: str, content: str, mode: str = "0644") -> dict:
         return {"path": path, "content": content, "permissions": mode, "owner": "root:root"}
-    if node.family.firewall == "firewalld":
+
+    if uses_firewalld(node):
         files.append(root_file(f"{host_firewall.ZONE_DIR}/{host_firewall.ZONE}.xml", host_firewall.render_firewalld_zone(spec)))
-        pods = host_firewall.render_firewalld_pods_zone(spec)
-        if pods is not None:
-            files.append(root_file(f"{host_firewall.ZONE_DIR}/{host_firewall.PODS_ZONE}.xml", pods))
         return [
             ["systemctl", "enable", "--now", "firewalld"],
             ["firewall-cmd", "--reload"],
@@ -139,7 +150,11 @@ def _firewall(node: CloudInitNode, files: list[dict]) -> list[list[str]]:
         ]
     files.append(root_file(host_firewall.NFT_PATH, host_firewall.render_nftables(spec), "0600"))
     files.append(root_file(f"/etc/systemd/system/{host_firewall.NFT_UNIT}", host_firewall.nft_unit()))
-    return [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", host_firewall.NFT_UNIT]]
+    steps: list[list[str] | str] = []
+    if node.family.firewall == "firewalld":
+        # An EL9 K3s node: an image that enables firewalld must not keep it running beside the table.
+        steps.append("systemctl disable --now firewalld 2>/dev/null || true")
+    return steps + [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", host_firewall.NFT_UNIT]]
 
 
 def render_network_config(net: NetworkSettings) -> str:

@@ -15,11 +15,10 @@ NodePort clients, and traffic from the pod and service ranges is admitted
 as K3s' own docs require. A oneshot unit (``microcloud-firewall.service``)
 loads it before the network comes up.
 
-firewalld: the zone ``microcloud`` (target DROP, rich rules per allow)
-becomes the default zone; on K3s nodes the pod and service ranges go to a
-zone of their own with target ACCEPT (K3s' documented firewalld setup).
-firewalld filters forwarded traffic by zone, not by original port, so on EL9
-K3s nodes NodePorts are not limited by source (docs/firewall.md).
+firewalld (EL9 nodes outside the cluster: the LB pair, infra, generic): the
+zone ``microcloud`` (target DROP, rich rules per allow) becomes the default
+zone. K3s nodes load the nftables table on every OS, EL9 included, with
+firewalld off, as K3s' docs have it.
 
 Pure (no Pulumi): checked by ``nft -c``, loaded into a network namespace and
 probed, and the zones read by ``firewall-offline-cmd`` (tests/test_host_firewall.py).
@@ -37,7 +36,6 @@ TABLE = "microcloud"
 NFT_PATH = "/etc/microcloud/firewall.nft"
 NFT_UNIT = "microcloud-firewall.service"
 ZONE = "microcloud"
-PODS_ZONE = "microcloud-pods"
 ZONE_DIR = "/etc/firewalld/zones"
 PROTOCOLS = ("tcp", "udp", "vrrp")
 # Interfaces K3s' flannel makes: pod traffic to the node arrives on them.
@@ -224,8 +222,6 @@ def render_firewalld_zone(spec: FirewallSpec) -> str:
         '<zone target="DROP">',
         f"  <short>{ZONE}</short>",
         f"  <description>Rendered by microcloud: the firewall of {spec.node} ({spec.role}).</description>",
-        # Forwarding within the zone: K3s nodes route between their NIC and the pod bridge.
-        "  <forward/>",
     ]
     for src in spec.ping_from:
         lines.append(f'  <rule family="ipv4"><source address={quoteattr(src)}/><icmp-type name="echo-request"/><accept/></rule>')
@@ -242,19 +238,4 @@ def render_firewalld_zone(spec: FirewallSpec) -> str:
                     f'<port port="{value}" protocol="{a.proto}"/><accept/></rule>'
                 )
     lines.append("</zone>")
-    return "\n".join(lines) + "\n"
-
-
-def render_firewalld_pods_zone(spec: FirewallSpec) -> Optional[str]:
-    """K3s nodes: the pod and service ranges in a zone of their own with target ACCEPT; None elsewhere."""
-    if not spec.pod_ranges:
-        return None
-    lines = [
-        '<?xml version="1.0" encoding="utf-8"?>',
-        '<zone target="ACCEPT">',
-        f"  <short>{PODS_ZONE}</short>",
-        "  <description>Rendered by microcloud: K3s' pod and service ranges, trusted as K3s requires.</description>",
-        *[f"  <source address={quoteattr(r)}/>" for r in spec.pod_ranges],
-        "</zone>",
-    ]
     return "\n".join(lines) + "\n"

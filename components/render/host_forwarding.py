@@ -66,8 +66,9 @@ class HostForwardingSpec:
     rules: tuple[ForwardRule, ...]
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.tag):
-            raise ValueError(f"host forwarding: tag {self.tag!r} must be 1-64 of [A-Za-z0-9._-]")
+        # Only characters iptables prints unquoted in -S: the purge matches the tag as written.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.tag):
+            raise ValueError(f"host forwarding: tag {self.tag!r} must be 1-64 of [A-Za-z0-9_-]")
 
 
 def between(ends: dict[str, tuple[str, ...]]) -> tuple[ForwardRule, ...]:

@@ -26,9 +26,9 @@ class OsFamily:
     # cloud-init's ENI renderer (Debian's ifupdown) hands nameservers to
     # resolvconf, which a minimal image does not have: write resolv.conf.
     write_resolv_conf: bool = False
-    # The node firewall (render/host_firewall.py): "nftables" (our table and unit) or "firewalld" (our zone).
+    # The node firewall outside the cluster (render/host_firewall.py): "nftables" (our table and unit) or
+    # "firewalld" (our zone); K3s nodes load the nftables table everywhere (render/cloud_init.py).
     firewall: str = "nftables"
-    firewall_packages: tuple[str, ...] = ("nftables",)
 
     def packages_for(self, role: str) -> tuple[str, ...]:
         return tuple(sorted(set(self.packages.get("BASE", ()) + self.packages.get(role, ()))))
@@ -46,7 +46,6 @@ EL9 = OsFamily(
     },
     selinux=True,
     firewall="firewalld",
-    firewall_packages=("firewalld",),
 )
 
 DEBIAN = OsFamily(

@@ -23,7 +23,7 @@ from .k3s import k3s_bin_dir, k3s_bootstrap_server, k3s_hardening, k3s_install_o
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
 from .monitoring import monitored_nodes, scrape_sources
-from .network import forwarding_ends, host_forwarding, vip_client_rules
+from .network import forwarding_ends, forwarding_tag, host_forwarding, vip_client_rules
 from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, kubelet_sysctls, network_settings, reboot_slot,
                     storage_packages)
 # Storage by module (specs.storage.plan, .steps): its names are too generic for this namespace.
@@ -31,7 +31,7 @@ from . import storage
 
 __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records", "firewall_spec",
-    "flatcar_node", "forwarding_ends", "haproxy_backends", "host_forwarding", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
+    "flatcar_node", "forwarding_ends", "forwarding_tag", "haproxy_backends", "host_forwarding", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
     "k3s_bootstrap_server", "k3s_hardening", "k3s_install_order", "k3s_node_spec", "servers_tainted", "keepalived_check_script", "keepalived_confs",
     "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "reboot_slot", "role_allows", "scrape_sources", "ssh_sources", "storage",

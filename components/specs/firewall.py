@@ -34,8 +34,10 @@ def ssh_sources(cfg: StackConfig, node: NodeConfig) -> tuple[str, ...]:
 
 
 def _k3s_arg(cfg: StackConfig, key: str, default: str) -> tuple[str, ...]:
+    """An extra server flag's IPv4 values (K3s takes a comma list or a YAML list; IPv6 ones are left out)."""
     value = cfg.k3s.extra_args.server.get(key, default)
-    return tuple(v.strip() for v in str(value).split(",") if v.strip() and ":" not in v)
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(v for v in (str(i).strip() for i in items) if v and ":" not in v)
 
 
 def _node_ports(cfg: StackConfig) -> tuple[int, int]:
@@ -76,9 +78,10 @@ def role_allows(cfg: StackConfig, node: NodeConfig) -> list[Allow]:
             out.append(Allow("tcp", (port(NFS_PORT),), k3s, "NFSv4: the K3s nodes"))
     elif node.role == "storage":
         out.append(Allow("tcp", (port(NFS_PORT),), k3s or (str(cfg.network_by_name[node.network].cidr),), "NFSv4: the K3s nodes"))
-    for i, extra in enumerate(cfg.firewall.allow):
+    for extra in cfg.firewall.allow:
+        # Its reason alone names it: no list index, so removing one entry changes no other node's first boot.
         if (not extra.nodes and not extra.roles) or node.name in extra.nodes or node.role in extra.roles:
-            out.append(Allow(extra.proto, extra.spans(), tuple(str(s) for s in extra.sources), f"firewall.allow[{i}]: {extra.why}"))
+            out.append(Allow(extra.proto, extra.spans(), tuple(str(s) for s in extra.sources), f"firewall.allow: {extra.why}"))
     return out
 
 
@@ -92,7 +95,9 @@ def firewall_spec(cfg: StackConfig, node: NodeConfig) -> Optional[FirewallSpec]:
     if k3s_member:
         lo, hi = _node_ports(cfg)
         lbs = tuple(f"{n.ip}/32" for n in cfg.load_balancers)
-        node_ports = NodePorts(lo, hi, lbs + _nets(cfg, K3S_ROLES))
+        # The pods too: a pod reaching its own node's NodePort (or a ClusterIP on a port in the range) is DNATed
+        # with its own address, and arrives here unmasqueraded.
+        node_ports = NodePorts(lo, hi, lbs + _nets(cfg, K3S_ROLES) + ranges)
     return FirewallSpec(
         node=node.name,
         role=node.role,

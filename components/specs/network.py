@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from ..config import StackConfig
@@ -41,7 +42,12 @@ def vip_client_rules(cfg: StackConfig) -> tuple[ForwardRule, ...]:
     )
 
 
-def host_forwarding(cfg: StackConfig, tag: str) -> Optional[HostForwardingSpec]:
+def forwarding_tag(prefix: str) -> str:
+    """The rules' comment tag from ``project-stack``: a stack name may hold '.', which iptables would quote."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", prefix)[:64]
+
+
+def host_forwarding(cfg: StackConfig, prefix: str) -> Optional[HostForwardingSpec]:
     """The host's forwarding for the stack, or None when there is nothing to forward."""
     rules = between(forwarding_ends(cfg)) + vip_client_rules(cfg)
-    return HostForwardingSpec(tag=tag, rules=tuple(sorted(set(rules)))) if rules else None
+    return HostForwardingSpec(tag=forwarding_tag(prefix), rules=tuple(sorted(set(rules)))) if rules else None
