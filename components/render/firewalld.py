@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 
+from .host_firewall import rich_rule
 from .shell import output_matches
 from typing import Optional, Sequence
 
@@ -37,10 +38,8 @@ def firewalld_commands(
     rules (firewalld loads nf_conntrack), never loaded here.
     ``without_firewalld`` says, on a node without it, what limits the port instead.
     """
-    rules = [
-        f'rule family="ipv4" source address="{ipaddress.IPv4Network(s, strict=False)}" port port="{port}" protocol="tcp" accept'
-        for s in sources
-    ]
+    # The same form as the node firewall's zone (first boot), so a rule already there is found, not added twice.
+    rules = [rich_rule(str(ipaddress.IPv4Network(s, strict=False)), "tcp", (port, port)) for s in sources]
     want = "\n".join(rules)
     listed = output_matches("firewall-cmd --list-rich-rules", f'port port="{port}"', fixed=True)
     lines = [

@@ -25,6 +25,10 @@ def _nets(cfg: StackConfig, roles: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(str(cfg.network_by_name[name].cidr) for name in sorted(names))
 
 
+def _lb_addresses(cfg: StackConfig) -> tuple[str, ...]:
+    return tuple(f"{n.ip}/32" for n in cfg.load_balancers)
+
+
 def ssh_sources(cfg: StackConfig, node: NodeConfig) -> tuple[str, ...]:
     """``firewall.ssh_from``; else the libvirt host on the node's nat/route network, the whole bridge network."""
     if cfg.firewall.ssh_from:
@@ -50,7 +54,7 @@ def role_allows(cfg: StackConfig, node: NodeConfig) -> list[Allow]:
     """What the node's role needs to admit, each with the sources that need it."""
     k3s = _nets(cfg, K3S_ROLES)
     servers = _nets(cfg, ("server",))
-    lbs = tuple(f"{n.ip}/32" for n in cfg.load_balancers)
+    lbs = _lb_addresses(cfg)
     out = [Allow("tcp", (port(22),), ssh_sources(cfg, node), "SSH: Pulumi and its operators")]
     exporter = (Allow("tcp", (port(NODE_EXPORTER_PORT),), k3s, "node_exporter: Prometheus on the K3s nodes"),) if k3s else ()
     lb = cfg.load_balancer
@@ -94,10 +98,9 @@ def firewall_spec(cfg: StackConfig, node: NodeConfig) -> Optional[FirewallSpec]:
     node_ports = None
     if k3s_member:
         lo, hi = _node_ports(cfg)
-        lbs = tuple(f"{n.ip}/32" for n in cfg.load_balancers)
         # The pods too: a pod reaching its own node's NodePort (or a ClusterIP on a port in the range) is DNATed
         # with its own address, and arrives here unmasqueraded.
-        node_ports = NodePorts(lo, hi, lbs + _nets(cfg, K3S_ROLES) + ranges)
+        node_ports = NodePorts(lo, hi, _lb_addresses(cfg) + _nets(cfg, K3S_ROLES) + ranges)
     return FirewallSpec(
         node=node.name,
         role=node.role,
