@@ -94,6 +94,8 @@ if cfg.k3s.enabled:
             # Servers 2..n and the agents join through the API VIP, and resolve
             # names (downloads) through the infra node: both must answer first.
             wait_for=[*lbs.commands, infra],
+            # Registry tokens: secret config keys the config names (k3s.registries.configs.<host>.auth.password_key).
+            registry_passwords={key: config.secret_value(key) for key in cfg.k3s.registries.secret_keys()},
         ),
     )
     # The one provider of every Kubernetes resource. cluster_identifier: a new

@@ -139,13 +139,15 @@ class ClusterPki(pulumi.ComponentResource):
             {"server_ca_pem": self.server_ca_pem, "ca_hash": self.ca_hash, "admin_expires_at": self.admin_expires_at}
         )
 
-    def join_input(self, role: str, cluster_init: bool) -> pulumi.Output[str]:
-        """A node's install-command stdin (render/k3s_pki.py): its tokens, and the CAs for the cluster-init server. Secret."""
+    def join_input(self, role: str, cluster_init: bool, registries: pulumi.Input[str] = "") -> pulumi.Output[str]:
+        """A node's install-command stdin (render/k3s_pki.py): its tokens, the CAs for the cluster-init server,
+        and K3s' registries.yaml (``registries``, secret: it holds passwords) for every node. Secret."""
         return pulumi.Output.secret(
-            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files, self.encryption_config).apply(
+            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files, self.encryption_config, registries).apply(
                 lambda a: k3s_pki.render_join_input(
                     k3s_pki.join_input_for(role, cluster_init, server_token=a[0], agent_token=a[1], files=a[2],
-                                           creds={k3s_hardening.ENCRYPTION_CONFIG: a[3]} if self.secrets_encryption else {})
+                                           creds={k3s_hardening.ENCRYPTION_CONFIG: a[3]} if self.secrets_encryption else {},
+                                           registries=a[4])
                 )
             )
         )

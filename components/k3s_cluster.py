@@ -14,6 +14,11 @@ placed before K3s first starts; agents: the agent token only). The script
 writes them to 0600 files that config.yaml names. They are never in a
 command line, a log or clear state.
 
+The same stdin carries K3s' registries.yaml (k3s.registries, the
+passwords from secret config keys): the script installs it 0600 and
+restarts K3s only where it changed, so a new registry token rolls through
+the nodes in the same order, each Ready before the next, no VM replaced.
+
 ``k3s-ready`` proves the cluster from the bootstrap server: the API answers
 through the VIP and every node is Ready (bounded, naming the node that is
 not); it prints nothing. The admin kubeconfig is built here, after it, from
@@ -27,8 +32,8 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
@@ -39,6 +44,7 @@ from .config import NodeConfig, StackConfig, file_sha256
 from .config import K3sArtifact
 from .day2 import QUIET, NodeAccess
 from .render import k3s
+from .render.k3s_registries import render_registries
 
 # Where files copied from the Pulumi host wait on the node until installed.
 UPLOAD_DIR = "/var/tmp/microcloud-k3s"
@@ -55,6 +61,8 @@ class K3sClusterArgs:
     pki: ClusterPki
     # What must be up first: the load-balancer pair (the VIP every node joins through) and DNS/NTP.
     wait_for: Sequence[pulumi.Resource] = ()
+    # k3s.registries' password keys -> their secret values (config.secret_value): registries.yaml's passwords.
+    registry_passwords: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def ready_script(*, node: str, binary: str, server: str, names: Sequence[str], timeout: int, kubeconfig: str = ADMIN_KUBECONFIG) -> str:
@@ -100,6 +108,14 @@ class K3sCluster(pulumi.ComponentResource):
         for what in kc.relaxations():
             pulumi.log.warn(what, resource=self)
 
+        # registries.yaml travels in every install command's stdin (secret: it holds the passwords); a new
+        # token changes that stdin, so each node's install runs again in order and restarts K3s only there.
+        keys = sorted(args.registry_passwords)
+        self._registries = pulumi.Output.secret(
+            pulumi.Output.all(*(args.registry_passwords[k] for k in keys)).apply(
+                lambda vals: render_registries(specs.k3s_registries(cfg, dict(zip(keys, vals))))
+            )
+        )
         first = specs.k3s_bootstrap_server(cfg)
         previous: list[pulumi.Resource] = list(args.wait_for)
         if len(cfg.servers) > 1:
@@ -189,7 +205,7 @@ class K3sCluster(pulumi.ComponentResource):
             connection=conn.args(),
             create="sudo sh -c " + shlex.quote(script),
             # The tokens (and the CAs) arrive here, never in the script, a file name or an argument.
-            stdin=self._args.pki.join_input(spec.role, spec.cluster_init),
+            stdin=self._args.pki.join_input(spec.role, spec.cluster_init, self._registries),
             # Keyed on the script (config.yaml, unit, pinned files are in it; the secrets are not:
             # a changed join input is an update of stdin, which runs the script again).
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],

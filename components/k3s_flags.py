@@ -20,7 +20,9 @@ component flag the profile sets.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
+import urllib.parse
 from typing import Mapping, Union
 
 FlagValue = Union[bool, int, str, list]
@@ -72,6 +74,8 @@ MANAGED = frozenset({
     "cluster-reset-restore-path", "tls-san", "disable", "https-listen-port", "write-kubeconfig-mode",
     "datastore-endpoint", "datastore-cafile", "datastore-certfile", "datastore-keyfile",
     "secrets-encryption", "secrets-encryption-provider", "protect-kernel-defaults", "rootless",
+    # k3s.registries writes K3s' default registries.yaml; another path would hide it.
+    "private-registry",
 })
 # The component flags the hardening profile (render/k3s_hardening.py) may set, per *-arg list:
 # extra_args may not set them again (relax the profile with k3s.hardening instead).
@@ -147,3 +151,43 @@ def merge_extra_args(ours: Mapping[str, FlagValue], extra: Mapping[str, FlagValu
         else:
             out[key] = value
     return out
+
+
+# A registry as containerd names it in registries.yaml: a host with an optional port, or "*"
+# (every registry without an entry of its own). Read by k3s.registries and render/k3s_registries.py.
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_REGISTRY = re.compile(rf"^({_HOST_LABEL})(\.{_HOST_LABEL})*(:\d{{1,5}})?$")
+
+
+def check_registry_name(name: str) -> str:
+    """A registry key of registries.yaml: ``host``, ``host:port`` or ``*``."""
+    if name != "*" and not _REGISTRY.match(name):
+        raise ValueError(f"{name!r} is not a registry host (like ghcr.io or registry.lan:5000), nor '*'")
+    if ":" in name and not 0 < int(name.rsplit(":", 1)[1]) < 65536:
+        raise ValueError(f"{name!r}: the port is not 1-65535")
+    return name
+
+
+def check_registry_endpoint(url: str) -> str:
+    """A mirror endpoint: an http(s) URL with a host and at most a path (no credentials, query or fragment)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL with a host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: an endpoint carries no credentials, query or fragment (credentials go in configs)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number 1-65535") from None
+    return url
+
+
+def plain_http(url: str) -> bool:
+    """An endpoint that sends credentials and images in clear (http to anything but the node itself)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return parts.hostname != "localhost"

@@ -351,7 +351,7 @@ def test_cached_only_never_builds(cold):
     assert cold["requests"] == []
 
 
-@pytest.mark.parametrize("script", ["node-exporter.sh", "actionlint.sh", "coredns.sh", "k8s.sh", "toolchain.sh"])
+@pytest.mark.parametrize("script", ["node-exporter.sh", "actionlint.sh", "registries-check.sh", "coredns.sh", "k8s.sh", "toolchain.sh"])
 def test_every_go_module_build_uses_the_shared_helper(script):
     text = (ROOT / ".ci" / script).read_text()
     assert "lib/gomod.sh" in text

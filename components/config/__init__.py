@@ -43,7 +43,7 @@ from .load_balancer import LoadBalancerConfig, VrrpConfig
 from .monitoring import MonitoringConfig, NodeExporterBinary
 from .platform import ChartConfig, GitOpsConfig, PlatformConfig
 from .artifacts import PinnedFile, ReleaseBinary, file_sha256
-from .loader import check_local_files, check_stack_keys, fail, load, parse_config
+from .loader import check_local_files, check_secret_keys, check_stack_keys, fail, load, parse_config, secret_value
 from .network import Dhcp, DnsHost, NetworkConfig
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES, DataDisk, NodeConfig
 from .access import ConsoleConfig, SshConfig
@@ -99,7 +99,9 @@ __all__ = [
     "UpdatesConfig",
     "VrrpConfig",
     "check_local_files",
+    "check_secret_keys",
     "check_stack_keys",
+    "secret_value",
     "file_sha256",
     "load",
     "parse_config",

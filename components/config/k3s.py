@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ..k3s_flags import DNS_LABEL, check_extra_args
+from ..k3s_flags import DNS_LABEL, check_extra_args, check_registry_endpoint, check_registry_name, plain_http
 from .artifacts import PinnedFile, https_url
 from .base import _Model, check_pinned
 
@@ -112,6 +112,90 @@ class K3sExtraArgs(_Model):
     agent: dict[str, ExtraValue] = Field(default_factory=dict, description="Extra keys for agents (storage nodes included).")
 
 
+# A Pulumi config key of this project that holds a secret (`pulumi config set --secret <key> <value>`).
+SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class RegistryMirror(_Model):
+    """Where the nodes pull a registry's images from instead (a pull-through cache, an air-gapped site's registry)."""
+
+    endpoints: tuple[str, ...] = Field(min_length=1, description="Endpoint URLs (`https://mirror.lan:5000`), tried in order before the registry itself.")
+    rewrites: dict[str, str] = Field(
+        default_factory=dict, description="Regular expression on the image name (never the tag) -> replacement, applied on these endpoints, e.g. `{\"^library/(.*)\": \"hub/$1\"}`."
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            check_registry_endpoint(url)
+        return v
+
+    @field_validator("rewrites")
+    @classmethod
+    def _rewrites(cls, v: dict[str, str]) -> dict[str, str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"rewrite {pattern!r} is not a regular expression ({err})") from None
+        return v
+
+
+class RegistryAuth(_Model):
+    """Basic auth for one registry: the user here, its password or token in a secret config key."""
+
+    username: str = Field(min_length=1, max_length=255, pattern=r"^[^\s:]+$", description="The registry user (GHCR: the GitHub user or organization bot).")
+    password_key: str = Field(
+        pattern=SECRET_KEY_PATTERN,
+        description="The name of a config key of this project holding the password or token as a secret: "
+        "`pulumi config set --secret <password_key> <token>` (GHCR: a token with `read:packages`). The value never enters this file.",
+    )
+
+
+class RegistryConfig(_Model):
+    """Credentials and TLS for one registry (or mirror endpoint host)."""
+
+    auth: Optional[RegistryAuth] = Field(default=None, description="User and secret key of the password.")
+    ca_file: Optional[str] = Field(default=None, pattern=r"^/", description="Absolute path on every node of the CA that signs the registry's certificate.")
+    insecure_skip_verify: bool = Field(default=False, description="Accept any certificate from this registry (relaxes TLS: a warning on every run).")
+
+    @model_validator(mode="after")
+    def _something(self) -> "RegistryConfig":
+        if self.auth is None and self.ca_file is None and not self.insecure_skip_verify:
+            raise ValueError("give auth, ca_file or insecure_skip_verify")
+        return self
+
+
+class K3sRegistries(_Model):
+    """K3s' registries.yaml on every K3s node (docs/delivery.md#registries): containerd pulls private images with these credentials, no pull secret per namespace."""
+
+    mirrors: dict[str, RegistryMirror] = Field(default_factory=dict, description="Registry (`docker.io`, `ghcr.io`, `*`) -> its mirror endpoints.")
+    configs: dict[str, RegistryConfig] = Field(default_factory=dict, description="Registry host (`ghcr.io`, `registry.lan:5000`, `*`) -> credentials and TLS.")
+
+    @field_validator("mirrors", "configs")
+    @classmethod
+    def _names(cls, v: dict) -> dict:
+        for name in v:
+            check_registry_name(name)
+        return v
+
+    def secret_keys(self) -> dict[str, str]:
+        """password_key -> the registry whose password it holds."""
+        return {c.auth.password_key: host for host, c in sorted(self.configs.items()) if c.auth is not None}
+
+    def relaxations(self) -> list[str]:
+        out = []
+        for host, c in sorted(self.configs.items()):
+            if c.insecure_skip_verify:
+                out.append(f"k3s.registries.configs.{host}.insecure_skip_verify is on: the nodes accept any certificate from {host}")
+        for name, m in sorted(self.mirrors.items()):
+            for url in m.endpoints:
+                if plain_http(url):
+                    out.append(f"k3s.registries.mirrors.{name}: {url} is plain http: images (and any credentials for it) travel in clear")
+        return out
+
+
 class K3sConfig(_Model):
     version: str = Field(description="Exact K3s release, e.g. `v1.34.2+k3s1`.")
     enabled: bool = Field(
@@ -144,6 +228,10 @@ class K3sConfig(_Model):
     ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
     hardening: K3sHardening = Field(default_factory=K3sHardening, description="K3s' CIS hardening profile (docs/k3s.md#hardening); on unless relaxed here.")
     extra_args: K3sExtraArgs = Field(default_factory=K3sExtraArgs, description="The escape hatch for K3s flags the program does not set (docs/k3s.md#extra-arguments).")
+    registries: K3sRegistries = Field(
+        default_factory=K3sRegistries,
+        description="Day 2: registry mirrors and credentials in every node's `/etc/rancher/k3s/registries.yaml`; a change (a new token too) restarts K3s one node at a time, each Ready before the next.",
+    )
 
     @field_validator("version")
     @classmethod
@@ -201,4 +289,5 @@ class K3sConfig(_Model):
         for role in ("server", "agent"):
             for key in sorted(getattr(self.extra_args, role)):
                 out.append(f"k3s.extra_args.{role}.{key} goes to K3s checked by name only")
+        out += self.registries.relaxations()
         return out

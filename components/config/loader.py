@@ -92,16 +92,20 @@ def parse_config(raw: Any) -> StackConfig:
     return cfg
 
 
-def check_stack_keys(keys: Iterable[str]) -> None:
-    """The stack's own config keys: ``microcloud:config`` is there, and no other key of this project.
+def check_stack_keys(keys: Iterable[str], secret_keys: Iterable[str] = ()) -> None:
+    """The stack's own config keys: ``microcloud:config`` is there, and no other key of this project but secrets.
+
+    A project key set with ``--secret`` (in ``secret_keys``) is a secret value the config names
+    (``check_secret_keys`` checks that one names it); any other is a mistake.
 
     A key in this project's namespace is a typo of microcloud:config (the
     project has no other); a missing microcloud:config with a look-alike key
     in another namespace (``microclud:config``) is one too.
     """
     keys = sorted(keys)
+    secret = set(secret_keys)
     for key in keys:
-        if key.startswith(f"{PROJECT}:") and key != CONFIG_KEY:
+        if key.startswith(f"{PROJECT}:") and key != CONFIG_KEY and key not in secret:
             if closest(key, [CONFIG_KEY], cutoff=0.8):
                 raise StackKeyError(key, f"is not a key of this project; did you mean {CONFIG_KEY}?")
             raise StackKeyError(key, f"is not a key of this project; its only key is {CONFIG_KEY}, the whole stack goes below it")
@@ -110,6 +114,29 @@ def check_stack_keys(keys: Iterable[str]) -> None:
         if guess is not None:
             raise StackKeyError(guess, f"is not a key of this project; did you mean {CONFIG_KEY}?")
         raise StackKeyError(CONFIG_KEY, "is not set; copy the shape of Pulumi.dev.yaml into Pulumi.<stack>.yaml")
+
+
+def check_secret_keys(cfg: StackConfig, keys: Iterable[str], secret_keys: Iterable[str]) -> None:
+    """Each secret the config names by key (``password_key``) is set, and set as a secret; each secret key set is named."""
+    keys, secret = set(keys), set(secret_keys)
+    named = cfg.secret_keys()
+    for name, where in sorted(named.items()):
+        key = f"{PROJECT}:{name}"
+        if key not in keys:
+            raise StackKeyError(key, f"is not set; {where} names it: pulumi config set --secret {name} <value>")
+        if key not in secret:
+            raise StackKeyError(key, f"is set in clear; {where} needs it as a secret: pulumi config set --secret {name} <value>")
+    for key in sorted(k for k in secret if k.startswith(f"{PROJECT}:") and k != CONFIG_KEY):
+        if key.split(":", 1)[1] not in named:
+            raise StackKeyError(key, "is a secret no setting names (k3s.registries.configs.<host>.auth.password_key); "
+                                     f"remove it with pulumi config rm {key.split(':', 1)[1]}, or name it")
+
+
+def secret_value(name: str):
+    """The secret config value ``name`` (a key ``check_secret_keys`` admitted), as a secret Output."""
+    import pulumi
+
+    return pulumi.Config(PROJECT).require_secret(name)
 
 
 def check_local_files(cfg: StackConfig) -> None:
@@ -123,6 +150,13 @@ def check_local_files(cfg: StackConfig) -> None:
                 continue
             path = art.local_path()
             art.check_file(f"k3s.{what}", path, f"no file at {path} on this machine")
+
+
+def _secret_keys() -> set[str]:
+    """The running stack's config keys that hold secrets: the engine names them in PULUMI_CONFIG_SECRET_KEYS; mocks set them directly."""
+    import pulumi.runtime.config as rc
+
+    return set(rc._SECRET_KEYS.get()) | set(rc.get_config_secret_keys_env())
 
 
 def _stack_keys() -> set[str]:
@@ -168,8 +202,13 @@ def load() -> StackConfig:
     import pulumi  # local import keeps parse_config usable without Pulumi
 
     try:
-        check_stack_keys(_stack_keys())
+        keys, secret = _stack_keys(), _secret_keys()
+        if CONFIG_KEY not in keys:
+            check_stack_keys(keys, secret)
         cfg = parse_config(pulumi.Config(PROJECT).get_object("config"))
+        # A key the config names is judged by check_secret_keys ("set in clear"), not as a typo.
+        check_stack_keys(keys, secret | {f"{PROJECT}:{k}" for k in cfg.secret_keys()})
+        check_secret_keys(cfg, keys, secret)
         check_local_files(cfg)
         return cfg
     except ConfigError as err:

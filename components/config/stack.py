@@ -91,6 +91,10 @@ class StackConfig(_Model):
 
     # ----- derived views used by the components -----
 
+    def secret_keys(self) -> dict[str, str]:
+        """Config key -> the setting that names it (its value is a secret set with `pulumi config set --secret`)."""
+        return {key: f"k3s.registries.configs.{host}.auth.password_key" for key, host in self.k3s.registries.secret_keys().items()}
+
     @cached_property
     def network_by_name(self) -> dict[str, NetworkConfig]:
         return {n.name: n for n in self.networks}

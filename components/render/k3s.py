@@ -19,6 +19,8 @@ from . import k3s_hardening as hardening
 from ..k3s_flags import merge_extra_args
 from .k3s_hardening import CRED_FILES
 from .k3s_pki import SERVER_CA, TLS_FILES
+from .k3s_registries import HEADER as REGISTRIES_HEADER
+from .k3s_registries import REGISTRIES_PATH
 
 # The node model lives beside; these names are part of this module's interface (k3s.K3sNodeSpec ...).
 from .k3s_node import (  # noqa: F401
@@ -206,6 +208,11 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         '  cp "$1" "$2.microcloud-new" && chmod "$3" "$2.microcloud-new" && mv -f "$2.microcloud-new" "$2"',
         "  changed=1",
         "}",
+        "drop() { # target: removed, kept for undo",
+        "  n=$((n + 1))",
+        '  cp -p "$1" "$work/prev.$n"; echo "$n $1" >> "$work/undo"; rm -f "$1"',
+        "  changed=1",
+        "}",
         "undo() {",
         '  while read -r k target; do',
         '    if [ "$k" = - ]; then rm -f "$target"; else mv -f "$work/prev.$k" "$target"; fi',
@@ -242,7 +249,16 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
             'done < "$work/creds"',
         ]
     lines += _hardening(spec)
+    registries = root + REGISTRIES_PATH
     lines += [
+        "# K3s' registries.yaml (registry passwords: root only); one this program wrote goes when the stack has none.",
+        'if [ -s "$work/registries" ]; then',
+        f'  put "$work/registries" {q(registries)} 0600 || true',
+        f'elif [ -e {q(registries)} ]; then',
+        f'  case "$(head -n 1 {q(registries)})" in',
+        f'    {q(REGISTRIES_HEADER.rstrip())}) drop {q(registries)} ;;',
+        "  esac",
+        "fi",
         f'put "$work/config" {q(root + CONFIG_PATH)} 0600 || true',
         "unit_changed=0",
         f'if put "$work/unit" {q(root + posixpath.join(UNIT_DIR, unit))} 0644; then unit_changed=1; fi',
@@ -326,6 +342,9 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
         '      mkdir -p "$work/cred"',
         "      printf '%s' \"$value\" | base64 -d > \"$work/cred/$name\" 2>/dev/null || fail \"cred $name in the join input is not base64; nothing installed\"",
         '      echo "$name" >> "$work/creds" ;;',
+        "    registries)",
+        "      printf '%s' \"$name\" | base64 -d > \"$work/registries\" 2>/dev/null || fail \"the registries file in the join input is not base64; nothing installed\"",
+        '      [ -s "$work/registries" ] || fail "the registries file in the join input is empty; nothing installed" ;;',
         "    '') ;;",
         '    *) fail "the join input has a line of unknown kind; nothing installed" ;;',
         "  esac",

@@ -84,18 +84,23 @@ class JoinInput:
     files: Mapping[str, str] = field(default_factory=dict)
     # The cluster-init server only: <data-dir>/server/cred files (the secrets encryption config).
     creds: Mapping[str, str] = field(default_factory=dict)
+    # Every node: K3s' registries.yaml (render/k3s_registries.py), it holds registry passwords; "" for none.
+    registries: str = field(default="", repr=False)
 
 
 def join_input_for(role: str, cluster_init: bool, *, server_token: str, agent_token: str, files: Mapping[str, str],
-                   creds: Optional[Mapping[str, str]] = None) -> JoinInput:
-    """What a node of ``role`` gets: agents only the agent token; servers both tokens; the cluster-init server also the CAs and creds."""
+                   creds: Optional[Mapping[str, str]] = None, registries: str = "") -> JoinInput:
+    """What a node of ``role`` gets: agents only the agent token; servers both tokens; the cluster-init server also the CAs and creds.
+
+    Every node gets ``registries`` (K3s' registries.yaml, or "" for none).
+    """
     if role == "agent":
-        return JoinInput(token=agent_token)
+        return JoinInput(token=agent_token, registries=registries)
     if role != "server":
         raise ValueError(f"k3s pki: role {role!r} is neither server nor agent")
     if not cluster_init:
-        return JoinInput(token=server_token, agent_token=agent_token)
-    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files), creds=dict(creds or {}))
+        return JoinInput(token=server_token, agent_token=agent_token, registries=registries)
+    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files), creds=dict(creds or {}), registries=registries)
 
 
 def render_join_input(spec: JoinInput) -> str:
@@ -129,6 +134,8 @@ def render_join_input(spec: JoinInput) -> str:
         raise ValueError("k3s pki: cred files go to the cluster-init server only, with the CAs")
     for name in sorted(spec.creds):
         lines.append(f"cred {name} {base64.b64encode(spec.creds[name].encode()).decode()}")
+    if spec.registries:
+        lines.append(f"registries {base64.b64encode(spec.registries.encode()).decode()}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,12 @@
-"""K3s: the bootstrap server, the install order, each node's config.yaml spec and binary directory."""
+"""K3s: the bootstrap server, the install order, each node's config.yaml spec and binary directory, the registries file."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..config import K3S_ROLES, NodeConfig, StackConfig
 from ..render import k3s
+from ..render.k3s_registries import Mirror, RegistriesSpec, RegistryAuth, RegistryConfig
 from ..render.k3s_hardening import SERVER_TAINT, AuditLog, Hardening
 from ..render.platform.longhorn import LONGHORN_DISK_LABEL
 
@@ -83,3 +86,17 @@ def k3s_hardening(cfg: StackConfig) -> Hardening:
 
 def k3s_bin_dir(node: NodeConfig) -> str:
     return k3s.FLATCAR_BIN_DIR if node.is_flatcar else k3s.BIN_DIR
+
+
+def k3s_registries(cfg: StackConfig, passwords: Mapping[str, str]) -> RegistriesSpec:
+    """registries.yaml of every K3s node: k3s.registries with each ``password_key`` resolved from ``passwords`` (key -> secret value)."""
+    reg = cfg.k3s.registries
+    missing = sorted(set(reg.secret_keys()) - set(passwords))
+    if missing:
+        raise ValueError(f"k3s.registries: no value for the secret keys {missing}")
+    configs = {}
+    for host, c in reg.configs.items():
+        auth = None if c.auth is None else RegistryAuth(username=c.auth.username, password=passwords[c.auth.password_key])
+        configs[host] = RegistryConfig(auth=auth, ca_file=c.ca_file, insecure_skip_verify=c.insecure_skip_verify)
+    mirrors = {name: Mirror(endpoints=tuple(m.endpoints), rewrites=dict(m.rewrites)) for name, m in reg.mirrors.items()}
+    return RegistriesSpec(mirrors=mirrors, configs=configs)

@@ -200,14 +200,21 @@ def with_stand_in_binaries(model: dict) -> dict:
     return model
 
 
-def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False) -> Run:
-    """Evaluate __main__.py for ``stack`` (config from Pulumi.<stack>.yaml unless ``model`` is given)."""
+def run_program(stack: str = "dev", model: Optional[dict] = None, preview: bool = False,
+                secrets: Optional[dict[str, str]] = None, clear: Optional[dict[str, str]] = None) -> Run:
+    """Evaluate __main__.py for ``stack`` (config from Pulumi.<stack>.yaml unless ``model`` is given).
+
+    ``secrets``: more config keys of the project (``ghcr_token``), set as `pulumi config set --secret` sets them;
+    ``clear``: more keys set without ``--secret``.
+    """
     config = stack_config(stack)
     model = with_stand_in_binaries(copy.deepcopy(model if model is not None else config["microcloud:config"]))
-    config = {**config, "microcloud:config": model}
+    extra = {f"{PROJECT}:{k}": v for k, v in {**(clear or {}), **(secrets or {})}.items()}
+    config = {**config, "microcloud:config": model, **extra}
     # NoCloud seeds are written by the program: into a scratch dir, not ~/.cache.
     os.environ.setdefault("MICROCLOUD_SEED_DIR", tempfile.mkdtemp(prefix="microcloud-seeds-"))
-    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
+    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()},
+                                  secret_keys=[f"{PROJECT}:{k}" for k in (secrets or {})])
     monitor = RecordingMonitor(Mocks())
     pulumi.runtime.settings.set_root_resource(None)  # a fresh Stack (and exports) per run
     pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)

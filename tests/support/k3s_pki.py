@@ -68,11 +68,15 @@ def encryption_config(key_b64: str = ENCRYPTION_KEY) -> str:
     return k3s_hardening.render_encryption_config(k3s_hardening.EncryptionKey(key_b64=key_b64))
 
 
-def join_input(node: k3s.K3sNodeSpec, name: str = "test", key_b64: str = ENCRYPTION_KEY) -> str:
-    """The join input the program gives ``node`` (the same choice K3sCluster and ClusterPki make), as its install command's stdin."""
+def join_input(node: k3s.K3sNodeSpec, name: str = "test", key_b64: str = ENCRYPTION_KEY, registries: str = "") -> str:
+    """The join input the program gives ``node`` (the same choice K3sCluster and ClusterPki make), as its install command's stdin.
+
+    ``registries``: K3s' registries.yaml text (render/k3s_registries.py), "" for none.
+    """
     encrypt = node.hardening is not None and node.hardening.secrets_encryption
     spec = k3s_pki.join_input_for(
         node.role, node.cluster_init, server_token=server_token(name), agent_token=agent_token(name), files=tls_files(name),
         creds={k3s_hardening.ENCRYPTION_CONFIG: encryption_config(key_b64)} if encrypt else {},
+        registries=registries,
     )
     return k3s_pki.render_join_input(spec)
