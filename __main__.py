@@ -163,3 +163,6 @@ if platform is not None:
         "grafana_admin": platform.grafana_admin_password,
         **({"argocd_admin": platform.argocd_admin_password} if platform.argocd_admin_password is not None else {}),
     })
+    if platform.argocd_ci_token is not None:
+        # The CI account's API token (secret): the app repositories' ARGOCD_AUTH_TOKEN (docs/delivery.md).
+        pulumi.export("argocd_ci_token", platform.argocd_ci_token)

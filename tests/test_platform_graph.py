@@ -308,8 +308,10 @@ def test_generated_secrets_are_secret(graph):
 
 def test_every_password_rotates_by_its_keeper(graph, chart_paths):
     passwords = {r.name.removeprefix("platform-"): r for r in graph.by_type(PASSWORD)}
-    assert set(passwords) == set(ROTATABLE)
-    assert all(r.inputs["keepers"] == {"rotation": ""} for r in passwords.values())
+    # The CI token's keeper rotates its id (a RandomUuid), not a password.
+    tokens = {r.name.removeprefix("platform-"): r for r in graph.by_type("random:index/randomUuid:RandomUuid")}
+    assert set(passwords) | set(tokens) == set(ROTATABLE) and set(tokens) == {"argocd-ci-token"}
+    assert all(r.inputs["keepers"] == {"rotation": ""} for r in [*passwords.values(), *tokens.values()])
     bumped = run_platform(chart_paths, rotation={"grafana-admin": "2026-12"})
     keepers = {r.name.removeprefix("platform-"): r.inputs["keepers"] for r in bumped.by_type(PASSWORD)}
     assert keepers["grafana-admin"] == {"rotation": "2026-12"}
@@ -352,7 +354,7 @@ def test_prod_data_is_protected(prod):
     lh = prod.one(CHART, "platform-longhorn").inputs["values"]
     assert lh["defaultSettings"]["deletingConfirmationFlag"] is False
     # Nothing runs Longhorn's uninstall in prod, and the root app does not cascade.
-    assert not prod.by_type("command:local:Command")
+    assert [r.name for r in prod.by_type("command:local:Command")] == ["platform-argocd-ci-token-issued"]
     assert "finalizers" not in prod.one(ROOT_APP, "platform-root-app").inputs["metadata"]
 
 

@@ -12,7 +12,7 @@ from .base import _Model, check_pinned
 
 # Every generated password a keeper can rotate, by its key in the config's
 # `platform.rotation` and in PlatformArgs.rotation (the platform layer reads both from here).
-ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "grafana-admin")
+ROTATABLE = ("dashboard", "argocd-admin", "argocd-server-key", "argocd-redis", "argocd-ci-token", "grafana-admin")
 # An exact chart version (no range, no v): what the config and PlatformArgs accept (fullmatch).
 EXACT_CHART_VERSION = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?")
 
@@ -127,11 +127,17 @@ class PlatformConfig(_Model):
     gitops: Optional[GitOpsConfig] = Field(default=None, description="The repository of the GitOps root Application. Unset: Argo CD without a root app.")
     rotation: dict[str, str] = Field(
         default={},
-        description="A keeper per generated password (`dashboard`, `argocd-admin`, `argocd-server-key`, `argocd-redis`, `grafana-admin`): change the value to rotate it on the next `up`.",
+        description="A keeper per generated password or token (`dashboard`, `argocd-admin`, `argocd-server-key`, `argocd-redis`, `argocd-ci-token`, `grafana-admin`): change the value to rotate it on the next `up`.",
     )
     argocd_password_mtime: str = Field(
         default="2026-01-01T00:00:00Z",
         description="When Argo CD's admin password last changed (RFC 3339, UTC); move it with the `argocd-admin` keeper so Argo CD rejects tokens issued before.",
+    )
+    ci_account: Optional[str] = Field(
+        default="github-actions",
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Argo CD's local account for CI: API tokens only, `get` and `sync` on the apps' project and nothing else. "
+        "Its token, made and listed by Pulumi, is the secret stack output `argocd_ci_token` (rotate it with the `argocd-ci-token` keeper). null: no CI account.",
     )
     values: dict[str, dict[str, Any]] = Field(default={}, description="Extra Helm values per chart, merged over the program's own (site tweaks).")
     longhorn_replicas: Optional[int] = Field(
@@ -155,6 +161,13 @@ class PlatformConfig(_Model):
     def _mtime(cls, v: str) -> str:
         if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", v):
             raise ValueError(f"{v!r} is not a UTC time like 2026-11-26T10:00:00Z")
+        return v
+
+    @field_validator("ci_account")
+    @classmethod
+    def _ci_account(cls, v: Optional[str]) -> Optional[str]:
+        if v == "admin":
+            raise ValueError("the CI account cannot be admin (it would get every right)")
         return v
 
     @field_validator("rotation")

@@ -55,6 +55,7 @@ class PlatformArgs:
     ``service_monitors`` needs the monitoring CRDs (Argo CD then waits for
     kube-prometheus-stack). ``skip_await`` does not wait for workloads to
     become ready (an API server with no nodes).
+    ``argocd_ci_account``: the local account CI syncs with; its token is ``Platform.argocd_ci_token``.
     ``argocd_password_mtime``: bump it with the password's rotation, Argo CD
     then rejects tokens issued before it; a fixed value keeps re-previews empty.
     ``protect_data`` (prod): the sealing key, Longhorn and Grafana's volume are
@@ -78,6 +79,8 @@ class PlatformArgs:
     traefik_replicas: int = 2
     default_certificate: Optional[DefaultCertificate] = None
     argocd_password_mtime: str = "2026-01-01T00:00:00Z"
+    # Argo CD's CI account (API tokens only; get and sync on the apps' project); None: none.
+    argocd_ci_account: Optional[str] = "github-actions"
     longhorn_data_path: str = LONGHORN_DATA_PATH
     longhorn_replicas: int = 3
     nfs_server: Optional[str] = None
@@ -176,6 +179,7 @@ def platform_args(
         protect_data=cfg.protect_data,
         rotation=dict(pc.rotation),
         argocd_password_mtime=pc.argocd_password_mtime,
+        argocd_ci_account=pc.ci_account,
         values={name: dict(v) for name, v in pc.values.items()},
         network_policies=pc.network_policies,
     )

@@ -30,6 +30,8 @@ class Platform(pulumi.ComponentResource):
     default_certificate: pulumi.Output[str]
     dashboard_password: pulumi.Output[str]
     argocd_admin_password: Optional[pulumi.Output[str]]
+    # The CI account's API token (secret); None without Argo CD or a CI account.
+    argocd_ci_token: Optional[pulumi.Output[str]]
     grafana_admin_password: pulumi.Output[str]
 
     def __init__(self, name: str, args: PlatformArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -52,6 +54,7 @@ class Platform(pulumi.ComponentResource):
         self._policies = network_policies(NetworkPolicySpec(argocd=args.argocd, nfs_provisioner=args.nfs_server is not None)
                                           ) if args.network_policies else {}
         self.argocd_admin_password = None
+        self.argocd_ci_token = None
         self.default_project = None
         self.root_project = None
         self.apps_project = None
@@ -76,6 +79,8 @@ class Platform(pulumi.ComponentResource):
         }
         if self.argocd_admin_password is not None:
             outputs["argocd_admin_password"] = self.argocd_admin_password
+        if self.argocd_ci_token is not None:
+            outputs["argocd_ci_token"] = self.argocd_ci_token
         self.register_outputs(outputs)
 
     # ------------------------------------------------------------ helpers (the addon modules call them)

@@ -14,6 +14,7 @@ import json
 import os
 import runpy
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -146,6 +147,11 @@ class Mocks(pmocks.Mocks):
             state["result"] = ("m0ckPass" * 8)[: int(args.inputs.get("length", 8))]
         elif args.typ == "command:remote:Command":
             state["stdout"] = ""
+        elif args.typ == "command:local:Command" and args.name.endswith("-argocd-ci-token-issued"):
+            # `date -u +%s` on the Pulumi host.
+            state["stdout"] = "1767225600"
+        elif args.typ == "random:index/randomUuid:RandomUuid":
+            state["result"] = str(uuid.uuid5(uuid.NAMESPACE_URL, args.name + json.dumps(args.inputs.get("keepers", {}), sort_keys=True)))
         elif args.typ == "command:local:Command" and args.name.startswith("check-"):
             # What an image check prints: the checked file (components/render/image_check.py).
             state["stdout"] = f"/checked/{args.name}.img"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Optional
 
 from .common import TRAEFIK_TLS_ANNOTATIONS
 
@@ -11,6 +11,9 @@ ARGOCD_NAMESPACE = "argocd"
 # With configs.secret.createSecret false the program creates argocd-secret:
 # admin.password (bcrypt), admin.passwordMtime, server.secretkey.
 ARGOCD_SECRET = "argocd-secret"
+# The CI account (docs/delivery.md#the-ci-account) and its role in argocd-rbac-cm.
+CI_ACCOUNT = "github-actions"
+CI_ROLE = "role:microcloud-ci"
 # Made by the redis-secret-init hook Job, which never runs: key "auth".
 ARGOCD_REDIS_SECRET = ("argocd-redis", "auth")
 
@@ -47,6 +50,21 @@ class ArgoCdSpec:
     # The program's NetworkPolicies (network_policies.py) replace the chart's, whose server
     # policy admits every source on every port and whose metrics rules every namespace.
     own_network_policies: bool = True
+    # The local account CI syncs with (API tokens only, no login), and the project whose apps it may get and sync.
+    ci_account: Optional[str] = CI_ACCOUNT
+    apps_project: str = "microcloud-apps"
+
+
+def ci_policy_csv(account: str, project: str) -> str:
+    """argocd-rbac-cm's policy.csv: ``account`` may get and sync the Applications of ``project``, nothing else.
+
+    policy.default stays empty (the chart's default), so every other authenticated user without a role gets nothing.
+    """
+    return (
+        f"p, {CI_ROLE}, applications, get, {project}/*, allow\n"
+        f"p, {CI_ROLE}, applications, sync, {project}/*, allow\n"
+        f"g, {account}, {CI_ROLE}\n"
+    )
 
 
 def argocd_host(spec: ArgoCdSpec) -> str:
@@ -67,7 +85,15 @@ def argocd_values(spec: ArgoCdSpec) -> dict:
                 # Secret of Argo CD's namespace to whatever URL an ApplicationSet names.
                 "applicationsetcontroller.enable.scm.providers": False,
             },
-            "cm": {"resource.customizations.health.argoproj.io_Application": APPLICATION_HEALTH_LUA},
+            "cm": {
+                "resource.customizations.health.argoproj.io_Application": APPLICATION_HEALTH_LUA,
+                # The CI account: API tokens only (no UI or CLI login); the program makes its token.
+                **({f"accounts.{spec.ci_account}": "apiKey"} if spec.ci_account else {}),
+            },
+            "rbac": {
+                "policy.default": "",
+                "policy.csv": ci_policy_csv(spec.ci_account, spec.apps_project) if spec.ci_account else "",
+            },
             # The admin password's bcrypt hash lives in argocd-secret, made by the program.
             "secret": {"createSecret": False},
         },
