@@ -58,3 +58,5 @@ for name in ("sealing_certificate", "default_certificate", "dashboard_password",
     pulumi.export(name, getattr(platform, name))
 if platform.argocd_admin_password is not None:
     pulumi.export("argocd_admin_password", platform.argocd_admin_password)
+if platform.argocd_ci_token is not None:
+    pulumi.export("argocd_ci_token", platform.argocd_ci_token)
