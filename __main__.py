@@ -85,6 +85,9 @@ if cfg.k3s.enabled:
             secrets_encryption=cfg.k3s.hardening.secrets_encryption,
         ),
     )
+    # Registry tokens: secret config keys the config names (k3s.registries.configs.<host>.auth.password_key),
+    # read by the nodes' registries.yaml and by Image Updater.
+    registry_passwords = {key: config.secret_value(key) for key in cfg.k3s.registries.secret_keys()}
     cluster = K3sCluster(
         "k3s",
         K3sClusterArgs(
@@ -94,8 +97,7 @@ if cfg.k3s.enabled:
             # Servers 2..n and the agents join through the API VIP, and resolve
             # names (downloads) through the infra node: both must answer first.
             wait_for=[*lbs.commands, infra],
-            # Registry tokens: secret config keys the config names (k3s.registries.configs.<host>.auth.password_key).
-            registry_passwords={key: config.secret_value(key) for key in cfg.k3s.registries.secret_keys()},
+            registry_passwords=registry_passwords,
         ),
     )
     # The one provider of every Kubernetes resource. cluster_identifier: a new
@@ -112,6 +114,7 @@ if cluster is not None and cfg.platform.enabled:
         nfs_path=storage.nfs_path,
         longhorn_path=storage.longhorn_path,
         monitored=watched,
+        registry_passwords=registry_passwords,
     )
     try:
         platform = Platform(

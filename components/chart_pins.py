@@ -27,6 +27,7 @@ CHARTS: Mapping[str, ChartPin] = MappingProxyType({
         ChartPin("traefik", "41.3.0", "https://traefik.github.io/charts"),
         ChartPin("sealed-secrets", "2.18.5", "https://bitnami-labs.github.io/sealed-secrets"),
         ChartPin("argo-cd", "10.1.1", "https://argoproj.github.io/argo-helm"),
+        ChartPin("argocd-image-updater", "1.2.4", "https://argoproj.github.io/argo-helm"),
         ChartPin("longhorn", "1.12.1", "https://charts.longhorn.io"),
         ChartPin("kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"),
         ChartPin("nfs-subdir-external-provisioner", "4.0.18",

@@ -318,7 +318,7 @@ def test_every_k3s_node_gets_the_file_as_a_secret_and_a_new_token_is_an_update()
         # The same script and triggers: the command updates (runs again, in order) and no VM is replaced.
         assert cmd.inputs["create"] == installs[name].inputs["create"], name
         assert cmd.inputs["triggers"] == installs[name].inputs["triggers"], name
-        assert cmd.dependencies == installs[name].dependencies, name
+        assert sorted(cmd.dependencies) == sorted(installs[name].dependencies), name
 
 
 @pytest.mark.graph

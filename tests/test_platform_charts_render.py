@@ -152,7 +152,7 @@ def test_values_key_check_can_fail():
 
 @unit
 def test_every_chart_is_pinned_exactly_with_its_repository():
-    assert set(pv.CHARTS) == {"traefik", "sealed-secrets", "argo-cd", "longhorn", "kube-prometheus-stack",
+    assert set(pv.CHARTS) == {"traefik", "sealed-secrets", "argo-cd", "argocd-image-updater", "longhorn", "kube-prometheus-stack",
                               "nfs-subdir-external-provisioner"}
     for name, pin in pv.CHARTS.items():
         assert pin.name == name and re.fullmatch(r"\d+\.\d+\.\d+", pin.version), pin

@@ -167,7 +167,11 @@ def test_gitops_layout():
         int(o["metadata"]["annotations"][pv.SYNC_WAVE])
     appset = objs[("ApplicationSet", pv.APPSET)]["spec"]
     (gen,) = appset["generators"]
-    assert gen["git"]["directories"] == [{"path": "gitops/apps/*"}]
+    apps, updates = gen["merge"]["generators"]
+    assert gen["merge"]["mergeKeys"] == ["values"]
+    assert apps["git"]["directories"] == [{"path": "gitops/apps/*"}]
+    assert updates["git"]["files"] == [{"path": f"gitops/apps/*/{pv.IMAGE_UPDATES_FILE}"}]
+    assert apps["git"]["values"] == updates["git"]["values"] == {"app": "{{.path.basename}}"}
     tmpl = appset["template"]
     assert tmpl["metadata"]["name"] == "{{.path.basename}}" and tmpl["spec"]["source"]["path"] == "{{.path.path}}"
     assert tmpl["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
@@ -176,7 +180,7 @@ def test_gitops_layout():
     apps = [p for p in (GITOPS / "apps").iterdir()]
     assert apps and all(p.is_dir() for p in apps), apps
     for app in apps:
-        docs = gitops_docs(f"apps/{app.name}")
+        docs = app_manifests(app.name)
         assert docs, app
         for f, ds in docs.items():
             assert f.endswith(".yaml"), f"{f}: plain manifests only"
@@ -186,9 +190,15 @@ def test_gitops_layout():
                 int(d["metadata"]["annotations"][pv.SYNC_WAVE])  # every object has a wave
 
 
+def app_manifests(app: str) -> dict[str, list[dict]]:
+    """An app's manifests: its files but a kustomization.yaml (which lists them) and the Image Updater opt-in."""
+    return {f: ds for f, ds in gitops_docs(f"apps/{app}").items()
+            if Path(f).name not in ("kustomization.yaml", pv.IMAGE_UPDATES_FILE)}
+
+
 @unit
 def test_gitops_example_waves_order_config_workload_service():
-    docs = {d["kind"]: d for ds in gitops_docs("apps/example").values() for d in ds}
+    docs = {d["kind"]: d for ds in app_manifests("example").values() for d in ds}
     wave = {k: int(d["metadata"]["annotations"][pv.SYNC_WAVE]) for k, d in docs.items()}
     assert wave["ConfigMap"] < wave["Deployment"] < wave["Service"], wave
     vols = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
@@ -206,8 +216,11 @@ def test_root_application_patches_every_placeholder():
     out = apply_patch_ops(appset, json.loads(patch["patch"]))
     text = json.dumps(out)
     assert "git.invalid" not in text and "placeholder" not in text, "a placeholder is left"
-    assert out["spec"]["generators"][0]["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
-                                                   "directories": [{"path": "deploy/gitops/apps/*"}]}
+    apps, updates = out["spec"]["generators"][0]["merge"]["generators"]
+    assert apps["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3", "directories": [{"path": "deploy/gitops/apps/*"}],
+                           "values": {"app": "{{.path.basename}}"}}
+    assert updates["git"] == {"repoURL": spec.repo_url, "revision": "v1.2.3",
+                              "files": [{"path": "deploy/gitops/apps/*/image-updates.yaml"}], "values": {"app": "{{.path.basename}}"}}
     tmpl = out["spec"]["template"]["spec"]
     assert (tmpl["source"]["repoURL"], tmpl["source"]["targetRevision"]) == (spec.repo_url, "v1.2.3")
     assert tmpl["project"] == pv.APP_PROJECT
@@ -336,7 +349,7 @@ def test_apps_project_allows_every_app_in_its_namespace_and_nothing_else():
         assert "CreateNamespace=true" in app["spec"]["syncPolicy"]["syncOptions"]
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dest["namespace"]}}
         assert permits(proj, ns, namespace=dest["namespace"], server=dest["server"])
-        for f, docs in gitops_docs(f"apps/{name}").items():
+        for f, docs in app_manifests(name).items():
             for d in docs:
                 assert permits(proj, d, namespace=dest["namespace"], server=dest["server"]), f
 

@@ -113,10 +113,10 @@ def test_every_kubernetes_resource_uses_the_explicit_provider(graph):
         assert "providers:kubernetes::k8s" in r.provider, (r.name, r.provider)
 
 
-def test_all_six_charts_and_every_version_pinned(graph, chart_paths):
+def test_all_seven_charts_and_every_version_pinned(graph, chart_paths):
     charts = {r.name: r for r in graph.by_type(CHART)}
     assert set(charts) == {"platform-sealed-secrets", "platform-traefik", "platform-longhorn", "platform-nfs-provisioner",
-                           "platform-kube-prometheus-stack", "platform-argocd"}
+                           "platform-kube-prometheus-stack", "platform-argocd", "platform-argocd-image-updater"}
     for r in charts.values():
         # Local directories: the path is the pinned chart's, checked against its Chart.yaml.
         name = Path(r.inputs["chart"]).name.rsplit("-", 1)[0]

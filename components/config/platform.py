@@ -122,7 +122,7 @@ class PlatformConfig(_Model):
     enabled: bool = Field(default=True, description="Deploy the platform (Sealed Secrets, Traefik, Longhorn, NFS, monitoring, Argo CD) on K3s. Needs `k3s.enabled`.")
     charts: dict[str, ChartConfig] = Field(
         default={},
-        description="Per chart (`traefik`, `sealed-secrets`, `argo-cd`, `longhorn`, `kube-prometheus-stack`, `nfs-subdir-external-provisioner`): `version`, `repo` or `path`.",
+        description="Per chart (`traefik`, `sealed-secrets`, `argo-cd`, `argocd-image-updater`, `longhorn`, `kube-prometheus-stack`, `nfs-subdir-external-provisioner`): `version`, `repo` or `path`.",
     )
     gitops: Optional[GitOpsConfig] = Field(default=None, description="The repository of the GitOps root Application. Unset: Argo CD without a root app.")
     rotation: dict[str, str] = Field(
@@ -138,6 +138,11 @@ class PlatformConfig(_Model):
         pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
         description="Argo CD's local account for CI: API tokens only, `get` and `sync` on the apps' project and nothing else. "
         "Its token, made and listed by Pulumi, is the secret stack output `argocd_ci_token` (rotate it with the `argocd-ci-token` keeper). null: no CI account.",
+    )
+    image_updater: bool = Field(
+        default=True,
+        description="Argo CD Image Updater for the apps that opt in with `gitops/apps/<app>/image-updates.yaml` (docs/delivery.md#image-updates); "
+        "it lists tags with the credentials of `k3s.registries`.",
     )
     values: dict[str, dict[str, Any]] = Field(default={}, description="Extra Helm values per chart, merged over the program's own (site tweaks).")
     longhorn_replicas: Optional[int] = Field(

@@ -49,7 +49,7 @@ class PlatformArgs:
 
     ``http_nodeport``/``https_nodeport`` are the NodePorts HAProxy targets
     (cfg.load_balancer.ingress_http_nodeport / ingress_https_nodeport).
-    ``charts``: chart name -> ChartSource (``chart_sources``); all six pinned.
+    ``charts``: chart name -> ChartSource (``chart_sources``); every needed chart pinned.
     ``kubeconfig`` (secret) runs Longhorn's uninstall on destroy; needed
     unless ``protect_data``.
     ``service_monitors`` needs the monitoring CRDs (Argo CD then waits for
@@ -81,6 +81,10 @@ class PlatformArgs:
     argocd_password_mtime: str = "2026-01-01T00:00:00Z"
     # Argo CD's CI account (API tokens only; get and sync on the apps' project); None: none.
     argocd_ci_account: Optional[str] = "github-actions"
+    # Argo CD Image Updater (with argocd), for the apps that opt in (gitops/apps/<app>/image-updates.yaml).
+    image_updater: bool = True
+    # registry host -> (user, token: secret) Image Updater lists tags with (k3s.registries' auth).
+    registry_credentials: Mapping[str, tuple[str, pulumi.Input[str]]] = field(default_factory=dict)
     longhorn_data_path: str = LONGHORN_DATA_PATH
     longhorn_replicas: int = 3
     nfs_server: Optional[str] = None
@@ -135,12 +139,14 @@ def platform_args(
     nfs_path: Optional[str],
     longhorn_path: str,
     monitored: Iterable[str],
+    registry_passwords: Optional[Mapping[str, pulumi.Input[str]]] = None,
 ) -> PlatformArgs:
     """The stack config as PlatformArgs.
 
     ``nfs_path``/``longhorn_path``: what the Storage component mounted (no
     NFS export: no NFS StorageClass); ``monitored``: the nodes outside the
-    cluster whose node_exporter Prometheus scrapes.
+    cluster whose node_exporter Prometheus scrapes; ``registry_passwords``: k3s.registries' password keys
+    -> their secret values (the same the nodes get), for Image Updater.
     """
     pc = cfg.platform
     # Chart sources: the stack's overrides, else $MICROCLOUD_CHART_DIR/<name>-<version>
@@ -180,6 +186,12 @@ def platform_args(
         rotation=dict(pc.rotation),
         argocd_password_mtime=pc.argocd_password_mtime,
         argocd_ci_account=pc.ci_account,
+        image_updater=pc.image_updater,
+        registry_credentials={
+            host: (c.auth.username, (registry_passwords or {})[c.auth.password_key])
+            for host, c in sorted(cfg.k3s.registries.configs.items())
+            if c.auth is not None and host != "*" and c.auth.password_key in (registry_passwords or {})
+        },
         values={name: dict(v) for name, v in pc.values.items()},
         network_policies=pc.network_policies,
     )

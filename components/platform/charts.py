@@ -97,4 +97,6 @@ def needed_charts(args: PlatformArgs) -> list[str]:
         names.append("nfs-subdir-external-provisioner")
     if args.argocd:
         names.append("argo-cd")
+        if args.image_updater:
+            names.append("argocd-image-updater")
     return names

@@ -1,7 +1,7 @@
 """The Platform component: checks its inputs, resolves each chart's source, then creates the addons in order.
 
 Each addon is one function in its own module (``sealed_secrets``,
-``traefik``, ``longhorn``, ``nfs``, ``monitoring``, ``argocd``, ``gitops``)
+``traefik``, ``longhorn``, ``nfs``, ``monitoring``, ``argocd``, ``image_updater``, ``gitops``)
 that takes the component and registers its resources as the component's
 children through the helpers below.
 """
@@ -17,7 +17,7 @@ import pulumi_random as random
 from components.chart_pins import CHARTS
 from components.render.platform.network_policies import POLICY_PREFIX, NetworkPolicySpec, network_policies
 
-from . import argocd, gitops, longhorn, monitoring, nfs, sealed_secrets, traefik
+from . import argocd, gitops, image_updater, longhorn, monitoring, nfs, sealed_secrets, traefik
 from .args import PlatformArgs, check_args
 from .charts import chart_dir, merge_values, needed_charts
 
@@ -59,6 +59,8 @@ class Platform(pulumi.ComponentResource):
         self.root_project = None
         self.apps_project = None
         self.root_app = None
+        self.image_updater = None
+        self.image_updater_object = None
 
         sealed_secrets.create(self)
         traefik.create(self)
@@ -68,6 +70,8 @@ class Platform(pulumi.ComponentResource):
         monitoring.create(self)
         if args.argocd:
             argocd.create(self)
+            if args.image_updater:
+                image_updater.create(self)
             if args.gitops is not None:
                 gitops.create(self)
 

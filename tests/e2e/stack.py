@@ -139,13 +139,25 @@ class Stack:
         return out
 
     def write_config(self, model: dict) -> None:
+        """The stack file with ``model`` as microcloud:config; secrets set with `config set --secret` are kept."""
         cfg = {k: v for k, v in stack_config("dev").items() if k != "microcloud:config"}
         cfg["microcloud:config"] = model
-        (self.work / f"Pulumi.{self.name}.yaml").write_text(yaml.safe_dump({"config": cfg}, sort_keys=False))
+        path = self.work / f"Pulumi.{self.name}.yaml"
+        old = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+        cfg.update({k: v for k, v in (old.get("config") or {}).items() if isinstance(v, dict) and "secure" in v})
+        # Other top-level keys (the passphrase provider's encryptionsalt) stay.
+        head = {k: v for k, v in old.items() if k != "config"}
+        path.write_text(yaml.safe_dump({**head, "config": cfg}, sort_keys=False))
 
-    def pulumi(self, *args: str, timeout: float = 1800, event_log: Optional[Path] = None) -> subprocess.CompletedProcess:
+    def set_secret(self, key: str, value: str) -> None:
+        """`pulumi config set --secret key`, the value on stdin: never in an argument or the transcript."""
+        res = self.pulumi("config", "set", "--secret", key, input=value)
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    def pulumi(self, *args: str, timeout: float = 1800, event_log: Optional[Path] = None,
+               input: Optional[str] = None) -> subprocess.CompletedProcess:
         """``event_log``: write the engine's event stream there (the CLI offers --event-log only with
-        PULUMI_DEBUG_COMMANDS set)."""
+        PULUMI_DEBUG_COMMANDS set). ``input``: the command's stdin."""
         cmd = ["pulumi", "--non-interactive", "--color=never", *args]
         env = self.env
         if event_log is not None:
@@ -153,7 +165,7 @@ class Stack:
             env = {**env, "PULUMI_DEBUG_COMMANDS": "true"}
         if args and args[0] != "stack":
             cmd += ["--stack", self.name]
-        res = self.sandbox.run(cmd, timeout=timeout, env=env, cwd=self.work)
+        res = self.sandbox.run(cmd, timeout=timeout, env=env, cwd=self.work, input=input)
         self.transcript.append(f"$ pulumi {' '.join(args)}\n{res.stdout}\n{res.stderr}")
         return res
 

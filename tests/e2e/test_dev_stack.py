@@ -14,8 +14,10 @@ the image or libvirt are not installed. The tests run in order on one stack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import shlex
 import subprocess
 import time
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from components import specs
 from components.config import parse_config
+from components.render.k3s_registries import render_registries
 
 from support.harness import ROOT, stack_config
 
@@ -555,6 +559,67 @@ def test_config_that_cannot_be_activated_fails_up_and_keeps_the_old_one(stack):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     res = stack.pulumi("preview", "--expect-no-changes")
     assert res.returncode == 0, res.stdout[-3000:]
+
+
+def _changed(steps: list[dict]) -> dict[str, set]:
+    out: dict[str, set] = {}
+    for s in steps:
+        if s["op"] != "same":
+            out.setdefault(s["urn"].rsplit("::", 1)[1], set()).add(s["op"])
+    return out
+
+
+def test_a_new_registry_token_rolls_through_k3s_without_replacing_a_vm(stack):
+    """k3s.registries with its token in a secret config key: up writes registries.yaml 0600 on the K3s node
+    and restarts K3s; a new token is planned as an update of the K3s install alone, restarts K3s again with
+    the new file, and no VM is touched; removing the setting removes the file. Neither token is ever shown."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    tokens = ("ghp_" + secrets.token_hex(18), "ghp_" + secrets.token_hex(18))
+    model = json.loads(json.dumps(stack.model))
+    model["k3s"]["registries"] = {
+        "mirrors": {"docker.io": {"endpoints": ["https://mirror.dev.microcloud.lan:5000"]}},
+        "configs": {"ghcr.io": {"auth": {"username": "microcloud-bot", "password_key": "ghcr_token"}}},
+    }
+    path = "/etc/rancher/k3s/registries.yaml"
+
+    def on_node() -> tuple[str, str, str]:
+        res = stack.ssh(ips["server1"], f"sudo sh -c 'stat -c %a {path}; sha256sum < {path} | cut -c1-64; systemctl show -p MainPID --value k3s'")
+        assert res.returncode == 0, res.stderr
+        mode, digest, pid = res.stdout.split()
+        return mode, digest, pid
+
+    def expected(token: str) -> str:
+        text = render_registries(specs.k3s_registries(parse_config(model), {"ghcr_token": token}))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    before = stack.ssh(ips["server1"], "systemctl show -p MainPID --value k3s").stdout.strip()
+    stack.write_config(model)
+    try:
+        stack.set_secret("ghcr_token", tokens[0])
+        res = stack.pulumi("up", "--yes", "--skip-preview", timeout=1800)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        mode, digest, pid = on_node()
+        assert mode == "600" and digest == expected(tokens[0]) and pid != before
+        # A new token: only the K3s install changes, in place.
+        stack.set_secret("ghcr_token", tokens[1])
+        plan = stack.pulumi("preview", "--json")
+        assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
+        assert _changed(json.loads(plan.stdout)["steps"]) == {"server1-k3s": {"update"}}
+        res = stack.pulumi("up", "--yes", "--skip-preview", timeout=1800)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        mode, digest, again = on_node()
+        assert mode == "600" and digest == expected(tokens[1]) and again != pid
+    finally:
+        stack.write_config(stack.model)
+        stack.pulumi("config", "rm", "ghcr_token")
+    res = stack.pulumi("up", "--yes", "--skip-preview", timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    gone = stack.ssh(ips["server1"], f"sudo test -e {path}")
+    assert gone.returncode == 1, "the program's registries.yaml is still on the node"
+    assert stack.pulumi("preview", "--expect-no-changes").returncode == 0
+    shown = "\n".join(stack.transcript)
+    assert not [t for t in tokens if t in shown], "a registry token in clear in the CLI's output"
 
 
 def _secret_values(deployment: dict) -> dict[str, str]:

@@ -45,6 +45,7 @@ from components.render.platform.network_policies import alertmanager_pods, prome
 from support.cli import cli_env, plugin_versions_missing, toolchain_bin
 from support.gitops_patch import apply_patch_ops
 from components.render.platform.argocd_token import ApiToken, sign_token
+from components.render.platform.image_updater import IMAGE_UPDATER_CR, ImageUpdaterSpec, image_updater_object
 from support.argocd_verify import VERSION as ARGOCD_VERIFY_VERSION
 from support.argocd_verify import validate_policy, verifier, verify
 from support.harness import ROOT
@@ -395,7 +396,8 @@ def test_monitoring_grafana_volume_password_and_scrape_targets(run, k8s_cluster)
 def gitops_objects(sub: str) -> list[tuple[str, dict]]:
     out = []
     for f in sorted((GITOPS / sub).rglob("*.yaml")):
-        if f.name == "kustomization.yaml":
+        # Not manifests: the kustomization lists them, the Image Updater opt-in is read by the ApplicationSet.
+        if f.name in ("kustomization.yaml", pv.IMAGE_UPDATES_FILE):
             continue
         for doc in yaml.safe_load_all(f.read_text()):
             if doc:
@@ -525,6 +527,22 @@ def test_argocd_secrets(run, k8s_cluster):
     for dep in ("argocd-server", "argocd-repo-server", "argocd-redis"):
         wait_for(lambda: condition(k8s_cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{dep}"), "Available"),
                  60, f"{dep} Available")
+
+
+def test_image_updater_object_is_accepted_by_its_crd(run, k8s_cluster):
+    """The ImageUpdater Pulumi made passed its CRD's schema and CEL rules; a broken one is refused by them."""
+    ns = pv.ARGOCD_NAMESPACE
+    path = f"/apis/argocd-image-updater.argoproj.io/v1alpha1/namespaces/{ns}/imageupdaters"
+    got = k8s_cluster.get(f"{path}/{IMAGE_UPDATER_CR}")
+    assert got["spec"]["applicationRefs"] == image_updater_object(ImageUpdaterSpec())["spec"]["applicationRefs"]
+    bad = image_updater_object(ImageUpdaterSpec())
+    bad["metadata"]["name"] = "broken"
+    bad["spec"]["applicationRefs"][0]["useAnnotations"] = False  # and no images: the CRD's rule refuses it
+    status, body = k8s_cluster.raw("POST", path, bad, query={"dryRun": "All", "fieldValidation": "Strict"})
+    assert status == 422 and "useAnnotations" in json.dumps(body), (status, body)
+    dep = k8s_cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/argocd-image-updater-controller")
+    chart = yaml.safe_load((chart_root() / f"argocd-image-updater-{CHART_VERSIONS['argocd-image-updater']}" / "Chart.yaml").read_text())
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == f"quay.io/argoprojlabs/argocd-image-updater:{chart['appVersion']}"
 
 
 def test_ci_account_token_is_accepted_by_argo_cds_own_code(run, k8s_cluster):

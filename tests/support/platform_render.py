@@ -15,6 +15,7 @@ import yaml
 
 from components.config import StackConfig, parse_config
 from components.render import platform as pv
+from components.render.platform.image_updater import ImageUpdaterSpec, RegistryCredential, image_updater_values
 from support.harness import EDGE_STACKS, stack_model
 
 CONFIGS: dict[str, StackConfig] = {n: parse_config(stack_model(n)) for n in ("dev", "prod", *EDGE_STACKS)}
@@ -68,6 +69,7 @@ def chart_values(cfg: StackConfig) -> dict[str, dict]:
         "kube-prometheus-stack": pv.monitoring_values(monitoring_spec(cfg)),
         "longhorn": pv.longhorn_values(longhorn_spec(cfg)),
         "nfs-subdir-external-provisioner": pv.nfs_provisioner_values(nfs_spec(cfg)),
+        "argocd-image-updater": image_updater_values(ImageUpdaterSpec(registries=(RegistryCredential("ghcr.io"),))),
     }
 
 

@@ -29,6 +29,7 @@ from components.chart_pins import CHART_VERSIONS, CHARTS, ChartPin
 from .argocd import (APPLICATION_HEALTH_LUA, ARGOCD_NAMESPACE, ARGOCD_REDIS_SECRET, ARGOCD_SECRET, CI_ACCOUNT, CI_ROLE,
                      ArgoCdSpec, argocd_host, argocd_values, ci_policy_csv)
 from .common import TRAEFIK_TLS_ANNOTATIONS, ReclaimPolicy
+from .image_updater import OPT_IN_FILE as IMAGE_UPDATES_FILE
 from .gitops import (APP_DENIED_KINDS, APP_NAMESPACE_PREFIX, APP_NAMESPACE_TEMPLATE, APP_NAMESPACES, APP_PROJECT,
                      APPSET, CASCADE_FINALIZER, DEFAULT_PROJECT, IN_CLUSTER, ROOT_APP, ROOT_KINDS, ROOT_PROJECT,
                      SYNC_WAVE, GitOpsAlertsSpec, GitOpsSpec, apps_project, default_project, gitops_alert_groups,
@@ -54,7 +55,7 @@ __all__ = [
     "SYNC_WAVE", "TRAEFIK_DASHBOARD_MIDDLEWARE", "TRAEFIK_NAMESPACE", "TRAEFIK_TLS_ANNOTATIONS", "ArgoCdSpec",
     "ChartPin", "GitOpsAlertsSpec", "GitOpsSpec", "LonghornSpec", "MonitoringSpec", "NetworkPolicySpec", "NfsProvisionerSpec",
     "ReclaimPolicy", "ScrapeTarget", "SealedSecretsSpec", "TraefikSpec", "admission_secret", "all_network_policies", "apps_project",
-    "argocd_host", "argocd_values", "ci_policy_csv", "CI_ACCOUNT", "CI_ROLE", "default_project", "gitops_alert_groups", "grafana_claim",
+    "IMAGE_UPDATES_FILE", "argocd_host", "argocd_values", "ci_policy_csv", "CI_ACCOUNT", "CI_ROLE", "default_project", "gitops_alert_groups", "grafana_claim",
     "longhorn_storage_class", "longhorn_uninstall_job", "longhorn_values", "monitoring_values", "network_policies",
     "nfs_provisioner_values", "node_exporter_scrape_configs", "root_application", "root_patch_ops", "root_project",
     "scrape_targets", "sealed_secrets_values", "sealing_key_metadata", "traefik_values",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .argocd import ARGOCD_NAMESPACE
+from .image_updater import OPT_IN_FILE
 
 ROOT_APP = "root"
 APPSET = "apps"  # gitops/root/applicationset.yaml
@@ -84,10 +85,14 @@ def _gitops_dir(spec: GitOpsSpec, sub: str) -> str:
 
 def root_patch_ops(spec: GitOpsSpec) -> list[dict]:
     """JSON patch ops on gitops/root/applicationset.yaml: the configured repository, revision and apps directory."""
+    apps, updates = "/spec/generators/0/merge/generators/0/git", "/spec/generators/0/merge/generators/1/git"
     return [
-        {"op": "replace", "path": "/spec/generators/0/git/repoURL", "value": spec.repo_url},
-        {"op": "replace", "path": "/spec/generators/0/git/revision", "value": spec.revision},
-        {"op": "replace", "path": "/spec/generators/0/git/directories/0/path", "value": _gitops_dir(spec, "apps/*")},
+        {"op": "replace", "path": f"{apps}/repoURL", "value": spec.repo_url},
+        {"op": "replace", "path": f"{apps}/revision", "value": spec.revision},
+        {"op": "replace", "path": f"{apps}/directories/0/path", "value": _gitops_dir(spec, "apps/*")},
+        {"op": "replace", "path": f"{updates}/repoURL", "value": spec.repo_url},
+        {"op": "replace", "path": f"{updates}/revision", "value": spec.revision},
+        {"op": "replace", "path": f"{updates}/files/0/path", "value": _gitops_dir(spec, f"apps/*/{OPT_IN_FILE}")},
         {"op": "replace", "path": "/spec/template/spec/source/repoURL", "value": spec.repo_url},
         {"op": "replace", "path": "/spec/template/spec/source/targetRevision", "value": spec.revision},
         {"op": "replace", "path": "/spec/template/spec/project", "value": APP_PROJECT},
