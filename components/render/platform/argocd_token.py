@@ -20,10 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from components.k3s_flags import DNS_LABEL as _ACCOUNT
+
 # What argocd-server writes as the issuer of the tokens it makes (SessionManagerClaimsIssuer).
 ISSUER = "argocd"
 API_KEY = "apiKey"
-_ACCOUNT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
