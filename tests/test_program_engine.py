@@ -73,10 +73,19 @@ def _model(stack: str, base: Path) -> dict:
     return m
 
 
+# prod previews with a private registry whose token is a secret config key (docs/delivery.md).
+REGISTRY_TOKEN = "ghp_" + "PrevIewT0ken" * 3
+
+
 def _preview(sandbox, tmp_path: Path, stack: str) -> tuple[dict, str, float]:
     from e2e.stack import Stack
 
-    st = Stack.create(sandbox, tmp_path, _model(stack, tmp_path))
+    model = _model(stack, tmp_path)
+    if stack == "prod":
+        model["k3s"]["registries"] = {"configs": {"ghcr.io": {"auth": {"username": "microcloud-bot", "password_key": "ghcr_token"}}}}
+    st = Stack.create(sandbox, tmp_path, model)
+    if stack == "prod":
+        st.set_secret("ghcr_token", REGISTRY_TOKEN)
     st.env["MICROCLOUD_CHART_DIR"] = str(chart_root())
     t0 = time.monotonic()
     # With the project's policy pack: the real program must pass every mandatory policy.
@@ -126,4 +135,9 @@ def test_whole_program_previews_under_the_real_engine(sandbox, tmp_path, stack):
     # No secret in clear anywhere in what the CLI printed.
     assert "BEGIN OPENSSH PRIVATE KEY" not in text and "BEGIN RSA PRIVATE KEY" not in text
     assert not re.search(r"K10[0-9a-f]{20,}", text)
+    assert REGISTRY_TOKEN not in text and REGISTRY_TOKEN not in (tmp_path / "preview.json").read_text()
+    # The image updater chart and its object, the CI account's token issue time: planned like the rest.
+    assert "platform-argocd-image-updater" in names and "platform-image-updater" in names
+    if stack == "prod":
+        assert "platform-image-updater-registries" in names
     print(f"{stack}: {len(steps)} steps previewed in {secs:.1f}s")

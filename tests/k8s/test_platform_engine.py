@@ -445,7 +445,7 @@ def test_root_app_and_gitops_accepted(run, k8s_cluster, k8s_namespace):
     for f, obj in root:
         if obj["kind"] == "ApplicationSet" and obj["metadata"]["name"] == patch["target"]["name"]:
             obj = apply_patch_ops(obj, ops)
-            assert obj["spec"]["generators"][0]["git"]["repoURL"] == GIT_REPO
+            assert all(g["git"]["repoURL"] == GIT_REPO for g in obj["spec"]["generators"][0]["merge"]["generators"])
         status, body = dry_run(k8s_cluster, obj, obj["metadata"]["namespace"])
         if status >= 300:
             rejected.append(f"{f}: HTTP {status}: {body.get('message') if isinstance(body, dict) else body}")
