@@ -13,6 +13,7 @@ DEBIAN_PACKAGES=(
   python3 python3-venv                           # the venv below (Debian splits venv/ensurepip out of python3)
   openssh-client openssh-server                  # the program's host-key check (ssh-keyscan, ssh-keygen); a real sshd for its test
   nftables firewalld iputils-ping                # the node firewalls: nft checks and loads the table, firewall-offline-cmd reads the zones; ping probes them
+  postgresql-15 postgresql-client-15 openssl     # the database node's files read by the server itself (tests/test_postgresql_real.py)
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
   DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux libxml2-utils)

@@ -1,0 +1,189 @@
+"""The database node's files (components/render/postgresql.py) read by PostgreSQL itself: Debian's
+PostgreSQL 15 server, started by the test on loopback on a fresh cluster with the rendered settings,
+pg_hba.conf and a certificate the test makes, and the roles SQL run through psql.
+
+The server parses every line (pg_hba_file_rules reports none in error), a login over TLS with the
+generated password works, and what the files must refuse is refused: plain TCP, a wrong password, the
+superuser over the network, another database. Started and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from components.render.postgresql import (
+    Database,
+    PostgresSpec,
+    render_conf,
+    render_hba,
+    render_roles_sql,
+    scram_verifier,
+    stable_salt,
+)
+
+pytestmark = pytest.mark.validators
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PASSWORD = "Pw" + "q7Zr" * 8
+
+
+def _need() -> None:
+    for tool in ("initdb", "postgres", "psql"):
+        if not (PG_BIN / tool).exists() and not (tool == "psql" and shutil.which("psql")):
+            pytest.skip(f"no {tool} (Debian package postgresql-15; .ci/install.sh installs it)")
+    if shutil.which("runuser") is None or shutil.which("openssl") is None:
+        pytest.skip("runuser or openssl missing")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, timeout=120, **kw)
+
+
+def _certs(d: Path) -> tuple[Path, Path, Path]:
+    ca_key, ca, key, csr, crt = d / "ca.key", d / "ca.crt", d / "server.key", d / "server.csr", d / "server.crt"
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", "/CN=microcloud-test-db-ca", "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=postgresql1",
+        "-keyout", str(key), "-out", str(csr))
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
+        "-extfile", str(ext), "-out", str(crt))
+    return ca, crt, key
+
+
+@pytest.fixture(scope="module")
+def server():
+    _need()
+    # Not under pytest's tmp dir: that is root's alone (0700), and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="mc-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    ca, crt, key = _certs(base)
+    for p in (crt, key):
+        shutil.chown(p, "postgres", "postgres")
+    os.chmod(key, 0o600)
+    shutil.chown(sock, "postgres", "postgres")
+    shutil.chown(base, "postgres", "postgres")
+    res = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "--auth-local=peer", "--auth-host=reject", "-E", "UTF8")
+    assert res.returncode == 0, res.stderr
+    port = _free_port()
+    spec = PostgresSpec(node="postgresql1", listen="127.0.0.1", clients=(ipaddress.IPv4Network("127.0.0.1/32"),),
+                        databases=(Database("app", "app"),), port=port, cert_file=str(crt), key_file=str(key), extra_listen=())
+    conf_d = data / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "microcloud.conf").write_text(render_conf(spec))
+    (data / "pg_hba.conf").write_text(render_hba(spec))
+    with (data / "postgresql.conf").open("a") as f:
+        f.write("include_dir = 'conf.d'\n")
+    subprocess.run(["chown", "-R", "postgres:postgres", str(data)], check=True)
+    log = base / "server.log"
+    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
+                             "-c", f"unix_socket_directories={sock}"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _as_postgres(str(PG_BIN / "pg_isready"), "-h", str(sock), "-p", str(port)).returncode == 0:
+                break
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.3)
+        else:
+            pytest.fail("the server did not get ready: " + log.read_text()[-3000:])
+        sql = base / "roles.sql"
+        sql.write_text(render_roles_sql(spec, {"app": PASSWORD}))
+        shutil.chown(sql, "postgres", "postgres")
+        res = _as_postgres("psql", "-h", str(sock), "-p", str(port), "-d", "postgres", "-X", "-q", "-f", str(sql))
+        assert res.returncode == 0, res.stderr
+        yield {"spec": spec, "sock": sock, "port": port, "ca": ca, "sql": sql, "data": data, "log": log}
+    finally:
+        # By PID: the postmaster is runuser's child; SIGTERM to both (a smart shutdown).
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in [*map(int, children), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tcp(server, *, user="app", db="app", password=PASSWORD, sslmode="verify-full", sql="SELECT 1") -> subprocess.CompletedProcess:
+    conn = f"host=127.0.0.1 port={server['port']} dbname={db} user={user} sslmode={sslmode} sslrootcert={server['ca']}"
+    env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
+    return subprocess.run(["psql", conn, "-X", "-At", "-c", sql], capture_output=True, text=True, timeout=60, env=env)
+
+
+def _admin(server, sql: str) -> str:
+    res = _as_postgres("psql", "-h", str(server["sock"]), "-p", str(server["port"]), "-d", "postgres", "-X", "-At", "-c", sql)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_the_server_reads_every_line_of_the_files(server):
+    assert _admin(server, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
+    assert _admin(server, "SELECT count(*) FROM pg_file_settings WHERE error IS NOT NULL") == "0"
+    assert _admin(server, "SHOW ssl") == "on" and _admin(server, "SHOW password_encryption") == "scram-sha-256"
+    assert _admin(server, "SHOW listen_addresses") == "127.0.0.1"
+    # Exactly the program's rules, in its order.
+    rules = _admin(server, "SELECT type, array_to_string(database, ','), array_to_string(user_name, ','), coalesce(address, ''), auth_method "
+                           "FROM pg_hba_file_rules ORDER BY line_number").splitlines()
+    assert rules == ["local|all|postgres||peer", "local|app|app||scram-sha-256", "hostssl|app|app|127.0.0.1|scram-sha-256"], rules
+
+
+def test_the_app_logs_in_over_tls_with_its_generated_password(server):
+    res = _tcp(server, sql="SELECT current_user || ' ' || ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "app true"
+    # The server stores the verifier the program computed, not the password.
+    stored = _admin(server, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+    assert stored == scram_verifier(PASSWORD, stable_salt(PASSWORD, "app")) and PASSWORD not in stored
+
+
+@pytest.mark.parametrize("case, kw, said", [
+    ("wrong password", {"password": "not-the-password"}, "password authentication failed"),
+    ("plain TCP", {"sslmode": "disable"}, "no encryption"),
+    ("superuser over the network", {"user": "postgres"}, "no pg_hba.conf entry"),
+    ("another database", {"db": "postgres"}, "no pg_hba.conf entry"),
+])
+def test_what_the_files_refuse_is_refused(server, case, kw, said):
+    res = _tcp(server, **kw)
+    assert res.returncode != 0, case
+    assert said in res.stderr, (case, res.stderr)
+
+
+def test_the_roles_sql_runs_again_without_changing_anything(server):
+    before = _admin(server, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+    res = _as_postgres("psql", "-h", str(server["sock"]), "-p", str(server["port"]), "-d", "postgres", "-X", "-q", "-f", str(server["sql"]))
+    assert res.returncode == 0, res.stderr
+    assert _admin(server, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'") == before
+    assert _admin(server, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'") == "app"
+    # PUBLIC may not connect to the app's database.
+    assert _admin(server, "SELECT has_database_privilege('public', 'app', 'CONNECT')") == "f"
+
+
+@pytest.mark.unit
+def test_bad_specs_are_refused():
+    ok = dict(node="db", listen="10.0.0.5", clients=(ipaddress.IPv4Network("10.0.4.0/24"),), databases=(Database("app", "app"),))
+    for bad, said in ((dict(clients=()), "no client network"), (dict(clients=(ipaddress.IPv4Network("0.0.0.0/0"),)), "every address"),
+                      (dict(databases=(Database("App", "app"),)), "lowercase"), (dict(databases=(Database("app", "postgres"),)), "own role"),
+                      (dict(databases=(Database("a", "x"), Database("a", "y"))), "twice"), (dict(port=0), "port")):
+        with pytest.raises(ValueError) as err:
+            render_hba(PostgresSpec(**{**ok, **bad}))
+        assert said in str(err.value)
