@@ -27,6 +27,7 @@ from components.render.postgresql import (
     render_conf,
     render_hba,
     render_roles_sql,
+    roles_spec,
     scram_verifier,
     stable_salt,
 )
@@ -107,7 +108,7 @@ def server():
         else:
             pytest.fail("the server did not get ready: " + log.read_text()[-3000:])
         sql = base / "roles.sql"
-        sql.write_text(render_roles_sql(spec, {"app": PASSWORD}))
+        sql.write_text(render_roles_sql(roles_spec(spec, {"app": PASSWORD})))
         shutil.chown(sql, "postgres", "postgres")
         res = _as_postgres("psql", "-h", str(sock), "-p", str(port), "-d", "postgres", "-X", "-q", "-f", str(sql))
         assert res.returncode == 0, res.stderr

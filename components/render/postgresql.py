@@ -5,7 +5,7 @@ client authentication, and the roles, as the files and SQL the server reads.
   newer, the node's certificate), SCRAM-SHA-256 for every password, connections logged.
 - ``render_hba``: ``pg_hba.conf``: the superuser by peer on the local socket only; each database's owner
   over TLS with SCRAM from the client networks (the K3s networks), nothing else (no plain TCP, no trust).
-- ``render_roles_sql``: the roles with their SCRAM verifiers (``scram_verifier``), never a password: the
+- ``render_roles_sql``: the roles with their SCRAM verifiers (``roles_spec`` computes them), never a password: the
   node stores what PostgreSQL would store, and the clear password stays a Pulumi secret.
 
 tests/test_postgresql_real.py starts the real server on these files and logs in through them.
@@ -127,17 +127,37 @@ def stable_salt(password: str, role: str) -> bytes:
     return hmac.new(password.encode(), f"microcloud-scram-salt:{role}".encode(), hashlib.sha256).digest()[:16]
 
 
-def render_roles_sql(spec: PostgresSpec, passwords: dict[str, str]) -> str:
-    """SQL run as the superuser: each owner with its verifier (made or updated), each database owned by it.
+@dataclass(frozen=True)
+class RolesSpec:
+    """What the roles SQL needs: the server's databases and each owner's SCRAM verifier (owner, verifier)."""
 
-    Idempotent: a second run changes nothing but a changed verifier. ``passwords``: owner -> its password.
-    """
+    server: PostgresSpec
+    verifiers: tuple[tuple[str, str], ...]
+
+
+def roles_spec(spec: PostgresSpec, passwords: dict[str, str]) -> RolesSpec:
+    """The verifiers for ``passwords`` (owner -> password); the clear passwords go no further than here."""
     check_spec(spec)
-    out = ["\\set ON_ERROR_STOP on"]
+    verifiers = []
     for db in sorted(spec.databases, key=lambda d: d.name):
         if db.owner not in passwords:
             raise ValueError(f"postgresql: no password for {db.owner}")
-        verifier = scram_verifier(passwords[db.owner], stable_salt(passwords[db.owner], db.owner))
+        verifiers.append((db.owner, scram_verifier(passwords[db.owner], stable_salt(passwords[db.owner], db.owner))))
+    return RolesSpec(server=spec, verifiers=tuple(verifiers))
+
+
+def render_roles_sql(spec: RolesSpec) -> str:
+    """SQL run as the superuser: each owner with its verifier (made or updated), each database owned by it.
+
+    Idempotent: a second run changes nothing but a changed verifier.
+    """
+    check_spec(spec.server)
+    verifiers = dict(spec.verifiers)
+    out = ["\\set ON_ERROR_STOP on"]
+    for db in sorted(spec.server.databases, key=lambda d: d.name):
+        verifier = verifiers.get(db.owner)
+        if not verifier or not verifier.startswith("SCRAM-SHA-256$") or "'" in verifier:
+            raise ValueError(f"postgresql: no SCRAM verifier for {db.owner}")
         out += [
             f"SELECT 'CREATE ROLE {db.owner} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{db.owner}')\\gexec",
             f"ALTER ROLE {db.owner} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{verifier}';",
