@@ -8,6 +8,7 @@ import pulumi_libvirt as libvirt
 
 from components import config
 from components.cluster_pki import ClusterPki, ClusterPkiArgs
+from components.database import Database, DatabaseArgs
 from components.day2 import NodeAccess
 from components.images import ImageStore, ImageStoreArgs
 from components.infra_services import InfraServices, InfraServicesArgs
@@ -18,7 +19,7 @@ from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs
 from components.platform import Platform, platform_args
 from components.secrets import Secrets, SecretsArgs
-from components.specs import host_forwarding, monitored_nodes, scrape_sources
+from components.specs import database as database_plan, host_forwarding, monitored_nodes, scrape_sources
 from components.storage import Storage, StorageArgs
 
 cfg = config.load()  # a config mistake ends the run here, in one line
@@ -105,6 +106,16 @@ if cfg.k3s.enabled:
     # instead of replacing it and, with it, everything it deployed.
     kube = k8s.Provider("k3s", kubeconfig=cluster.kubeconfig, cluster_identifier=prefix)
 
+# PostgreSQL on the database node: its data and dumps on the storage node's NFS disk (an export of its own).
+database = None
+db_plan = database_plan.plan(cfg)
+if db_plan is not None:
+    database = Database(
+        "database",
+        DatabaseArgs(prefix=prefix, plan=db_plan, access=access, keeper=cfg.database.password_keeper,
+                     wait_for=[storage] if storage is not None and db_plan.nfs_mount else []),
+    )
+
 platform = None
 if cluster is not None and cfg.platform.enabled:
     platform_inputs = platform_args(
@@ -158,6 +169,10 @@ if cluster is not None:
     pulumi.export("kubeconfig_expires_at", cluster.kubeconfig_expires_at)
     # What a joining node checks the cluster by (K3s' CA hash), and the CA kubectl trusts.
     pulumi.export("cluster_ca", {"certificate": pki.server_ca_pem, "sha256": pki.ca_hash})
+if database is not None:
+    # Host, port, the CA to verify it with, and each database's owner and generated password (secret).
+    pulumi.export("database", database.connection)
+
 if platform is not None:
     pulumi.export("sealing_certificate", platform.sealing_certificate)
     pulumi.export("ingress_certificate", platform.default_certificate)

@@ -53,6 +53,8 @@ PACKAGES=(
     haproxy keepalived chrony qemu-guest-agent
     ca-certificates procps dnsutils iputils-ping
     nftables                                # the node firewall (cloud-init only checks packages on an air-gapped image)
+    postgresql-15 postgresql-client-15      # the database node (its day-2 step only checks them here, as on an air-gapped site)
+    nfs-kernel-server                       # the storage node's NFS server; nfs-common's mount.nfs4 for the database node
 )
 
 # On the host: the builder, the partition/filesystem/bootloader tools, qemu-img.
@@ -221,6 +223,9 @@ finish_rootfs() {
     # e2scrub works on LVM snapshots, which the VM has none of; its reaper
     # took 7 s of a 45 s boot without KVM.
     systemctl --root="$r" --quiet disable e2scrub_reap.service e2scrub_all.timer
+    # Carried, not running: the program enables what a node's role needs (the NFS server on the
+    # storage node, its own PostgreSQL unit on the database node).
+    systemctl --root="$r" --quiet disable postgresql.service nfs-server.service
     rm -rf "$r"/var/log/apt/* "$r"/var/log/dpkg.log "$r"/var/log/alternatives.log \
         "$r"/var/cache/debconf/*-old "$r"/var/lib/dpkg/*-old
 }
@@ -231,7 +236,8 @@ check_rootfs() {
     for f in vmlinuz initrd.img usr/bin/cloud-init usr/bin/growpart sbin/sfdisk sbin/resize2fs \
         usr/sbin/sshd usr/bin/sudo usr/sbin/haproxy usr/sbin/keepalived usr/sbin/chronyd \
         sbin/ifup sbin/dhclient sbin/ip sbin/resolvconf usr/sbin/qemu-ga usr/bin/dig usr/bin/ps usr/bin/hostnamectl \
-        usr/share/zoneinfo/UTC usr/lib/locale/locale-archive; do
+        usr/share/zoneinfo/UTC usr/lib/locale/locale-archive \
+        usr/lib/postgresql/15/bin/postgres usr/lib/postgresql/15/bin/initdb usr/bin/psql usr/sbin/exportfs sbin/mount.nfs4; do
         [[ -e $r/$f ]] || die "image lacks /$f"
     done
     grep -q '^root:[*!]' "$r/etc/shadow" || die "root has a password in the image"

@@ -197,6 +197,7 @@ def install_script(
     activate: str,
     verify: Optional[str] = None,
     verify_timeout: int = 30,
+    group: str = "root",
 ) -> str:
     """Shell run on the node: wait for first boot -> stdin -> validate -> install -> activate -> verify.
 
@@ -233,7 +234,7 @@ def install_script(
     steps += [
         'had_prev=0; if [ -e "$path" ]; then cp -p "$path" "$prev"; had_prev=1; fi',
         "since=$(uptime_now)",
-        f'install -D -m {mode} -o root -g root "$tmp" "$path"',
+        f'install -D -m {mode} -o root -g {shlex.quote(group)} "$tmp" "$path"',
         f"activate() {{ {activate}; }}",
         f"verify() {{ {verify or 'true'}; }}",
         "ok=0",
@@ -241,7 +242,7 @@ def install_script(
         f"  i=0; while [ $i -lt {verify_timeout} ]; do if verify; then ok=1; break; fi; i=$((i + 1)); sleep 1; done",
         "fi",
         '[ "$ok" = 1 ] && exit 0',
-        'if [ "$had_prev" = 1 ]; then install -m "$(stat -c %a "$prev")" -o root -g root "$prev" "$path"; else rm -f "$path"; fi',
+        'if [ "$had_prev" = 1 ]; then install -m "$(stat -c %a "$prev")" -o root -g "$(stat -c %g "$prev")" "$prev" "$path"; else rm -f "$path"; fi',
         "since=$(uptime_now); activate >/dev/null 2>&1 || true",
         "fail 'validated but could not be activated (the service does not run it); the previous file is back in place'",
     ]
@@ -271,6 +272,7 @@ def apply_file(
     validate: Optional[str] = None,
     verify: Optional[str] = None,
     mode: str = "0644",
+    group: str = "root",
     replace_with: Sequence[pulumi.Input[str]] = (),
     opts: pulumi.ResourceOptions,
 ) -> remote.Command:
@@ -288,7 +290,7 @@ def apply_file(
     return remote.Command(
         name,
         connection=conn.args(),
-        create=install_script(node=node, path=path, mode=mode, validate=validate, activate=activate, verify=verify),
+        create=install_script(node=node, path=path, mode=mode, validate=validate, activate=activate, verify=verify, group=group),
         stdin=content,
         triggers=[digest, *replace_with],
         # Validators and activations talk on success (sysusers, reloads): nobody needs it.

@@ -8,7 +8,7 @@ pure functions over the plan the engine itself printed, run by
 ``policy/guard.py`` right after the pack, with the same two levels:
 
 - mandatory ``data-nodes-kept``: the VM, a volume or the first-boot config of
-  a node that holds data (role storage, Longhorn or data disks, a protected
+  a node that holds data (role storage or database, Longhorn or data disks, a protected
   volume) is replaced or deleted, and the node is not in ``allow_replace``;
 - mandatory ``k3s-quorum``: more than one K3s server, or the last healthy
   majority, is replaced or deleted in one update, without ``allow_replace``;
@@ -229,7 +229,7 @@ def _nodes(cfg: Optional[dict]) -> dict[str, dict]:
 def holds_data(node: Optional[dict]) -> bool:
     if not node:
         return False
-    return node.get("role") == "storage" or bool(node.get("data_disks")) or bool(node.get("longhorn"))
+    return node.get("role") in ("storage", "database") or bool(node.get("data_disks")) or bool(node.get("longhorn"))
 
 
 def check(plan: dict) -> list[Finding]:

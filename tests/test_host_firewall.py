@@ -259,11 +259,15 @@ def test_each_role_admits_what_it_serves_from_whom_needs_it():
         assert master[name][2] == (cluster,)
     worker = _allows(prod, "worker1")
     assert "etcd: the servers" not in worker and "K3s API and supervisor: the LB pair and the nodes" not in worker
-    assert _allows(prod, "storage1")["NFSv4: the K3s nodes"] == ("tcp", ((2049, 2049),), (cluster,))
+    # The database node mounts its own export: its address alone, besides the K3s networks.
+    assert _allows(prod, "storage1")["NFSv4: the K3s nodes and the database node"] == ("tcp", ((2049, 2049),), ("10.17.3.14/32", cluster))
     infra = _allows(prod, "infra-cluster")
     # DNS and NTP: open, the daemons' day-2 lists filter (a network or a DNS client added replaces no VM)
     assert infra["DNS: CoreDNS, whose acl answers only the stack's networks"][2] == ("0.0.0.0/0",)
-    assert set(_allows(prod, "postgresql1")) == {"SSH: Pulumi and its operators"}
+    # The database node: PostgreSQL from the K3s networks only (pg_hba then wants TLS and the owner's password).
+    db = _allows(prod, "postgresql1")
+    assert set(db) == {"SSH: Pulumi and its operators", "PostgreSQL: the K3s nodes and database.clients (pg_hba: TLS and a password)"}
+    assert db["PostgreSQL: the K3s nodes and database.clients (pg_hba: TLS and a password)"] == ("tcp", ((5432, 5432),), (cluster,))
     spec = specs.firewall_spec(prod, next(n for n in prod.nodes if n.name == "worker1"))
     # the LB pair, the K3s networks, and the pods themselves (a pod to its own node's NodePort arrives unmasqueraded)
     assert spec.node_ports.sources == ("10.17.4.0/24", "10.42.0.0/16", "10.43.0.0/16", "192.168.0.30/32", "192.168.0.31/32")

@@ -29,7 +29,8 @@ from support.harness import ROOT
 pytestmark = pytest.mark.engine
 
 PLUGINS = ("command", "libvirt", "random", "tls", "kubernetes")
-DATA_NODES = ("storage1", "worker1", "worker2", "worker3")
+# postgresql1: the database node holds data (its PostgreSQL; even when the files are on NFS, a replaced VM is an outage).
+DATA_NODES = ("postgresql1", "storage1", "worker1", "worker2", "worker3")
 SERVERS = ("master1", "master2", "master3")
 
 
@@ -88,7 +89,7 @@ def test_changing_prods_domain_is_stopped_naming_the_nodes(prod, tmp_path):
     [quorum] = [l for l in out.splitlines() if l.startswith("[mandatory] k3s-quorum: ")]
     assert "3 of 3 K3s servers are replaced or deleted in one update (master1, master2, master3)" in quorum and cause in quorum
     assert out.rstrip().endswith("prod: stopped: fix the mandatory findings above (or name intended replacements in allow_replace)")
-    assert md.startswith("<!-- microcloud-preview:prod -->") and "**Stopped at preview: 5 mandatory policy violation(s).**" in md
+    assert md.startswith("<!-- microcloud-preview:prod -->") and "**Stopped at preview: 6 mandatory policy violation(s).**" in md
 
 
 def test_adding_a_worker_passes_with_no_violation(prod, tmp_path):
@@ -108,7 +109,7 @@ def test_the_allow_list_lets_an_intended_replacement_through(prod, tmp_path):
     rc, out, md = guard(prod, m, tmp_path)
     assert rc == 0, out
     assert "[mandatory]" not in out, out
-    assert "allowed by allow_replace: master1, master2, master3, storage1, worker1, worker2, worker3" in out
+    assert "allowed by allow_replace: master1, master2, master3, postgresql1, storage1, worker1, worker2, worker3" in out
     assert "**Passes every mandatory policy.**" in md
 
 

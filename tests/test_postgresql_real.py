@@ -26,6 +26,9 @@ from components.render.postgresql import (
     PostgresSpec,
     render_conf,
     render_hba,
+    render_ident,
+    render_backup_script,
+    BackupSpec,
     render_roles_sql,
     roles_spec,
     scram_verifier,
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.validators
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = "Pw" + "q7Zr" * 8
+SUPERUSER_PASSWORD = "Su" + "x4Kp" * 8
 
 
 def _need() -> None:
@@ -86,18 +90,22 @@ def server():
     res = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "--auth-local=peer", "--auth-host=reject", "-E", "UTF8")
     assert res.returncode == 0, res.stderr
     port = _free_port()
+    conf = base / "conf"
+    conf.mkdir()
     spec = PostgresSpec(node="postgresql1", listen="127.0.0.1", clients=(ipaddress.IPv4Network("127.0.0.1/32"),),
-                        databases=(Database("app", "app"),), port=port, cert_file=str(crt), key_file=str(key), extra_listen=())
-    conf_d = data / "conf.d"
-    conf_d.mkdir()
-    (conf_d / "microcloud.conf").write_text(render_conf(spec))
-    (data / "pg_hba.conf").write_text(render_hba(spec))
-    with (data / "postgresql.conf").open("a") as f:
-        f.write("include_dir = 'conf.d'\n")
-    subprocess.run(["chown", "-R", "postgres:postgres", str(data)], check=True)
+                        databases=(Database("app", "app"),), port=port, cert_file=str(crt), key_file=str(key), extra_listen=(),
+                        data_dir=str(data), hba_file=str(conf / "pg_hba.conf"), ident_file=str(conf / "pg_ident.conf"),
+                        socket_dir=str(sock))
+    # The files as the node gets them: the whole config file outside the data directory, which keeps
+    # only what initdb made (its own postgresql.conf and pg_hba.conf are not read).
+    (conf / "postgresql.conf").write_text(render_conf(spec))
+    (conf / "pg_hba.conf").write_text(render_hba(spec))
+    (conf / "pg_ident.conf").write_text(render_ident(spec))
+    (data / "pg_hba.conf").write_text("# not read\nhost all all 0.0.0.0/0 trust\n")
+    subprocess.run(["chown", "-R", "postgres:postgres", str(data), str(conf)], check=True)
     log = base / "server.log"
-    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
-                             "-c", f"unix_socket_directories={sock}"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-c", f"config_file={conf / 'postgresql.conf'}"],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -108,11 +116,11 @@ def server():
         else:
             pytest.fail("the server did not get ready: " + log.read_text()[-3000:])
         sql = base / "roles.sql"
-        sql.write_text(render_roles_sql(roles_spec(spec, {"app": PASSWORD})))
+        sql.write_text(render_roles_sql(roles_spec(spec, {"app": PASSWORD, "postgres": SUPERUSER_PASSWORD})))
         shutil.chown(sql, "postgres", "postgres")
         res = _as_postgres("psql", "-h", str(sock), "-p", str(port), "-d", "postgres", "-X", "-q", "-f", str(sql))
         assert res.returncode == 0, res.stderr
-        yield {"spec": spec, "sock": sock, "port": port, "ca": ca, "sql": sql, "data": data, "log": log}
+        yield {"spec": spec, "sock": sock, "port": port, "ca": ca, "sql": sql, "data": data, "log": log, "base": base}
     finally:
         # By PID: the postmaster is runuser's child; SIGTERM to both (a smart shutdown).
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -143,9 +151,11 @@ def test_the_server_reads_every_line_of_the_files(server):
     assert _admin(server, "SHOW ssl") == "on" and _admin(server, "SHOW password_encryption") == "scram-sha-256"
     assert _admin(server, "SHOW listen_addresses") == "127.0.0.1"
     # Exactly the program's rules, in its order.
+    assert _admin(server, "SHOW data_directory") == str(server["data"])
     rules = _admin(server, "SELECT type, array_to_string(database, ','), array_to_string(user_name, ','), coalesce(address, ''), auth_method "
                            "FROM pg_hba_file_rules ORDER BY line_number").splitlines()
-    assert rules == ["local|all|postgres||peer", "local|app|app||scram-sha-256", "hostssl|app|app|127.0.0.1|scram-sha-256"], rules
+    assert rules == ["local|all|postgres||peer", "hostssl|all|postgres|127.0.0.1|scram-sha-256",
+                     "local|app|app||scram-sha-256", "hostssl|app|app|127.0.0.1|scram-sha-256"], rules
 
 
 def test_the_app_logs_in_over_tls_with_its_generated_password(server):
@@ -160,13 +170,19 @@ def test_the_app_logs_in_over_tls_with_its_generated_password(server):
 @pytest.mark.parametrize("case, kw, said", [
     ("wrong password", {"password": "not-the-password"}, "password authentication failed"),
     ("plain TCP", {"sslmode": "disable"}, "no encryption"),
-    ("superuser over the network", {"user": "postgres"}, "no pg_hba.conf entry"),
+    # Only on loopback (the node itself), with its own password: not the app's.
+    ("superuser with the app's password", {"user": "postgres"}, "password authentication failed"),
     ("another database", {"db": "postgres"}, "no pg_hba.conf entry"),
 ])
 def test_what_the_files_refuse_is_refused(server, case, kw, said):
     res = _tcp(server, **kw)
     assert res.returncode != 0, case
     assert said in res.stderr, (case, res.stderr)
+
+
+def test_the_superuser_logs_in_with_its_password_on_loopback_only(server):
+    res = _tcp(server, user="postgres", db="postgres", password=SUPERUSER_PASSWORD, sql="SELECT current_user")
+    assert res.returncode == 0 and res.stdout.strip() == "postgres", res.stderr
 
 
 def test_the_roles_sql_runs_again_without_changing_anything(server):
@@ -177,6 +193,49 @@ def test_the_roles_sql_runs_again_without_changing_anything(server):
     assert _admin(server, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'") == "app"
     # PUBLIC may not connect to the app's database.
     assert _admin(server, "SELECT has_database_privilege('public', 'app', 'CONNECT')") == "f"
+
+
+def _backup(server, dbs=("app",), keep_days=3) -> tuple[subprocess.CompletedProcess, Path]:
+    out = server["base"] / "backups"
+    out.mkdir(exist_ok=True)
+    shutil.chown(out, "postgres", "postgres")
+    script = server["base"] / "backup.sh"
+    script.write_text(render_backup_script(BackupSpec(binary_dir=str(PG_BIN), backup_dir=str(out), databases=dbs, keep_days=keep_days,
+                                                      time="02:30", socket_dir=str(server["sock"]), port=server["port"])))
+    return _as_postgres("sh", str(script)), out
+
+
+def test_the_daily_dump_writes_a_dump_pg_restore_reads_and_drops_old_ones(server):
+    assert _tcp(server, sql="CREATE TABLE IF NOT EXISTS kept (v text); INSERT INTO kept VALUES ('before the dump')").returncode == 0
+    out = server["base"] / "backups"
+    out.mkdir(exist_ok=True)
+    old, recent = out / "app-20000101T000000Z.dump", out / "app-20000102T000000Z.dump"
+    for f, age_days in ((old, 5), (recent, 1)):
+        f.write_text("an older dump")
+        t = time.time() - age_days * 86400 - 3600
+        os.utime(f, (t, t))
+    res, out = _backup(server, keep_days=3)
+    assert res.returncode == 0, res.stderr
+    dumps = sorted(p.name for p in out.glob("app-*.dump"))
+    assert old.name not in dumps and recent.name in dumps and len(dumps) == 2, dumps
+    new = next(p for p in out.glob("app-*.dump") if p != recent)
+    listed = subprocess.run([str(PG_BIN / "pg_restore"), "--list", str(new)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "TABLE public kept" in listed.stdout, listed.stderr
+    assert not list(out.glob(".*partial"))
+
+
+def test_a_failed_dump_keeps_every_older_one(server):
+    out = server["base"] / "backups"
+    before = sorted(p.name for p in out.glob("*.dump")) if out.exists() else []
+    stale = out / "app-19990101T000000Z.dump"
+    out.mkdir(exist_ok=True)
+    stale.write_text("old")
+    os.utime(stale, (0, 0))
+    res, out = _backup(server, dbs=("app", "missing_db"), keep_days=1)
+    assert res.returncode == 1 and "pg_dump of missing_db failed" in res.stderr
+    assert stale.exists(), "a failing round deleted an old dump"
+    assert not list(out.glob(".*partial"))
+    assert set(before) <= {p.name for p in out.glob("*.dump")}
 
 
 @pytest.mark.unit

@@ -177,6 +177,9 @@ def expected_counts(stack: str) -> dict[str, int]:
     flatcar = sum(n.is_flatcar for n in cfg.nodes)
     k3s = int(cfg.k3s.enabled)
     k3s_nodes = len(cfg.nodes_with("server", "agent", "storage"))
+    db = cfg.database_node is not None
+    db_nfs = db and k3s and bool(cfg.nodes_with("storage"))
+    owners = len({d.owner for d in cfg.database.databases}) if db else 0
     return {
         "pulumi:pulumi:Stack": 1,
         "pulumi:providers:libvirt": 1,
@@ -188,14 +191,17 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
         # the stack's SSH key; each node's host key; the cluster PKI's five CA keys, service-account key, admin key
-        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes) + 7 * k3s,
-        # the five cluster CAs; the admin certificate's request and certificate
-        "tls:index/selfSignedCert:SelfSignedCert": 5 * k3s,
-        "tls:index/certRequest:CertRequest": k3s,
-        "tls:index/locallySignedCert:LocallySignedCert": k3s,
+        # (the database's CA key and server key)
+        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes) + 7 * k3s + 2 * db,
+        # the five cluster CAs; the admin certificate's request and certificate; the database's CA, request, certificate
+        "tls:index/selfSignedCert:SelfSignedCert": 5 * k3s + db,
+        "tls:index/certRequest:CertRequest": k3s + db,
+        "tls:index/locallySignedCert:LocallySignedCert": k3s + db,
+        "microcloud:database:Database": int(db),
         "microcloud:k3s:ClusterPki": k3s,
         # VRRP password; the K3s server and agent token passwords and the encryption key's seed; each VNC display's password
-        "random:index/randomPassword:RandomPassword": 1 + 3 * k3s + sum(cfg.vnc_of(n) for n in cfg.nodes),
+        # (each database owner's and the database superuser's)
+        "random:index/randomPassword:RandomPassword": 1 + 3 * k3s + sum(cfg.vnc_of(n) for n in cfg.nodes) + (owners + 1) * db,
         "libvirt:index/pool:Pool": 1,
         DOMAIN: len(cfg.nodes),
         # base images, root volumes, data disks, a NoCloud seed per cloud-init node
@@ -212,7 +218,10 @@ def expected_counts(stack: str) -> dict[str, int]:
         # per Longhorn node the bind mount and iscsid; per storage node the exports
         # (and, on a packaged OS, its firewalld step for NFS)
         + k3s * sum(2 * len(n.data_disks) + 2 * (n.uses_longhorn and bool(n.data_disks))
-                    + (n.role == "storage") * (1 + (not n.is_flatcar)) for n in cfg.nodes),
+                    + (n.role == "storage") * (1 + (not n.is_flatcar)) for n in cfg.nodes)
+        # the database node: packages, CA, certificate, key, unit, pg_hba, pg_ident, initdb, config, roles, login,
+        # the dump's script, service and timer; on NFS the storage node's directories and the mount
+        + 14 * db + 2 * db_nfs,
         "microcloud:monitoring:NodeExporters": 1,
         "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,

@@ -15,6 +15,7 @@ and turns any mistake into one line without a traceback.
     infra          the infra node's services: CorednsBinary, DnsConfig, NtpConfig
     k3s            K3sConfig and K3sArtifact (pinned binary and airgap images)
     firewall       FirewallConfig: each node's own firewall (ssh_from, extra allows)
+    database       DatabaseConfig: PostgreSQL on the database node (version, data on NFS or local, databases, backups)
     monitoring     the node_exporter binary of the VMs outside the cluster
     platform       charts, GitOps, the platform layer's settings
     stack          StackConfig and vrrp_priority

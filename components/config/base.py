@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 OsName = Literal["flatcar", "rocky9", "alma9", "debian12"]
-Role = Literal["load_balancer", "infra", "server", "agent", "storage", "generic"]
+Role = Literal["load_balancer", "infra", "server", "agent", "storage", "database", "generic"]
 NetworkMode = Literal["nat", "route", "bridge", "isolated"]
 
 EL9 = ("rocky9", "alma9")

@@ -6,6 +6,7 @@ import ipaddress
 
 from .base import K3S_ROLES, PACKAGED_OS, is_local_uri
 from .errors import ConfigError, node_labels
+from .database import VERSIONS_BY_OS
 from .nodes import MIN_MEMORY_MIB, RESERVED_NAMES
 from .stack import StackConfig, vrrp_priority
 
@@ -18,6 +19,7 @@ def cross_check(c: StackConfig) -> None:
     _check_roles(c)
     _check_load_balancer(c, labels)
     _check_firewall(c)
+    _check_database(c, labels)
 
 
 def _check_networks(c: StackConfig) -> None:
@@ -225,3 +227,28 @@ def _check_firewall(c: StackConfig) -> None:
         spans = allow.spans()
         if any(b[0] <= a[1] for a, b in zip(spans, spans[1:])):
             raise ConfigError(f"firewall.allow[{i}].ports", f"ports {list(allow.ports)} overlap")
+
+
+def _check_database(c: StackConfig, labels: list[str]) -> None:
+    dbs = c.nodes_with("database")
+    if c.database is None:
+        if dbs:
+            raise ConfigError(f"{labels[c.nodes.index(dbs[0])]}.role", f"{dbs[0].name!r} has role database but the stack has no "
+                              "`database` setting; add `database: {}` for the defaults")
+        return
+    if len(dbs) != 1:
+        raise ConfigError("nodes", f"{len(dbs)} nodes with role database; `database` needs exactly 1")
+    node = dbs[0]
+    key = labels[c.nodes.index(node)]
+    allowed = VERSIONS_BY_OS.get(node.os)
+    if allowed is None:
+        raise ConfigError(f"{key}.os", f"PostgreSQL comes from the node OS's packages: use {', '.join(VERSIONS_BY_OS)}, not {node.os}")
+    if c.database.version not in allowed:
+        raise ConfigError("database.version", f"{node.os} carries PostgreSQL {', '.join(map(str, allowed))}, not {c.database.version}")
+    if c.database.data == "nfs" and not c.nodes_with("storage"):
+        raise ConfigError("database.data", "nfs needs a node with role storage; add one, or set data: local")
+    if c.database.data == "nfs" and not c.k3s.enabled:
+        raise ConfigError("database.data", "the storage node serves NFS with k3s.enabled only; set data: local")
+    owners = [d.owner for d in c.database.databases]
+    if len(set(owners)) != len(owners):
+        raise ConfigError("database.databases", "each database needs an owner of its own (its password is its app's)")

@@ -17,6 +17,7 @@ MIN_MEMORY_MIB = {
     "load_balancer": 512,
     "infra": 512,
     "generic": 512,
+    "database": 1024,
     "server": 2048,
     "agent": 1024,
     "storage": 2048,
@@ -31,7 +32,7 @@ class DataDisk(_Model):
 class NodeConfig(_Model):
     name: Hostname = Field(description="Hostname, unique; `api` and `ingress` are taken by the VIPs.")
     role: Role = Field(
-        description="One `infra`, two `load_balancer`, an odd number of `server` (K3s servers), any `agent` (K3s agents), `storage` (NFS + Longhorn), `generic` (a plain VM)."
+        description="One `infra`, two `load_balancer`, an odd number of `server` (K3s servers), any `agent` (K3s agents), `storage` (NFS + Longhorn), `database` (PostgreSQL, see `database`), `generic` (a plain VM)."
     )
     os: OsName = Field(description="Image the node boots; `images` needs an entry for it. Load balancers and the infra node need a packaged OS (not flatcar).")
     network: str = Field(description="`name` of the network the node is on.")
@@ -39,7 +40,7 @@ class NodeConfig(_Model):
     mac: Optional[str] = Field(default=None, description="MAC address. Default: stable, derived from `domain` and the node name.")
     vcpu: int = Field(default=1, ge=1, le=256, description="Virtual CPUs.")
     memory_mib: int = Field(
-        default=1024, ge=128, description="Memory in MiB; at least 512 (load_balancer, infra, generic), 1024 (agent), 2048 (server, storage)."
+        default=1024, ge=128, description="Memory in MiB; at least 512 (load_balancer, infra, generic), 1024 (agent, database), 2048 (server, storage)."
     )
     disk_gib: int = Field(default=20, ge=8, le=65536, description="Root disk in GiB, a copy-on-write layer over the OS image.")
     data_disks: tuple[DataDisk, ...] = Field(default=(), description="Extra disks; storage nodes and Longhorn nodes need at least one.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cached_property
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -20,6 +20,7 @@ from .images import ImageConfig, UpdatesConfig
 from .infra import DnsConfig, NtpConfig
 from .k3s import K3sConfig
 from .firewall import FirewallConfig
+from .database import DatabaseConfig
 
 
 class StackConfig(_Model):
@@ -41,6 +42,9 @@ class StackConfig(_Model):
     monitoring: MonitoringConfig = Field(
         default=MonitoringConfig(),
         description="What the in-cluster Prometheus scrapes outside Kubernetes: the node_exporter binary of the load balancers and the infra node.",
+    )
+    database: Optional[DatabaseConfig] = Field(
+        default=None, description="PostgreSQL on the node with role `database` (docs/delivery.md#postgresql): set it exactly when there is one."
     )
     firewall: FirewallConfig = Field(default=FirewallConfig(), description="Each node's own firewall from first boot, by role (docs/firewall.md).")
     updates: UpdatesConfig = Field(default=UpdatesConfig(), description="Flatcar update and reboot policy (instead of masking locksmithd).")
@@ -109,6 +113,11 @@ class StackConfig(_Model):
     @property
     def infra_node(self) -> NodeConfig:
         return self.nodes_with("infra")[0]
+
+    @property
+    def database_node(self) -> Optional[NodeConfig]:
+        found = self.nodes_with("database")
+        return found[0] if found else None
 
     @property
     def servers(self) -> list[NodeConfig]:

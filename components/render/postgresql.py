@@ -1,12 +1,16 @@
-"""PostgreSQL on its own node (issue 21, item 5; not wired into the program yet): the server's settings, its
-client authentication, and the roles, as the files and SQL the server reads.
+"""PostgreSQL on the database node (components/database.py): the server's settings, its client
+authentication, the roles, its systemd unit and the daily dump, as the files the node's programs read.
 
-- ``render_conf``: a ``conf.d`` file: listen on the node's address (and loopback), TLS on (TLS 1.2 or
-  newer, the node's certificate), SCRAM-SHA-256 for every password, connections logged.
+- ``render_conf``: the server's whole config file (``postgres -c config_file=...``): the data directory,
+  listen on the node's address (and loopback), TLS on (TLS 1.2 or newer, the node's certificate),
+  SCRAM-SHA-256 for every password, connections logged.
 - ``render_hba``: ``pg_hba.conf``: the superuser by peer on the local socket only; each database's owner
   over TLS with SCRAM from the client networks (the K3s networks), nothing else (no plain TCP, no trust).
 - ``render_roles_sql``: the roles with their SCRAM verifiers (``roles_spec`` computes them), never a password: the
   node stores what PostgreSQL would store, and the clear password stays a Pulumi secret.
+- ``render_unit``: the server's own unit (the same on Debian and EL9: the distribution's cluster units are
+  masked), after the data directory's mount; ``render_backup_script`` and ``render_backup_units``: a daily
+  ``pg_dump`` of each database into the backup directory, older dumps removed.
 
 tests/test_postgresql_real.py starts the real server on these files and logs in through them.
 """
@@ -25,6 +29,18 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_ROLES = frozenset({"postgres", "public", "pg_monitor", "pg_read_all_data", "pg_write_all_data"})
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 HEADER = "# Rendered by microcloud (components/render/postgresql.py).\n"
+CONF_DIR = "/etc/microcloud/postgresql"
+CONF_FILE = f"{CONF_DIR}/postgresql.conf"
+UNIT_NAME = "microcloud-postgresql.service"
+BACKUP_UNIT = "microcloud-postgresql-backup"
+BACKUP_SCRIPT = "/usr/local/lib/microcloud/postgresql-backup.sh"
+_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+# Where each OS family's packages put the server's programs (Debian: per major version).
+BIN_DIRS = {"debian": "/usr/lib/postgresql/{version}/bin", "el9": "/usr/bin"}
+
+
+def bin_dir(family: str, version: int) -> str:
+    return BIN_DIRS[family].format(version=version)
 
 
 @dataclass(frozen=True)
@@ -42,10 +58,14 @@ class PostgresSpec:
     clients: tuple[ipaddress.IPv4Network, ...]  # who may log in over TCP (the K3s networks)
     databases: tuple[Database, ...]
     port: int = 5432
-    cert_file: str = "/etc/microcloud/postgresql/server.crt"
-    key_file: str = "/etc/microcloud/postgresql/server.key"
+    cert_file: str = f"{CONF_DIR}/server.crt"
+    key_file: str = f"{CONF_DIR}/server.key"
     max_connections: int = 100
     extra_listen: tuple[str, ...] = field(default=("localhost",))
+    data_dir: str = "/var/lib/microcloud/postgresql/data"
+    hba_file: str = f"{CONF_DIR}/pg_hba.conf"
+    ident_file: str = f"{CONF_DIR}/pg_ident.conf"
+    socket_dir: str = "/run/postgresql"
 
 
 def check_spec(spec: PostgresSpec) -> None:
@@ -69,13 +89,20 @@ def check_spec(spec: PostgresSpec) -> None:
         seen.add(db.name)
     if not 1 <= spec.port <= 65535:
         raise ValueError(f"postgresql: port {spec.port} is not 1-65535")
+    for p in (spec.cert_file, spec.key_file, spec.data_dir, spec.hba_file, spec.ident_file, spec.socket_dir):
+        if not _PATH.match(p):
+            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
 
 
 def render_conf(spec: PostgresSpec) -> str:
-    """A file for the server's conf.d (included by postgresql.conf): what this program sets."""
+    """The server's config file: what this program sets; PostgreSQL's defaults for the rest."""
     check_spec(spec)
     listen = ",".join([*spec.extra_listen, spec.listen])
     lines = [
+        f"data_directory = '{spec.data_dir}'",
+        f"hba_file = '{spec.hba_file}'",
+        f"ident_file = '{spec.ident_file}'",
+        f"unix_socket_directories = '{spec.socket_dir}'",
         f"listen_addresses = '{listen}'",
         f"port = {spec.port}",
         f"max_connections = {spec.max_connections}",
@@ -86,6 +113,9 @@ def render_conf(spec: PostgresSpec) -> str:
         "password_encryption = 'scram-sha-256'",
         "log_connections = on",
         "log_disconnections = on",
+        # To the journal (the unit's stderr), not files in the data directory.
+        "logging_collector = off",
+        "log_line_prefix = '%m [%p] %q%u@%d '",
     ]
     return HEADER + "\n".join(lines) + "\n"
 
@@ -97,12 +127,146 @@ def render_hba(spec: PostgresSpec) -> str:
         HEADER.rstrip(),
         "# TYPE  DATABASE  USER  ADDRESS  METHOD",
         "local all postgres peer",
+        # The superuser's generated password works on the node itself only (a tool on loopback).
+        "hostssl all postgres 127.0.0.1/32 scram-sha-256",
     ]
     for db in sorted(spec.databases, key=lambda d: d.name):
         lines.append(f"local {db.name} {db.owner} scram-sha-256")
         for net in sorted(spec.clients):
             lines.append(f"hostssl {db.name} {db.owner} {net} scram-sha-256")
     return "\n".join(lines) + "\n"
+
+
+def render_ident(spec: PostgresSpec) -> str:
+    """pg_ident.conf: no user name maps (peer logins are the OS user's own name)."""
+    check_spec(spec)
+    return HEADER + "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n"
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    binary_dir: str  # bin_dir(family, version)
+    version: int
+    config_file: str = CONF_FILE
+    mounts: tuple[str, ...] = ()  # the data (and backup) directories: the unit waits for what holds them
+
+
+def render_unit(spec: UnitSpec) -> str:
+    for p in (spec.binary_dir, spec.config_file, *spec.mounts):
+        if not _PATH.match(p):
+            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+    needs = "".join(f"RequiresMountsFor={m}\n" for m in spec.mounts)
+    return (
+        HEADER
+        + "[Unit]\n"
+        f"Description=PostgreSQL {spec.version} (microcloud)\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n"
+        f"{needs}"
+        "\n[Service]\n"
+        "Type=notify\n"
+        "User=postgres\n"
+        "Group=postgres\n"
+        "RuntimeDirectory=postgresql\n"
+        "RuntimeDirectoryMode=2775\n"
+        f"ExecStart={spec.binary_dir}/postgres -c config_file={spec.config_file}\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
+        # SIGINT: a fast shutdown (rolls back open transactions, then a checkpoint); the postmaster alone.
+        "KillMode=mixed\n"
+        "KillSignal=SIGINT\n"
+        "TimeoutStartSec=300\n"
+        "TimeoutStopSec=300\n"
+        "Restart=on-failure\n"
+        "RestartSec=5\n"
+        "OOMScoreAdjust=-900\n"
+        "NoNewPrivileges=yes\n"
+        "PrivateTmp=yes\n"
+        "ProtectSystem=full\n"
+        "ProtectHome=yes\n"
+        "\n[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    binary_dir: str
+    backup_dir: str
+    databases: tuple[str, ...]
+    keep_days: int
+    time: str  # HH:MM
+    socket_dir: str = "/run/postgresql"
+    port: int = 5432
+
+
+def _check_backup(spec: BackupSpec) -> None:
+    for p in (spec.binary_dir, spec.backup_dir, spec.socket_dir):
+        if not _PATH.match(p):
+            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+    if not spec.databases or not all(_IDENT.match(d) for d in spec.databases):
+        raise ValueError(f"postgresql: backup of {spec.databases!r}: lowercase identifiers, at least one")
+    if not 1 <= spec.keep_days <= 3650:
+        raise ValueError(f"postgresql: keep_days {spec.keep_days} is not 1-3650")
+    if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", spec.time):
+        raise ValueError(f"postgresql: backup time {spec.time!r} is not HH:MM")
+
+
+def render_backup_script(spec: BackupSpec) -> str:
+    """Run as postgres: each database to ``<db>-<UTC time>.dump`` (pg_dump's custom format, written to a
+    temp name first, so a half-written dump never looks like a backup), then dumps older than keep_days go."""
+    _check_backup(spec)
+    dbs = " ".join(spec.databases)
+    return (
+        "#!/bin/sh\n"
+        + HEADER
+        + "set -eu\n"
+        f"dir={spec.backup_dir}\n"
+        "stamp=$(date -u +%Y%m%dT%H%M%SZ)\n"
+        "failed=0\n"
+        f"for db in {dbs}; do\n"
+        '  tmp="$dir/.$db-$stamp.dump.partial"\n'
+        f'  if {spec.binary_dir}/pg_dump -h {spec.socket_dir} -p {spec.port} -Fc -f "$tmp" "$db"; then\n'
+        '    mv "$tmp" "$dir/$db-$stamp.dump"\n'
+        "  else\n"
+        '    rm -f "$tmp"; echo "microcloud: pg_dump of $db failed" >&2; failed=1\n'
+        "  fi\n"
+        "done\n"
+        # Only after a successful round: a failing dump never deletes the last good ones.
+        '[ "$failed" = 0 ] || exit 1\n'
+        f"find \"$dir\" -maxdepth 1 -name '*.dump' -type f -mtime +{spec.keep_days - 1} -delete\n"
+    )
+
+
+def render_backup_units(spec: BackupSpec) -> tuple[str, str]:
+    """(service, timer): the daily dump, as postgres, after the server; Persistent: a missed run runs at boot."""
+    _check_backup(spec)
+    service = (
+        HEADER
+        + "[Unit]\n"
+        "Description=Daily pg_dump of the apps' databases (microcloud)\n"
+        f"Requires={UNIT_NAME}\n"
+        f"After={UNIT_NAME}\n"
+        f"RequiresMountsFor={spec.backup_dir}\n"
+        "\n[Service]\n"
+        "Type=oneshot\n"
+        "User=postgres\n"
+        "Group=postgres\n"
+        f"ExecStart=/bin/sh {BACKUP_SCRIPT}\n"
+        "NoNewPrivileges=yes\n"
+        "PrivateTmp=yes\n"
+    )
+    timer = (
+        HEADER
+        + "[Unit]\n"
+        "Description=Daily pg_dump of the apps' databases (microcloud)\n"
+        "\n[Timer]\n"
+        f"OnCalendar=*-*-* {spec.time}:00 UTC\n"
+        "Persistent=true\n"
+        "RandomizedDelaySec=300\n"
+        "\n[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return service, timer
 
 
 def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -136,14 +300,23 @@ class RolesSpec:
 
 
 def roles_spec(spec: PostgresSpec, passwords: dict[str, str]) -> RolesSpec:
-    """The verifiers for ``passwords`` (owner -> password); the clear passwords go no further than here."""
+    """The verifiers for ``passwords`` (owner -> password; ``postgres``, the superuser's, if given);
+    the clear passwords go no further than here."""
     check_spec(spec)
     verifiers = []
+    if "postgres" in passwords:
+        verifiers.append(("postgres", scram_verifier(passwords["postgres"], stable_salt(passwords["postgres"], "postgres"))))
     for db in sorted(spec.databases, key=lambda d: d.name):
         if db.owner not in passwords:
             raise ValueError(f"postgresql: no password for {db.owner}")
         verifiers.append((db.owner, scram_verifier(passwords[db.owner], stable_salt(passwords[db.owner], db.owner))))
     return RolesSpec(server=spec, verifiers=tuple(verifiers))
+
+
+def _checked(verifier, role: str) -> str:
+    if not verifier or not re.match(r"^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$", verifier):
+        raise ValueError(f"postgresql: no SCRAM verifier for {role}")
+    return verifier
 
 
 def render_roles_sql(spec: RolesSpec) -> str:
@@ -154,10 +327,10 @@ def render_roles_sql(spec: RolesSpec) -> str:
     check_spec(spec.server)
     verifiers = dict(spec.verifiers)
     out = ["\\set ON_ERROR_STOP on"]
+    if "postgres" in verifiers:
+        out.append(f"ALTER ROLE postgres WITH PASSWORD '{_checked(verifiers['postgres'], 'postgres')}';")
     for db in sorted(spec.server.databases, key=lambda d: d.name):
-        verifier = verifiers.get(db.owner)
-        if not verifier or not verifier.startswith("SCRAM-SHA-256$") or "'" in verifier:
-            raise ValueError(f"postgresql: no SCRAM verifier for {db.owner}")
+        verifier = _checked(verifiers.get(db.owner), db.owner)
         out += [
             f"SELECT 'CREATE ROLE {db.owner} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{db.owner}')\\gexec",
             f"ALTER ROLE {db.owner} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{verifier}';",

@@ -31,6 +31,8 @@ FSTYPE = "ext4"
 DATA_ROOT = "/var/mnt"
 LONGHORN_PATH = "/var/lib/longhorn"  # Longhorn's default data path
 NFS_SUBDIR = "nfs"
+# The database node's data and dumps (specs/database.py), beside the cluster's export, exported to it alone.
+DATABASE_SUBDIR = "postgresql"
 LONGHORN_SUBDIR = "longhorn"
 # root_squash maps a client's root to this uid/gid, so it must own the export
 # for the NFS provisioner (root in its pod) to create volume directories.
@@ -264,6 +266,9 @@ def mount_activate(node: str, spec: MountSpec, subdirs: tuple[str, ...] = ()) ->
         if sub == NFS_SUBDIR:
             # root_squash makes a client's root nobody: nobody owns the export.
             steps.append(f"install -d -m 0755 -o {NOBODY} -g {NOBODY} {path}")
+        elif sub == DATABASE_SUBDIR:
+            # Its data and backups directories belong to the database node's postgres (specs/database.py).
+            steps.append(f"install -d -m 0755 -o root -g root {path}")
         else:
             steps.append(f"install -d -m 0700 -o root -g root {path}")
     return " && ".join(steps)

@@ -9,6 +9,7 @@
     monitoring     the VMs that get node_exporter and the networks that may scrape them
     firewall       each node's own firewall, by role
     network        what the libvirt host forwards between the stack's networks and from the LAN to the VIPs
+    database       PostgreSQL on the database node: where data and dumps live, the node's steps (by module)
 
 The components call these inside ``Output.apply`` once generated values (SSH
 keys, VRRP password) and node addresses are known; the real-validator tests
@@ -27,7 +28,7 @@ from .network import forwarding_ends, forwarding_tag, host_forwarding, vip_clien
 from .nodes import (cloud_init_docs, cloud_init_node, flatcar_node, ignition_json, kubelet_sysctls, network_settings, reboot_slot,
                     storage_packages)
 # Storage by module (specs.storage.plan, .steps): its names are too generic for this namespace.
-from . import storage
+from . import database, storage
 
 __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records", "firewall_spec",

@@ -13,11 +13,12 @@ from typing import Optional
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
 from ..render.host_firewall import Allow, FirewallSpec, NodePorts, port
+from .storage import database_export
 
 ANYONE = "0.0.0.0/0"
 # K3s' defaults (k3s.extra_args.server can move them: cluster-cidr, service-cidr, service-node-port-range).
 POD_RANGE, SERVICE_RANGE, NODE_PORT_RANGE = "10.42.0.0/16", "10.43.0.0/16", "30000-32767"
-NODE_EXPORTER_PORT, NFS_PORT = 9100, 2049
+NODE_EXPORTER_PORT, NFS_PORT, POSTGRES_PORT = 9100, 2049, 5432
 
 
 def _nets(cfg: StackConfig, roles: tuple[str, ...]) -> tuple[str, ...]:
@@ -54,6 +55,9 @@ def role_allows(cfg: StackConfig, node: NodeConfig) -> list[Allow]:
     """What the node's role needs to admit, each with the sources that need it."""
     k3s = _nets(cfg, K3S_ROLES)
     servers = _nets(cfg, ("server",))
+    # The database node mounts its own export from the first storage node.
+    db_export = database_export(cfg, node)
+    nfs_db = db_export.clients if db_export is not None else ()
     lbs = _lb_addresses(cfg)
     out = [Allow("tcp", (port(22),), ssh_sources(cfg, node), "SSH: Pulumi and its operators")]
     exporter = (Allow("tcp", (port(NODE_EXPORTER_PORT),), k3s, "node_exporter: Prometheus on the K3s nodes"),) if k3s else ()
@@ -79,7 +83,11 @@ def role_allows(cfg: StackConfig, node: NodeConfig) -> list[Allow]:
         out.append(Allow("udp", (port(8472),), k3s, "flannel VXLAN between the nodes"))
         out += exporter
         if node.role == "storage":
-            out.append(Allow("tcp", (port(NFS_PORT),), k3s, "NFSv4: the K3s nodes"))
+            out.append(Allow("tcp", (port(NFS_PORT),), k3s + nfs_db, "NFSv4: the K3s nodes" + (" and the database node" if nfs_db else "")))
+    elif node.role == "database" and cfg.database is not None:
+        sources = tuple(sorted({*k3s, *(str(c) for c in cfg.database.clients)}))
+        if sources:
+            out.append(Allow("tcp", (port(POSTGRES_PORT),), sources, "PostgreSQL: the K3s nodes and database.clients (pg_hba: TLS and a password)"))
     elif node.role == "storage":
         out.append(Allow("tcp", (port(NFS_PORT),), k3s or (str(cfg.network_by_name[node.network].cidr),), "NFSv4: the K3s nodes"))
     for extra in cfg.firewall.allow:

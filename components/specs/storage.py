@@ -51,6 +51,15 @@ def cluster_networks(cfg: StackConfig) -> tuple[str, ...]:
     return tuple(str(net.cidr) for net in cfg.networks if net.name in nets)
 
 
+def database_export(cfg: StackConfig, node: NodeConfig) -> Optional[nfs.ExportSpec]:
+    """The database node's directory on the first storage node's NFS disk, exported to its address alone."""
+    db = cfg.database_node
+    storage = cfg.nodes_with("storage")
+    if db is None or cfg.database is None or not storage or node.name != storage[0].name or not cfg.k3s.enabled:
+        return None
+    return nfs.ExportSpec(path=f"{st.mount_point(_pick(node, 'nfs'))}/{st.DATABASE_SUBDIR}", clients=(f"{db.ip}/32",))
+
+
 def plan(cfg: StackConfig) -> list[NodeStorage]:
     """Every node with data disks, in config order."""
     out = []
@@ -82,6 +91,10 @@ def plan(cfg: StackConfig) -> list[NodeStorage]:
         exports = ()
         if nfs_disk:
             exports = (nfs.ExportSpec(path=f"{st.mount_point(nfs_disk)}/{st.NFS_SUBDIR}", clients=clients),)
+            db_export = database_export(cfg, node)
+            if db_export is not None:
+                exports += (db_export,)
+                subdirs[nfs_disk] = (*subdirs[nfs_disk], st.DATABASE_SUBDIR)
         out.append(
             NodeStorage(
                 node=node.name,

@@ -26,6 +26,7 @@ from support.harness import stack_config
 from .sandbox import Sandbox
 
 PLUGINS = ("command", "libvirt", "random", "tls")
+DB_IP = "10.27.3.14"
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
     "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
@@ -100,7 +101,14 @@ def e2e_model(image: Path, coredns: Path, pool: Path, k3s: Path) -> dict:
         elif n["name"] == "server1":
             # A lone server takes the ingress too; one vCPU under emulation.
             nodes.append({**n, "os": "debian12", "ingress": True, "vcpu": 1})
+        elif n["name"] == "storage1":
+            # The NFS server (a K3s agent around the stand-in binary); Longhorn needs real K3s.
+            nodes.append({**n, "os": "debian12", "vcpu": 1, "longhorn": False, "data_disks": [{"name": "data", "size_gib": 4}]})
+    # PostgreSQL on a node of its own on the infra network, its data on storage1's NFS disk.
+    nodes.append({"name": "db1", "role": "database", "os": "debian12", "network": "infra", "ip": DB_IP,
+                  "memory_mib": 1024, "disk_gib": 10})
     m["nodes"] = nodes
+    m["database"] = {"version": 15, "data": "nfs", "databases": [{"name": "app", "owner": "app"}], "backup": {"keep_days": 3}}
     return m
 
 

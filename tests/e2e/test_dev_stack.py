@@ -35,7 +35,7 @@ from .sandbox import Sandbox, tools_missing
 from support.cli import toolchain_bin
 from support.planned_state import SECRET_SIG, SECRET_VALUE
 
-from .stack import Stack, e2e_model, fake_k3s, missing_plugins
+from .stack import DB_IP, SSH_OPTS, Stack, e2e_model, fake_k3s, missing_plugins
 
 pytestmark = pytest.mark.e2e
 
@@ -620,6 +620,81 @@ def test_a_new_registry_token_rolls_through_k3s_without_replacing_a_vm(stack):
     assert stack.pulumi("preview", "--expect-no-changes").returncode == 0
     shown = "\n".join(stack.transcript)
     assert not [t for t in tokens if t in shown], "a registry token in clear in the CLI's output"
+
+
+# ------------------------------------------------------------------ PostgreSQL on its node
+
+
+def _psql(stack, client_ip: str, conn: dict, sql: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """psql on the VM at ``client_ip`` to the database node over the network: TLS verified against the stack's CA,
+    the app's generated password in a 0600 passfile that arrives on stdin (never in an argument)."""
+    app = conn["databases"]["app"]
+    remote = (
+        "set -e; umask 077; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+        f"printf '%s' {shlex.quote(conn['ca_certificate'])} > \"$d/ca.crt\"; cat > \"$d/pgpass\"; "
+        f"PGPASSFILE=\"$d/pgpass\" PGCONNECT_TIMEOUT=8 psql -X -At "
+        f"\"host={conn['host']} port={conn['port']} dbname=app user={app['user']} sslmode=verify-full sslrootcert=$d/ca.crt\" "
+        f"-c {shlex.quote(sql)}"
+    )
+    cmd = ["ssh", *SSH_OPTS, "-i", str(stack.key_file()), f"core@{client_ip}", remote]
+    return stack.sandbox.run(cmd, timeout=timeout, input=f"{conn['host']}:{conn['port']}:app:{app['user']}:{app['password']}\n")
+
+
+def _db_up(stack, ip: str) -> bool:
+    res = stack.ssh(ip, "systemctl is-active microcloud-postgresql && /usr/lib/postgresql/15/bin/pg_isready -q -h " + DB_IP, timeout=60)
+    return res.returncode == 0
+
+
+def test_postgresql_serves_the_cluster_network_from_its_node_with_its_data_on_nfs(stack):
+    """db1 runs PostgreSQL 15 from the image's packages under the program's unit, its data directory on storage1's
+    NFS disk; server1 (a K3s network) logs in over TLS with the generated password; lb1 (another network) cannot."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    conn = stack.output("database", secret=True)
+    assert conn["host"] == DB_IP and conn["sslmode"] == "verify-full"
+    res = _psql(stack, ips["server1"], conn, "CREATE TABLE IF NOT EXISTS e2e (v text); INSERT INTO e2e VALUES ('kept'); "
+                                             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "t", res.stdout
+    # From the LB network: the node's firewall admits PostgreSQL from the K3s networks only.
+    refused = _psql(stack, ips["lb1"], conn, "SELECT 1", timeout=60)
+    assert refused.returncode != 0 and "kept" not in refused.stdout
+    # A wrong password is refused by the server (pg_hba: SCRAM).
+    wrong = _psql(stack, ips["server1"], {**conn, "databases": {"app": {**conn["databases"]["app"], "password": "not-it"}}}, "SELECT 1")
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr[-500:]
+    # The data directory is on storage1's disk, through the NFS mount.
+    mnt = stack.ssh(ips["db1"], "findmnt -n -o FSTYPE,SOURCE /var/lib/microcloud/postgresql-nfs && "
+                                "sudo -u postgres /usr/lib/postgresql/15/bin/psql -X -At -h /run/postgresql -d postgres -c 'SHOW data_directory'")
+    assert mnt.returncode == 0, mnt.stderr
+    assert mnt.stdout.split() == ["nfs4", f"{ips['storage1']}:/var/mnt/data/postgresql", "/var/lib/microcloud/postgresql-nfs/data"], mnt.stdout
+    on_disk = stack.ssh(ips["storage1"], "sudo cat /var/mnt/data/postgresql/data/PG_VERSION && sudo ls /var/mnt/data/postgresql/backups")
+    assert on_disk.returncode == 0, on_disk.stderr
+    version, *dumps = on_disk.stdout.split()
+    # The first up made one dump already (verified activation of the daily timer).
+    assert version == "15" and any(re.fullmatch(r"app-\d{8}T\d{6}Z\.dump", d) for d in dumps), on_disk.stdout
+
+
+def test_postgresql_data_survives_a_restart_of_the_service_and_of_the_vm(stack):
+    _need_up(stack)
+    ips = _node_ips(stack)
+    conn = stack.output("database", secret=True)
+    res = stack.ssh(ips["db1"], "sudo systemctl restart microcloud-postgresql", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert _wait(lambda: _db_up(stack, ips["db1"]), 120)
+    after = _psql(stack, ips["server1"], conn, "SELECT count(*) FROM e2e WHERE v = 'kept'")
+    assert after.returncode == 0 and after.stdout.strip() == "1", after.stderr[-1000:]
+    # The whole VM: the NFS mount and then the server come back at boot, by their units alone.
+    boot_id = stack.ssh(ips["db1"], "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    stack.ssh(ips["db1"], "sudo systemctl reboot", timeout=60, attempts=1)
+
+    def rebooted():
+        res = stack.ssh(ips["db1"], "cat /proc/sys/kernel/random/boot_id", timeout=30, attempts=1)
+        return res.returncode == 0 and res.stdout.strip() not in ("", boot_id)
+
+    assert _wait(rebooted, 900, step=5), "db1 did not come back after its reboot"
+    assert _wait(lambda: _db_up(stack, ips["db1"]), 300, step=3), stack.ssh(ips["db1"], "sudo systemctl status --no-pager microcloud-postgresql").stdout[-2000:]
+    again = _psql(stack, ips["server1"], conn, "SELECT count(*) FROM e2e WHERE v = 'kept'")
+    assert again.returncode == 0 and again.stdout.strip() == "1", again.stderr[-1000:]
 
 
 def _secret_values(deployment: dict) -> dict[str, str]:

@@ -145,6 +145,9 @@ class Mocks(pmocks.Mocks):
         elif args.typ == "random:index/randomPassword:RandomPassword":
             # As long as asked for (a K3s token password is 48), starting with the marker the leak tests search for.
             state["result"] = ("m0ckPass" * 8)[: int(args.inputs.get("length", 8))]
+        elif args.typ == "command:remote:Command" and args.name.endswith("-postgresql-packages"):
+            # The postgres user's uid and gid (specs/database.py packages_script).
+            state["stdout"] = "104 111\n"
         elif args.typ == "command:remote:Command":
             state["stdout"] = ""
         elif args.typ == "command:local:Command" and args.name.endswith("-argocd-ci-token-issued"):
