@@ -130,7 +130,7 @@ class Database(pulumi.ComponentResource):
             )
             spec = dbspec.nfs_mount(p)
             unit = mount_unit_name(spec.where)
-            w = shlex.quote(spec.where)
+            w, u = shlex.quote(spec.where), shlex.quote(unit)
             mount = apply_file(
                 f"{node}-postgresql-mount",
                 conn=conn,
@@ -138,7 +138,7 @@ class Database(pulumi.ComponentResource):
                 content=render_nfs_mount(spec),
                 path=f"/etc/systemd/system/{unit}",
                 validate=_systemd_verify(unit),
-                activate=f"systemctl daemon-reload && mkdir -p {w} && systemctl enable -q {unit} && systemctl restart {unit}",
+                activate=f"systemctl daemon-reload && mkdir -p {w} && systemctl enable -q {u} && systemctl restart {u}",
                 verify=f'[ "$(findmnt -rn -o FSTYPE -M {w})" = nfs4 ] && runuser -u postgres -- test -w {w}/data',
                 replace_with=[*again, dirs.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[packages, dirs]),

@@ -20,7 +20,7 @@ from ..render.os_family import family_of
 from .storage import cluster_networks, database_export
 
 DATABASE_SUBDIR = st.DATABASE_SUBDIR  # on the storage node's NFS disk, beside the cluster's export
-NFS_MOUNT = "/var/lib/microcloud/postgresql-nfs"  # on the database node
+NFS_MOUNT = "/srv/postgresql"  # on the database node (as the original's /srv/nfs/postgresql on the storage node)
 LOCAL_ROOT = "/var/lib/microcloud/postgresql"
 CA_FILE = f"{pg.CONF_DIR}/ca.crt"
 

@@ -663,10 +663,10 @@ def test_postgresql_serves_the_cluster_network_from_its_node_with_its_data_on_nf
     wrong = _psql(stack, ips["server1"], {**conn, "databases": {"app": {**conn["databases"]["app"], "password": "not-it"}}}, "SELECT 1")
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr[-500:]
     # The data directory is on storage1's disk, through the NFS mount.
-    mnt = stack.ssh(ips["db1"], "findmnt -n -o FSTYPE,SOURCE /var/lib/microcloud/postgresql-nfs && "
+    mnt = stack.ssh(ips["db1"], "findmnt -n -o FSTYPE,SOURCE /srv/postgresql && "
                                 "sudo -u postgres /usr/lib/postgresql/15/bin/psql -X -At -h /run/postgresql -d postgres -c 'SHOW data_directory'")
     assert mnt.returncode == 0, mnt.stderr
-    assert mnt.stdout.split() == ["nfs4", f"{ips['storage1']}:/var/mnt/data/postgresql", "/var/lib/microcloud/postgresql-nfs/data"], mnt.stdout
+    assert mnt.stdout.split() == ["nfs4", f"{ips['storage1']}:/var/mnt/data/postgresql", "/srv/postgresql/data"], mnt.stdout
     on_disk = stack.ssh(ips["storage1"], "sudo cat /var/mnt/data/postgresql/data/PG_VERSION && sudo ls /var/mnt/data/postgresql/backups")
     assert on_disk.returncode == 0, on_disk.stderr
     version, *dumps = on_disk.stdout.split()
