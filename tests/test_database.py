@@ -85,6 +85,9 @@ def test_prods_database_lives_on_storage1s_nfs_disk_for_the_cluster_network():
     assert p.nfs_root == "/var/mnt/data/postgresql" and p.storage_node == "storage1" and p.storage_ip == "10.17.4.27"
     assert p.data_dir == f"{dbspec.NFS_MOUNT}/data" and p.backup_dir == f"{dbspec.NFS_MOUNT}/backups"
     assert p.clients == ("10.17.4.0/24",) and p.bin_dir == "/usr/bin"
+    # pg_hba: the K3s network, and the node's own address (its login check connects from there); the firewall: the network only.
+    hba = pg.render_hba(dbspec.server_spec(p))
+    assert [l.split()[3] for l in hba.splitlines() if l.startswith("hostssl app ")] == ["10.17.3.14/32", "10.17.4.0/24"]
     # The storage node exports it to the database node alone, and makes its directory.
     [storage1] = [ns for ns in storage_specs.plan(cfg) if ns.node == "storage1"]
     assert [(e.path, e.clients) for e in storage1.exports] == [

@@ -86,10 +86,12 @@ def plan(cfg: StackConfig) -> Optional[DatabasePlan]:
 
 
 def server_spec(p: DatabasePlan) -> pg.PostgresSpec:
+    # The node's own address too: its login check (login_check_script) connects from there.
+    clients = sorted({ipaddress.IPv4Network(c) for c in p.clients} | {ipaddress.IPv4Network(f"{p.ip}/32")})
     return pg.PostgresSpec(
         node=p.node,
         listen=p.ip,
-        clients=tuple(ipaddress.IPv4Network(c) for c in p.clients),
+        clients=tuple(clients),
         databases=p.databases,
         max_connections=p.max_connections,
         data_dir=p.data_dir,

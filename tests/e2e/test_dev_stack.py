@@ -41,8 +41,9 @@ pytestmark = pytest.mark.e2e
 
 DEBIAN_NODES = ("lb1", "lb2", "infra")
 # Booted too, with the stand-in K3s (the node_exporter of the VMs outside the cluster is not on it).
-K3S_NODES = ("server1",)
-BOOTED = DEBIAN_NODES + K3S_NODES
+K3S_NODES = ("server1", "storage1")
+# PostgreSQL's node, its data on storage1's NFS disk.
+BOOTED = DEBIAN_NODES + K3S_NODES + ("db1",)
 VIPS = ("10.27.0.32", "10.27.0.33")
 DOMAIN = "dev.microcloud.lan"
 
@@ -347,6 +348,9 @@ def test_each_nodes_firewall_admits_its_roles_ports_from_where_they_are_needed(s
         ("server1", 10250, "cluster", True), ("server1", 10250, "lan", False),
         ("server1", 2379, "cluster", True), ("server1", 2380, "infra", False),
         ("server1", 32591, "infra", False), ("server1", 8080, "cluster", False),
+        # PostgreSQL: the K3s networks; NFS: the K3s networks and the database node, not its network
+        ("db1", 5432, "cluster", True), ("db1", 5432, "lan", False), ("db1", 5432, "infra", False),
+        ("storage1", 2049, "cluster", True), ("storage1", 2049, "infra", False), ("storage1", 2049, "lan", False),
     ]
     got = {}
     for node, port, net, want in cases:
@@ -605,7 +609,7 @@ def test_a_new_registry_token_rolls_through_k3s_without_replacing_a_vm(stack):
         stack.set_secret("ghcr_token", tokens[1])
         plan = stack.pulumi("preview", "--json")
         assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
-        assert _changed(json.loads(plan.stdout)["steps"]) == {"server1-k3s": {"update"}}
+        assert _changed(json.loads(plan.stdout)["steps"]) == {f"{n}-k3s": {"update"} for n in K3S_NODES}
         res = stack.pulumi("up", "--yes", "--skip-preview", timeout=1800)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
         mode, digest, again = on_node()
