@@ -192,33 +192,28 @@ class Database(pulumi.ComponentResource):
             after=[initdb, unit_file, hba, ident, cert_file, key_file, ca_file],
         )
 
+        def on_stdin(res: str, script: str, stdin: pulumi.Output, also: list, after: list) -> remote.Command:
+            """A step fed a secret on stdin, run again when that secret (by its keyed digest) or ``also`` changes."""
+            digest = pulumi.Output.unsecret(pulumi.Output.all(stdin, access.private_key).apply(lambda a: trigger_digest(a[0], a[1])))
+            return remote.Command(
+                f"{node}-postgresql-{res}",
+                connection=conn.args(),
+                create=script,
+                stdin=stdin,
+                triggers=[digest, *also, *again],
+                logging=QUIET,
+                opts=conn.options(pulumi.ResourceOptions(parent=self, depends_on=after, additional_secret_outputs=["stdout", "stderr"])),
+            )
+
         # 5. Roles and databases.
         roles_sql = pulumi.Output.secret(pulumi.Output.all(**passwords).apply(
             lambda pw: pg.render_roles_sql(pg.roles_spec(server, pw))))
-        digest = pulumi.Output.unsecret(pulumi.Output.all(roles_sql, access.private_key).apply(lambda a: trigger_digest(a[0], a[1])))
-        roles = remote.Command(
-            f"{node}-postgresql-roles",
-            connection=conn.args(),
-            create=dbspec.roles_script(p),
-            stdin=roles_sql,
-            triggers=[digest, conf.id, *again],
-            logging=QUIET,
-            opts=conn.options(pulumi.ResourceOptions(parent=self, depends_on=[conf], additional_secret_outputs=["stdout", "stderr"])),
-        )
+        roles = on_stdin("roles", dbspec.roles_script(p), roles_sql, also=[conf.id], after=[conf])
 
         # 6. A real login of each owner, over TLS, with its generated password.
         logins = pulumi.Output.secret(pulumi.Output.all(**passwords).apply(
             lambda pw: "".join(f"{d.name} {d.owner} {pw[d.owner]}\n" for d in sorted(p.databases, key=lambda d: d.name))))
-        login_digest = pulumi.Output.unsecret(pulumi.Output.all(logins, access.private_key).apply(lambda a: trigger_digest(a[0], a[1])))
-        login = remote.Command(
-            f"{node}-postgresql-login",
-            connection=conn.args(),
-            create=dbspec.login_check_script(p),
-            stdin=logins,
-            triggers=[login_digest, roles.id, conf.id, cert_file.id, hba.id, *again],
-            logging=QUIET,
-            opts=conn.options(pulumi.ResourceOptions(parent=self, depends_on=[roles], additional_secret_outputs=["stdout", "stderr"])),
-        )
+        login = on_stdin("login", dbspec.login_check_script(p), logins, also=[roles.id, conf.id, cert_file.id, hba.id], after=[roles])
 
         # 7. The daily dump: the script, its service and timer; one dump made now, and checked.
         backup = dbspec.backup_spec(p)
