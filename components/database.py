@@ -226,7 +226,8 @@ class Database(pulumi.ComponentResource):
         put("backup-timer", timer_text, f"/etc/systemd/system/{BACKUP_TIMER}", validate=_systemd_verify(BACKUP_TIMER),
             activate=f"systemctl daemon-reload && systemctl enable -q --now {BACKUP_TIMER} && systemctl start {BACKUP_SERVICE}",
             verify=f'systemctl is-active -q {BACKUP_TIMER} && [ "$(systemctl show -p Result --value {BACKUP_SERVICE})" = success ] '
-                   f'&& [ -n "$(find {bdir} -maxdepth 1 -name "*.dump" -newermt "-10 minutes" -size +0)" ]',
+                   # As postgres: on NFS (root_squash) the node's root may not look inside.
+                   f'&& [ -n "$(runuser -u postgres -- find {bdir} -maxdepth 1 -name "*.dump" -newermt "-10 minutes" -size +0)" ]',
             also=[script.id, service.id, roles.id], after=[service, login])
 
         self.connection = pulumi.Output.secret(

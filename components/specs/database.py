@@ -180,24 +180,27 @@ def storage_dirs_script(p: DatabasePlan, uid: str, gid: str) -> str:
 
 def initdb_script(p: DatabasePlan) -> str:
     """A new data directory is made once (UTF-8, C.UTF-8 collation, checksums); one that exists is kept,
-    and refused when it is another major version's: nothing here upgrades or overwrites data."""
+    and refused when it is another major version's: nothing here upgrades or overwrites data. What is in
+    it is looked at as postgres: on NFS (root_squash) the node's root may not look inside."""
     data = shlex.quote(p.data_dir)
+    look = ('if [ -f "$1/PG_VERSION" ]; then cat "$1/PG_VERSION"; '
+            'elif [ -z "$(ls -A "$1")" ]; then echo empty; else echo files; fi')
     steps = [
         "set -eu",
         _fail(p),
         # On NFS: never a data directory on the root disk under an unmounted mount point.
         *([f"mountpoint -q {NFS_MOUNT} || fail '{NFS_MOUNT} is not mounted'"] if p.nfs_mount else []),
-        f"[ -d {data} ] || install -d -m 0700 -o postgres -g postgres {data}",
-        f"[ -d {shlex.quote(p.backup_dir)} ] || install -d -m 0700 -o postgres -g postgres {shlex.quote(p.backup_dir)}",
-        f"if [ -f {data}/PG_VERSION ]; then",
-        f"  have=$(cat {data}/PG_VERSION)",
-        f"  [ \"$have\" = {p.version} ] || fail \"{p.data_dir} holds PostgreSQL $have data, database.version is {p.version}: "
-        "upgrade it yourself (pg_upgrade); nothing was changed\"",
-        "  exit 0",
-        "fi",
-        f"[ -z \"$(ls -A {data})\" ] || fail '{p.data_dir} holds files but no PG_VERSION: move them away, then run pulumi up again'",
-        f"runuser -u postgres -- {p.bin_dir}/initdb -D {data} --auth-local=peer --auth-host=scram-sha-256 "
-        "--encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null || fail 'initdb failed'",
+        *(f"[ -d {shlex.quote(d)} ] || install -d -m 0700 -o postgres -g postgres {shlex.quote(d)}" for d in (p.data_dir, p.backup_dir)),
+        f"state=$(runuser -u postgres -- sh -c {shlex.quote(look)} sh {data}) || fail 'postgres cannot read {p.data_dir}'",
+        'case "$state" in',
+        "  empty)",
+        f"    runuser -u postgres -- {p.bin_dir}/initdb -D {data} --auth-local=peer --auth-host=scram-sha-256 "
+        "--encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null || fail 'initdb failed' ;;",
+        f"  files) fail '{p.data_dir} holds files but no PG_VERSION: move them away, then run pulumi up again' ;;",
+        f"  {p.version}) ;;",
+        f"  *) fail \"{p.data_dir} holds PostgreSQL $state data, database.version is {p.version}: "
+        "upgrade it yourself (pg_upgrade); nothing was changed\" ;;",
+        "esac",
     ]
     return "sudo sh -c " + shlex.quote("\n".join(steps))
 
