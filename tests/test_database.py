@@ -125,6 +125,19 @@ def test_every_node_script_is_valid_shell():
 
 
 @pytest.mark.unit
+def test_el9_labels_local_data_for_selinux_and_debian_does_not():
+    m = _prod()
+    m["database"]["data"] = "local"
+    _node(m, "postgresql1")["data_disks"] = [{"name": "pgdata", "size_gib": 20}]
+    p = dbspec.plan(parse_config(m))
+    script = shlex.split(dbspec.initdb_script(p))[3]
+    assert "semanage fcontext -a -t postgresql_db_t '/var/mnt/pgdata/postgresql(/.*)?'" in script
+    assert "restorecon -R /var/mnt/pgdata/postgresql" in script and dbspec.NFS_MOUNT + "(/" not in script
+    assert "policycoreutils-python-utils" in dbspec.packages_script(p)
+    assert "semanage" not in dbspec.initdb_script(replace(p, family="debian", os="debian12"))
+
+
+@pytest.mark.unit
 def test_postgres_ids_come_from_the_last_line_or_not_at_all():
     assert dbspec.postgres_ids("something\n104 111\n") == ("104", "111")
     assert dbspec.postgres_ids("") == ("", "") and dbspec.postgres_ids("uid gid") == ("", "")
@@ -280,6 +293,15 @@ def test_the_database_nodes_units_pass_the_nodes_own_validator(tmp_path):
         f.write_text(text)
         res = subprocess.run(["sh", "-c", unit_validator(name).format(file=str(f))], capture_output=True, text=True, timeout=60, env=env)
         assert res.returncode == 0, (name, res.stderr)
+    # EL9: the NFS mount carries PostgreSQL's SELinux data type for every file; the unit still verifies.
+    el9 = dbspec.nfs_mount(replace(p, family="el9", os="rocky9"))
+    assert el9.extra_options == (f'context="{dbspec.SELINUX_DATA}"',)
+    text = render_nfs_mount(el9)
+    assert f'Options=vers=4.2,proto=tcp,hard,noatime,_netdev,nofail,context="{dbspec.SELINUX_DATA}"' in text
+    f = tmp_path / "new"
+    f.write_text(text)
+    res = subprocess.run(["sh", "-c", unit_validator(mount_unit_name(el9.where)).format(file=str(f))], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
     # The checker can fail: a misspelt key in the timer.
     f = tmp_path / "bad.timer"
     f.write_text(timer.replace("OnCalendar=", "OnCalender="))

@@ -7,6 +7,7 @@ and ``no_subtree_check``; nothing gives a client root or insecure access.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Sequence
@@ -106,6 +107,8 @@ class NfsMountSpec:
     export: str
     where: str
     description: str
+    # Mount options besides the fixed ones, e.g. an SELinux context for every file of the mount.
+    extra_options: tuple[str, ...] = ()
 
 
 def render_nfs_mount(spec: NfsMountSpec) -> str:
@@ -113,6 +116,9 @@ def render_nfs_mount(spec: NfsMountSpec) -> str:
     for p in (spec.export, spec.where):
         if not PLAIN_PATH.match(p) or p == "/":
             raise ValueError(f"nfs mount: {p!r} is not an absolute path of plain characters")
+    for o in spec.extra_options:
+        if not re.match(r'^[a-z_]+=("[a-z0-9_:]+"|[a-z0-9_.]+)$', o):
+            raise ValueError(f"nfs mount {spec.where}: option {o!r} is not key=value")
     if not all(c.isalnum() or c in " ()._,:/-" for c in spec.description):
         raise ValueError(f"nfs mount {spec.where}: description {spec.description!r} has characters a unit file would mangle")
     return (
@@ -126,7 +132,7 @@ def render_nfs_mount(spec: NfsMountSpec) -> str:
         f"What={spec.server}:{spec.export}\n"
         f"Where={spec.where}\n"
         "Type=nfs4\n"
-        "Options=vers=4.2,proto=tcp,hard,noatime,_netdev,nofail\n"
+        f"Options={','.join(('vers=4.2', 'proto=tcp', 'hard', 'noatime', '_netdev', 'nofail', *spec.extra_options))}\n"
         "TimeoutSec=120\n"
         "\n[Install]\n"
         "WantedBy=remote-fs.target\n"

@@ -23,6 +23,8 @@ DATABASE_SUBDIR = st.DATABASE_SUBDIR  # on the storage node's NFS disk, beside t
 NFS_MOUNT = "/srv/postgresql"  # on the database node (as the original's /srv/nfs/postgresql on the storage node)
 LOCAL_ROOT = "/var/lib/microcloud/postgresql"
 CA_FILE = f"{pg.CONF_DIR}/ca.crt"
+# SELinux (EL9): the type PostgreSQL's policy lets the server use for its data.
+SELINUX_DATA = "system_u:object_r:postgresql_db_t:s0"
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ def backup_spec(p: DatabasePlan) -> pg.BackupSpec:
 def nfs_mount(p: DatabasePlan) -> Optional[NfsMountSpec]:
     if p.nfs_mount is None:
         return None
+    # On EL9 every file of the mount carries the data type (NFS has no labels of its own).
+    context = (f'context="{SELINUX_DATA}"',) if p.family == "el9" else ()
     return NfsMountSpec(server=p.storage_ip, export=p.nfs_root, where=p.nfs_mount,
-                        description=f"PostgreSQL data and dumps of {p.node} on {p.storage_node}")
+                        description=f"PostgreSQL data and dumps of {p.node} on {p.storage_node}", extra_options=context)
 
 
 def _fail(p: DatabasePlan) -> str:
@@ -135,7 +139,8 @@ def packages_script(p: DatabasePlan) -> str:
             f"systemctl mask -q postgresql.service postgresql@{v}-main.service",
         )
     else:
-        pkgs = "postgresql-server postgresql" + (" nfs-utils" if nfs else "")
+        # semanage: the local data directory's SELinux type (initdb_script).
+        pkgs = "postgresql-server postgresql policycoreutils-python-utils" + (" nfs-utils" if nfs else "")
         install = (
             f"for pkg in {pkgs}; do rpm -q \"$pkg\" >/dev/null 2>&1 || missing=\"$missing $pkg\"; done",
             f'if [ -n "$missing" ]; then {{ dnf -y -q module enable postgresql:{v} && dnf -y -q install $missing; }} >/dev/null '
@@ -191,6 +196,8 @@ def initdb_script(p: DatabasePlan) -> str:
         # On NFS: never a data directory on the root disk under an unmounted mount point.
         *([f"mountpoint -q {NFS_MOUNT} || fail '{NFS_MOUNT} is not mounted'"] if p.nfs_mount else []),
         *(f"[ -d {shlex.quote(d)} ] || install -d -m 0700 -o postgres -g postgres {shlex.quote(d)}" for d in (p.data_dir, p.backup_dir)),
+        # EL9 with SELinux: local directories get the data type (the NFS mount carries it as a mount option).
+        *(_selinux_local(p) if p.family == "el9" else []),
         f"state=$(runuser -u postgres -- sh -c {shlex.quote(look)} sh {data}) || fail 'postgres cannot read {p.data_dir}'",
         'case "$state" in',
         "  empty)",
@@ -203,6 +210,19 @@ def initdb_script(p: DatabasePlan) -> str:
         "esac",
     ]
     return "sudo sh -c " + shlex.quote("\n".join(steps))
+
+
+def _selinux_local(p: DatabasePlan) -> list[str]:
+    local = sorted({d.rsplit("/", 1)[0] for d in (p.data_dir, p.backup_dir) if not d.startswith(f"{NFS_MOUNT}/")})
+    out = []
+    for root in local:
+        spec = shlex.quote(f"{root}(/.*)?")
+        out.append(
+            f"if command -v selinuxenabled >/dev/null 2>&1 && selinuxenabled; then "
+            f"semanage fcontext -a -t postgresql_db_t {spec} 2>/dev/null || semanage fcontext -m -t postgresql_db_t {spec}; "
+            f"restorecon -R {shlex.quote(root)}; fi"
+        )
+    return out
 
 
 def roles_script(p: DatabasePlan) -> str:
