@@ -61,10 +61,6 @@ class DatabaseArgs:
     wait_for: Sequence[pulumi.Resource] = ()
 
 
-def _systemd_verify(unit: str) -> str:
-    return unit_validator(unit)
-
-
 class Database(pulumi.ComponentResource):
     connection: pulumi.Output[dict]
 
@@ -137,7 +133,7 @@ class Database(pulumi.ComponentResource):
                 node=node,
                 content=render_nfs_mount(spec),
                 path=f"/etc/systemd/system/{unit}",
-                validate=_systemd_verify(unit),
+                validate=unit_validator(unit),
                 activate=f"systemctl daemon-reload && mkdir -p {w} && systemctl enable -q {u} && systemctl restart {u}",
                 verify=f'[ "$(findmnt -rn -o FSTYPE -M {w})" = nfs4 ] && runuser -u postgres -- test -w {w}/data',
                 replace_with=[*again, dirs.id],
@@ -158,7 +154,7 @@ class Database(pulumi.ComponentResource):
         # PostgreSQL reads a key owned by root only with mode 0640 and its own group.
         key_file = put("key", pulumi.Output.secret(key.private_key_pem), server.key_file, mode="0640", group="postgres",
                        validate="openssl pkey -noout -in {file}", activate=reload_if_up, verify=up_or_down)
-        unit_file = put("unit", pg.render_unit(dbspec.unit_spec(p)), UNIT_PATH, validate=_systemd_verify(pg.UNIT_NAME),
+        unit_file = put("unit", pg.render_unit(dbspec.unit_spec(p)), UNIT_PATH, validate=unit_validator(pg.UNIT_NAME),
                         activate="systemctl daemon-reload", verify=f"systemctl cat {UNIT} >/dev/null")
         hba = put("hba", pg.render_hba(server), server.hba_file, mode="0640", group="postgres", validate="grep -q . {file}",
                   activate=reload_if_up,
@@ -220,10 +216,10 @@ class Database(pulumi.ComponentResource):
         service_text, timer_text = pg.render_backup_units(backup)
         script = put("backup-script", pg.render_backup_script(backup), pg.BACKUP_SCRIPT, mode="0755",
                      validate="sh -n {file}", activate="true", verify=f"[ -x {pg.BACKUP_SCRIPT} ]", after=[roles])
-        service = put("backup-service", service_text, f"/etc/systemd/system/{BACKUP_SERVICE}", validate=_systemd_verify(BACKUP_SERVICE),
+        service = put("backup-service", service_text, f"/etc/systemd/system/{BACKUP_SERVICE}", validate=unit_validator(BACKUP_SERVICE),
                       activate="systemctl daemon-reload", verify=f"systemctl cat {BACKUP_SERVICE} >/dev/null", after=[script])
         bdir = shlex.quote(p.backup_dir)
-        put("backup-timer", timer_text, f"/etc/systemd/system/{BACKUP_TIMER}", validate=_systemd_verify(BACKUP_TIMER),
+        put("backup-timer", timer_text, f"/etc/systemd/system/{BACKUP_TIMER}", validate=unit_validator(BACKUP_TIMER),
             activate=f"systemctl daemon-reload && systemctl enable -q --now {BACKUP_TIMER} && systemctl start {BACKUP_SERVICE}",
             verify=f'systemctl is-active -q {BACKUP_TIMER} && [ "$(systemctl show -p Result --value {BACKUP_SERVICE})" = success ] '
                    # As postgres: on NFS (root_squash) the node's root may not look inside.

@@ -39,6 +39,12 @@ _PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
 BIN_DIRS = {"debian": "/usr/lib/postgresql/{version}/bin", "el9": "/usr/bin"}
 
 
+def _check_paths(*paths: str) -> None:
+    for p in paths:
+        if not _PATH.match(p):
+            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+
+
 def bin_dir(family: str, version: int) -> str:
     return BIN_DIRS[family].format(version=version)
 
@@ -89,9 +95,7 @@ def check_spec(spec: PostgresSpec) -> None:
         seen.add(db.name)
     if not 1 <= spec.port <= 65535:
         raise ValueError(f"postgresql: port {spec.port} is not 1-65535")
-    for p in (spec.cert_file, spec.key_file, spec.data_dir, spec.hba_file, spec.ident_file, spec.socket_dir):
-        if not _PATH.match(p):
-            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+    _check_paths(spec.cert_file, spec.key_file, spec.data_dir, spec.hba_file, spec.ident_file, spec.socket_dir)
 
 
 def render_conf(spec: PostgresSpec) -> str:
@@ -152,9 +156,7 @@ class UnitSpec:
 
 
 def render_unit(spec: UnitSpec) -> str:
-    for p in (spec.binary_dir, spec.config_file, *spec.mounts):
-        if not _PATH.match(p):
-            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+    _check_paths(spec.binary_dir, spec.config_file, *spec.mounts)
     needs = "".join(f"RequiresMountsFor={m}\n" for m in spec.mounts)
     return (
         HEADER
@@ -200,9 +202,7 @@ class BackupSpec:
 
 
 def _check_backup(spec: BackupSpec) -> None:
-    for p in (spec.binary_dir, spec.backup_dir, spec.socket_dir):
-        if not _PATH.match(p):
-            raise ValueError(f"postgresql: {p!r} is not an absolute path of plain characters")
+    _check_paths(spec.binary_dir, spec.backup_dir, spec.socket_dir)
     if not spec.databases or not all(_IDENT.match(d) for d in spec.databases):
         raise ValueError(f"postgresql: backup of {spec.databases!r}: lowercase identifiers, at least one")
     if not 1 <= spec.keep_days <= 3650:
