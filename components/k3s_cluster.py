@@ -124,10 +124,19 @@ class K3sCluster(pulumi.ComponentResource):
             boot = self._install(first, specs.k3s_node_spec(cfg, first, bootstrap=True), f"{first.name}-k3s-bootstrap", previous, bootstrap=True)
             previous = [boot]
         self.installs = {}
-        for node in specs.k3s_install_order(cfg):
+        servers, agents = specs.k3s_install_waves(cfg)
+        # Servers one at a time: each changes etcd's membership, and a restart takes one of the quorum.
+        for node in servers:
             cmd = self._install(node, specs.k3s_node_spec(cfg, node), f"{node.name}-k3s", previous)
             self.installs[node.name] = cmd
             previous = [cmd]
+        # Every agent at once once the servers are up: a new node takes nothing from the cluster, and
+        # a member's restart waits for a slot of the disruption budget (at most max_unavailable agents
+        # down at a time, held in the cluster: render/budget.py), not for the agent before it.
+        after_servers = previous
+        for node in agents:
+            self.installs[node.name] = self._install(node, specs.k3s_node_spec(cfg, node), f"{node.name}-k3s", after_servers)
+        previous = list(self.installs.values()) or previous
 
         server = f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
         names = sorted(n.name for n in cfg.nodes_with("server", "agent", "storage"))

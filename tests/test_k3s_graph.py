@@ -52,18 +52,26 @@ def ancestors(run: Run, urn: str) -> set[str]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod", *EDGE_STACKS])
-def test_one_node_at_a_time_in_the_documented_order(runs, stack):
+def test_servers_one_at_a_time_then_every_agent_at_once(runs, stack):
     run, cfg = runs[stack], parse_config(stack_model(stack))
     cmds = k3s_commands(run)
-    order = [f"{n.name}-k3s" for n in specs.k3s_install_order(cfg)]
+    servers, agents = specs.k3s_install_waves(cfg)
+    order = [f"{n.name}-k3s" for n in servers]
     first = specs.k3s_bootstrap_server(cfg).name
     if len(cfg.servers) > 1:
         order.insert(0, f"{first}-k3s-bootstrap")
-    assert set(cmds) == {*order, "k3s-ready"}
-    # Each step waits for exactly the one before it (and the load balancers before the first).
+    agent_cmds = [f"{n.name}-k3s" for n in agents]
+    assert set(cmds) == {*order, *agent_cmds, "k3s-ready"}
+    # Each server step waits for exactly the one before it (and the load balancers before the first).
     for before, after in zip(order, order[1:]):
         assert cmds[before].urn in cmds[after].dependencies, (stack, before, after)
-    assert cmds[order[-1]].urn in cmds["k3s-ready"].dependencies
+    # Every agent waits for the last server, and for no other agent: day 1 is one wave, not a chain.
+    agent_urns = {cmds[a].urn for a in agent_cmds}
+    for name in agent_cmds:
+        assert cmds[order[-1]].urn in cmds[name].dependencies, (stack, name)
+        assert not agent_urns & ancestors(run, cmds[name].urn), f"{stack}: {name} waits for another agent"
+    for name in [*order[-1:], *agent_cmds]:
+        assert cmds[name].urn in cmds["k3s-ready"].dependencies
     pair = run.urn_of("microcloud:network:LoadBalancerPair", "load-balancers")
     lb_urns = {r.urn for r in run.by_type(COMMAND) if r.parent == pair}
     assert len(lb_urns) == 3 * len(cfg.load_balancers)
@@ -71,17 +79,16 @@ def test_one_node_at_a_time_in_the_documented_order(runs, stack):
     infra = run.urn_of("microcloud:infra:InfraServices", "infra-services")
     dns = {r.urn for r in run.resources if r.parent == infra}
     assert dns
-    for name in order:
+    for name in [*order, *agent_cmds]:
         waits = ancestors(run, cmds[name].urn)
         assert lb_urns <= waits and dns <= waits, f"{stack}: {name} does not wait for the VIP and DNS"
     # Servers 2..n and every agent come after the bootstrap run.
-    for name in order[1:]:
+    for name in [*order[1:], *agent_cmds]:
         assert cmds[order[0]].urn in ancestors(run, cmds[name].urn)
     # Agents only after every server (the re-pointed bootstrap server last).
-    servers = {f"{n.name}-k3s" for n in cfg.servers}
-    agents = [n for n in order if n.endswith("-k3s") and n not in servers]
-    for name in agents:
-        assert servers <= {c for c in cmds if cmds[c].urn in ancestors(run, cmds[name].urn)}
+    server_cmds = {f"{n.name}-k3s" for n in cfg.servers}
+    for name in agent_cmds:
+        assert server_cmds <= {c for c in cmds if cmds[c].urn in ancestors(run, cmds[name].urn)}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -16,6 +16,12 @@ def k3s_bootstrap_server(cfg: StackConfig) -> NodeConfig:
     return min(cfg.servers, key=lambda n: n.name)
 
 
+def k3s_install_waves(cfg: StackConfig) -> tuple[list[NodeConfig], list[NodeConfig]]:
+    """The servers, installed one at a time (servers 2..n, then the bootstrap server), and the agents, all at once after them."""
+    order = k3s_install_order(cfg)
+    return [n for n in order if n.role == "server"], [n for n in order if n.role != "server"]
+
+
 def k3s_install_order(cfg: StackConfig) -> list[NodeConfig]:
     """One node at a time: servers 2..n, then the bootstrap server (re-pointed at the VIP), then every agent.
 
