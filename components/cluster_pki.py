@@ -31,10 +31,13 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from .render import k3s_hardening, k3s_pki
+from .render import budget, k3s_hardening, k3s_pki
 
 # A cluster CA outlives any node; rotating it is K3s' `certificate rotate-ca`, not a replacement.
 CA_VALIDITY_HOURS = 10 * 365 * 24
+# The disruption budget's client certificate: a year, renewed by any `up` in its last 60 days.
+BUDGET_VALIDITY_DAYS = 365
+BUDGET_RENEW_DAYS = 60
 _CA_USES = ["cert_signing", "crl_signing", "digital_signature", "key_encipherment"]
 _SECRET_KEYS = ["private_key_pem", "private_key_pem_pkcs8", "private_key_openssh"]
 
@@ -132,6 +135,28 @@ class ClusterPki(pulumi.ComponentResource):
             allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
             opts=child,
         )
+        # The disruption budget's user (render/budget.py): on every K3s node, for Leases and drains only
+        # (RBAC binds the name; no group). Renewed by any `up` in its last 60 days; K3s does not read it.
+        budget_key = self._key(f"{name}-budget")
+        budget_request = tls.CertRequest(
+            f"{name}-budget",
+            private_key_pem=budget_key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=budget.USER),
+            opts=child,
+        )
+        budget_cert = tls.LocallySignedCert(
+            f"{name}-budget",
+            cert_request_pem=budget_request.cert_request_pem,
+            ca_private_key_pem=keys["client"].private_key_pem,
+            ca_cert_pem=certs["client"].cert_pem,
+            validity_period_hours=BUDGET_VALIDITY_DAYS * 24,
+            early_renewal_hours=BUDGET_RENEW_DAYS * 24,
+            allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
+            opts=child,
+        )
+        self._budget_cert_pem = budget_cert.cert_pem
+        self._budget_key_pem = pulumi.Output.secret(budget_key.private_key_pem)
+
         self.admin_cert_pem = admin.cert_pem
         self.admin_key_pem = pulumi.Output.secret(admin_key.private_key_pem)
         self.admin_expires_at = admin.validity_end_time
@@ -139,16 +164,27 @@ class ClusterPki(pulumi.ComponentResource):
             {"server_ca_pem": self.server_ca_pem, "ca_hash": self.ca_hash, "admin_expires_at": self.admin_expires_at}
         )
 
-    def join_input(self, role: str, cluster_init: bool, registries: pulumi.Input[str] = "") -> pulumi.Output[str]:
+    def join_input(self, role: str, cluster_init: bool, registries: pulumi.Input[str] = "", budget_server: str = "") -> pulumi.Output[str]:
         """A node's install-command stdin (render/k3s_pki.py): its tokens, the CAs for the cluster-init server,
-        and K3s' registries.yaml (``registries``, secret: it holds passwords) for every node. Secret."""
+        K3s' registries.yaml (``registries``, secret: it holds passwords) for every node, and with
+        ``budget_server`` (the API URL) the disruption budget's kubeconfig. Secret."""
+        budget_kc = self.budget_kubeconfig(budget_server) if budget_server else ""
         return pulumi.Output.secret(
-            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files, self.encryption_config, registries).apply(
+            pulumi.Output.all(self.server_token, self.agent_token, self.tls_files, self.encryption_config, registries, budget_kc).apply(
                 lambda a: k3s_pki.render_join_input(
                     k3s_pki.join_input_for(role, cluster_init, server_token=a[0], agent_token=a[1], files=a[2],
                                            creds={k3s_hardening.ENCRYPTION_CONFIG: a[3]} if self.secrets_encryption else {},
-                                           registries=a[4])
+                                           registries=a[4], budget_kubeconfig=a[5])
                 )
+            )
+        )
+
+    def budget_kubeconfig(self, server: str) -> pulumi.Output[str]:
+        """The disruption budget's kubeconfig for the API at ``server`` (render/budget.py). Secret."""
+        return pulumi.Output.secret(
+            pulumi.Output.all(self.server_ca_pem, self._budget_cert_pem, self._budget_key_pem).apply(
+                lambda a: k3s_pki.render_kubeconfig(k3s_pki.KubeconfigSpec(
+                    name=f"{self.kubeconfig_name}-budget", server=server, ca_pem=a[0], cert_pem=a[1], key_pem=a[2], user="disruption-budget"))
             )
         )
 

@@ -116,6 +116,7 @@ class K3sCluster(pulumi.ComponentResource):
                 lambda vals: render_registries(specs.k3s_registries(cfg, dict(zip(keys, vals))))
             )
         )
+        self._api_server = f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}"
         first = specs.k3s_bootstrap_server(cfg)
         previous: list[pulumi.Resource] = list(args.wait_for)
         if len(cfg.servers) > 1:
@@ -206,6 +207,9 @@ class K3sCluster(pulumi.ComponentResource):
             bin_dir=specs.k3s_bin_dir(node),
             ready_timeout=0 if bootstrap else cfg.k3s.ready_timeout,
             bootstrap=bootstrap,
+            # The bootstrap run never restarts a member (it leaves any node with etcd data alone).
+            budget=None if bootstrap else specs.k3s_budget(cfg),
+            budget_pool="" if bootstrap else specs.budget_pool(node),
         )
         script = k3s.render_k3s_install(install)
         conn = a.access.conn(node.name)
@@ -214,7 +218,8 @@ class K3sCluster(pulumi.ComponentResource):
             connection=conn.args(),
             create="sudo sh -c " + shlex.quote(script),
             # The tokens (and the CAs) arrive here, never in the script, a file name or an argument.
-            stdin=self._args.pki.join_input(spec.role, spec.cluster_init, self._registries),
+            stdin=self._args.pki.join_input(spec.role, spec.cluster_init, self._registries,
+                                            budget_server="" if bootstrap else self._api_server),
             # Keyed on the script (config.yaml, unit, pinned files are in it; the secrets are not:
             # a changed join input is an update of stdin, which runs the script again).
             triggers=[hashlib.sha256(script.encode()).hexdigest(), a.access.domain_ids[node.name]],

@@ -131,8 +131,15 @@ def test_join_secrets_are_secret_and_only_on_stdin(runs, stack):
         tokens = {kind: rest[0] for kind, *rest in lines if kind not in ("file", "cred")}
         node = name.split("-k3s")[0]
         init = name.endswith("-bootstrap") or (len(cfg.servers) == 1 and node in servers)
+        # Every run but the bootstrap one may restart a member: it gets the disruption budget's kubeconfig.
+        with_budget = {"budget"} if not name.endswith("-bootstrap") else set()
+        if with_budget:
+            kc = yaml.safe_load(base64.b64decode(tokens["budget"]))
+            assert kc["clusters"][0]["cluster"]["server"] == f"https://{cfg.load_balancer.api_vip}:{cfg.load_balancer.api_port}", name
+            assert "PRIVATE KEY" in base64.b64decode(kc["users"][0]["user"]["client-key-data"]).decode(), name
+            assert run.one("tls:index/locallySignedCert:LocallySignedCert", "k3s-pki-budget").urn in cmd.property_dependencies["stdin"], name
         if node in servers:
-            assert set(kinds) == ({"token", "agent-token", "file", "cred"} if init else {"token", "agent-token"}), name
+            assert set(kinds) == ({"token", "agent-token", "file", "cred"} if init else {"token", "agent-token"}) | with_budget, name
             if init:
                 # The secrets encryption config, its key hashed from the generated seed, to the cluster-init server only.
                 (cred,) = [rest for kind, *rest in lines if kind == "cred"]
@@ -145,7 +152,7 @@ def test_join_secrets_are_secret_and_only_on_stdin(runs, stack):
             assert kinds["file"] == (len(k3s_pki.TLS_FILES) if init else 0), name
             assert "agent-token-file: /etc/rancher/k3s/agent-token" in cmd.inputs["create"], name
         else:
-            assert set(kinds) == {"token"} and "::node:m0ckPass" in tokens["token"], name
+            assert set(kinds) == {"token", "budget"} and "::node:m0ckPass" in tokens["token"], name
         for pw in (server_pw, agent_pw):
             assert pw.urn in cmd.property_dependencies.get("stdin", []), name
         for key in ("create", "triggers"):

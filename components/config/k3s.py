@@ -196,6 +196,54 @@ class K3sRegistries(_Model):
         return out
 
 
+class K3sDisruption(_Model):
+    """The disruption budget (docs/scale.md): how many member nodes may be down at once for a K3s restart or an OS reboot."""
+
+    max_unavailable: Union[int, str] = Field(
+        default="10%",
+        description="Agents (storage nodes included) that may be down at once: a number, or a percentage of the agents "
+        "rounded down, at least 1. Servers: always one at a time. A K3s change to every agent takes about "
+        "⌈agents / max_unavailable⌉ node restarts.",
+    )
+    lease_seconds: int = Field(
+        default=300, ge=30, le=3600,
+        description="A slot not renewed for this long is stale and may be taken over (a holder that crashed). Holders renew every third of it.",
+    )
+    wait_seconds: int = Field(default=3600, ge=60, le=86400, description="How long a node waits for a free slot before its step fails, naming the holders.")
+    failed_hold_seconds: int = Field(
+        default=3600, ge=60, le=86400,
+        description="A node whose restart or reboot failed (not Ready again) keeps its slot this long, so the next node is not taken down meanwhile.",
+    )
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _max_unavailable(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, bool):
+            raise ValueError("k3s.disruption.max_unavailable is a number or a percentage like `10%`")
+        if isinstance(v, int):
+            if not 1 <= v <= 1000:
+                raise ValueError(f"k3s.disruption.max_unavailable {v} is not within 1..1000")
+            return v
+        m = re.match(r"^([1-9][0-9]?|100)%$", v)
+        if not m:
+            raise ValueError(f"k3s.disruption.max_unavailable {v!r} is neither a number nor a percentage from 1% to 100%")
+        return v
+
+    @model_validator(mode="after")
+    def _times(self) -> "K3sDisruption":
+        if self.wait_seconds < self.lease_seconds:
+            raise ValueError(f"k3s.disruption.wait_seconds ({self.wait_seconds}) must be at least lease_seconds ({self.lease_seconds}): a stale slot could never be taken over")
+        if self.failed_hold_seconds < self.lease_seconds:
+            raise ValueError(f"k3s.disruption.failed_hold_seconds ({self.failed_hold_seconds}) must be at least lease_seconds ({self.lease_seconds})")
+        return self
+
+    def agent_slots(self, agents: int) -> int:
+        """Slots of the agent pool for ``agents`` agents: the number, or the percentage rounded down; at least 1."""
+        if isinstance(self.max_unavailable, int):
+            return self.max_unavailable
+        return max(1, agents * int(self.max_unavailable.rstrip("%")) // 100)
+
+
 class K3sConfig(_Model):
     version: str = Field(description="Exact K3s release, e.g. `v1.34.2+k3s1`.")
     enabled: bool = Field(
@@ -226,6 +274,10 @@ class K3sConfig(_Model):
         description="The first `pulumi up` within this many days of the admin certificate's end issues a new one. Less than `kubeconfig_validity_days`.",
     )
     ready_timeout: int = Field(default=600, ge=30, le=7200, description="Seconds each node may take to be Ready after its K3s (re)start before the run fails naming it.")
+    disruption: K3sDisruption = Field(
+        default_factory=K3sDisruption,
+        description="Day 2: the disruption budget every K3s restart of a member and every coordinated reboot takes a slot of (docs/scale.md).",
+    )
     hardening: K3sHardening = Field(default_factory=K3sHardening, description="K3s' CIS hardening profile (docs/k3s.md#hardening); on unless relaxed here.")
     extra_args: K3sExtraArgs = Field(default_factory=K3sExtraArgs, description="The escape hatch for K3s flags the program does not set (docs/k3s.md#extra-arguments).")
     registries: K3sRegistries = Field(

@@ -15,6 +15,7 @@ import shlex
 
 import yaml
 
+from . import budget
 from . import k3s_hardening as hardening
 from ..k3s_flags import merge_extra_args
 from .k3s_hardening import CRED_FILES
@@ -163,7 +164,9 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         "umask 077",
         f"node={q(node.node_name)}",
         f"unit={q(unit)}",
-        'fail() { echo "microcloud: $node: k3s: $*" >&2; exit 1; }',
+        # A failure while this node holds a budget slot keeps the slot (render/budget.py): the next node waits.
+        'held=0',
+        'fail() { echo "microcloud: $node: k3s: $*" >&2; [ "$held" = 0 ] || budget_hold_failed; exit 1; }',
         "sha_ok() { [ -f \"$2\" ] && [ \"$(sha256sum < \"$2\" | cut -d' ' -f1)\" = \"$1\" ]; }",
         # Same content? Hash both: cmp is not on every node (Flatcar has no diffutils).
         'same() { [ -f "$2" ] && [ "$(sha256sum < "$1")" = "$(sha256sum < "$2")" ]; }',
@@ -260,6 +263,22 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         "  esac",
         "fi",
         f'put "$work/config" {q(root + CONFIG_PATH)} 0600 || true',
+    ]
+    if spec.budget is not None:
+        lines += [
+            "# The disruption budget's credentials (its user may take Leases and drain, nothing else).",
+            # Files K3s does not read: written when they differ, without restarting K3s for them.
+            'c=$changed',
+            f'put "$work/budget-kubeconfig" {q(root + budget.KUBECONFIG)} 0600 || true',
+        ]
+        if node.role == "server":
+            lines += [
+                "# ... and its RBAC, which K3s applies from its auto-deploy directory.",
+                f"printf '%s' {q(budget.render_rbac(spec.budget))} > \"$work/budget-rbac\"",
+                f'put "$work/budget-rbac" {q(root + budget.MANIFEST)} 0600 || true',
+            ]
+        lines += ["changed=$c"]
+    lines += [
         "unit_changed=0",
         f'if put "$work/unit" {q(root + posixpath.join(UNIT_DIR, unit))} 0644; then unit_changed=1; fi',
         "# 4. Restart only for a change (start when it is not running); a start that fails puts",
@@ -272,6 +291,20 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
         'if [ "$changed" = 0 ] && systemctl is-active -q "$unit"; then',
         f'  echo "microcloud: $node: k3s {spec.version}: already installed, nothing changed"; exit 0',
         "fi",
+    ]
+    if spec.budget is not None:
+        lines += [
+            "# A running member is taken down only within the disruption budget: a slot first, freed when Ready again.",
+            "# A node not yet running K3s (day 1, or a new node) takes nothing from the cluster and waits for no one.",
+            f"budget_kubectl={q(root + binary + ' kubectl --kubeconfig ' + root + budget.KUBECONFIG)}",
+            "budget_holder=$node",
+            *budget.render_lib(spec.budget).rstrip("\n").split("\n"),
+            'if systemctl is-active -q "$unit"; then',
+            f'  budget_acquire {q(spec.budget_pool)} || fail "no slot of the disruption budget: $unit not restarted, nothing else touched"',
+            "  held=1",
+            "fi",
+        ]
+    lines += [
         "if ! activate; then",
         '  if [ -s "$work/undo" ]; then',
         '    undo; unit_changed=1; activate >/dev/null 2>&1 || true',
@@ -294,6 +327,8 @@ def render_k3s_install(spec: K3sInstallSpec) -> str:
             "  i=$((i + 5)); sleep 5",
             "done",
         ]
+        if spec.budget is not None:
+            lines += ['if [ "$held" = 1 ]; then held=0; budget_release; fi']
     if spec.images:
         lines += [
             "# Only this version's tarball: K3s imports every file in the directory.",
@@ -342,6 +377,8 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
         '      mkdir -p "$work/cred"',
         "      printf '%s' \"$value\" | base64 -d > \"$work/cred/$name\" 2>/dev/null || fail \"cred $name in the join input is not base64; nothing installed\"",
         '      echo "$name" >> "$work/creds" ;;',
+        "    budget)",
+        "      printf '%s' \"$name\" | base64 -d > \"$work/budget-kubeconfig\" 2>/dev/null || fail \"the budget kubeconfig in the join input is not base64; nothing installed\" ;;",
         "    registries)",
         "      printf '%s' \"$name\" | base64 -d > \"$work/registries\" 2>/dev/null || fail \"the registries file in the join input is not base64; nothing installed\"",
         '      [ -s "$work/registries" ] || fail "the registries file in the join input is empty; nothing installed" ;;',
@@ -351,6 +388,7 @@ def _join_input(spec: K3sInstallSpec) -> list[str]:
         'done < "$work/input"',
         'rm -f "$work/input"',
         '[ -s "$work/token" ] || fail "no cluster token given; nothing installed"',
+        *(['[ -s "$work/budget-kubeconfig" ] || fail "no kubeconfig of the disruption budget given; nothing installed"'] if spec.budget is not None else []),
         # Servers join with the server token, agents with the agent (node) token.
         f"hash=$(sed -n 's/^K10\\([0-9a-f]\\{{64\\}}\\)::{user}:..*$/\\1/p' \"$work/token\")",
         f'[ -n "$hash" ] || fail "the token is not K3s\' secure {user} token (K10<CA hash>::{user}:password); nothing installed"',

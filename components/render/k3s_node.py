@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping, Optional
 
 from ..k3s_flags import FlagValue, check_extra_args
+from .budget import BudgetSpec
 from .k3s_hardening import Hardening, check_hardening
 
 Role = Literal["server", "agent"]
@@ -140,6 +141,10 @@ class K3sInstallSpec:
     # left alone (its own, later run owns its files from then on).
     bootstrap: bool = False
     root: str = "/"
+    # The disruption budget (render/budget.py): a restart of a running member takes a slot of
+    # ``budget_pool`` first and frees it once the node is Ready again. None: no budget (tests of the script alone).
+    budget: Optional[BudgetSpec] = None
+    budget_pool: str = ""
 
 
 def server_url(spec: K3sNodeSpec) -> str:
@@ -202,6 +207,10 @@ def check_install(spec: K3sInstallSpec) -> None:
         raise ValueError(f"{who}: only the cluster-init server has a bootstrap run")
     if spec.ready_timeout < 0:
         raise ValueError(f"{who}: ready_timeout {spec.ready_timeout} is negative")
+    if spec.budget is not None:
+        spec.budget.size(spec.budget_pool)
+        if spec.ready_timeout == 0 and not spec.bootstrap:
+            raise ValueError(f"{who}: a budget slot is freed when the node is Ready again: ready_timeout must be set")
     if spec.input_path is not None and not spec.input_path.startswith("/"):
         raise ValueError(f"{who}: input_path {spec.input_path!r} is not an absolute path")
     for what, art in (("binary", spec.binary), ("images", spec.images)):

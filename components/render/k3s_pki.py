@@ -86,21 +86,24 @@ class JoinInput:
     creds: Mapping[str, str] = field(default_factory=dict)
     # Every node: K3s' registries.yaml (render/k3s_registries.py), it holds registry passwords; "" for none.
     registries: str = field(default="", repr=False)
+    # Every node: the disruption budget's kubeconfig (render/budget.py; its client key inside); "" for none.
+    budget_kubeconfig: str = field(default="", repr=False)
 
 
 def join_input_for(role: str, cluster_init: bool, *, server_token: str, agent_token: str, files: Mapping[str, str],
-                   creds: Optional[Mapping[str, str]] = None, registries: str = "") -> JoinInput:
+                   creds: Optional[Mapping[str, str]] = None, registries: str = "", budget_kubeconfig: str = "") -> JoinInput:
     """What a node of ``role`` gets: agents only the agent token; servers both tokens; the cluster-init server also the CAs and creds.
 
     Every node gets ``registries`` (K3s' registries.yaml, or "" for none).
     """
     if role == "agent":
-        return JoinInput(token=agent_token, registries=registries)
+        return JoinInput(token=agent_token, registries=registries, budget_kubeconfig=budget_kubeconfig)
     if role != "server":
         raise ValueError(f"k3s pki: role {role!r} is neither server nor agent")
     if not cluster_init:
-        return JoinInput(token=server_token, agent_token=agent_token, registries=registries)
-    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files), creds=dict(creds or {}), registries=registries)
+        return JoinInput(token=server_token, agent_token=agent_token, registries=registries, budget_kubeconfig=budget_kubeconfig)
+    return JoinInput(token=server_token, agent_token=agent_token, files=dict(files), creds=dict(creds or {}), registries=registries,
+                     budget_kubeconfig=budget_kubeconfig)
 
 
 def render_join_input(spec: JoinInput) -> str:
@@ -136,6 +139,8 @@ def render_join_input(spec: JoinInput) -> str:
         lines.append(f"cred {name} {base64.b64encode(spec.creds[name].encode()).decode()}")
     if spec.registries:
         lines.append(f"registries {base64.b64encode(spec.registries.encode()).decode()}")
+    if spec.budget_kubeconfig:
+        lines.append(f"budget {base64.b64encode(spec.budget_kubeconfig.encode()).decode()}")
     return "\n".join(lines) + "\n"
 
 
@@ -148,11 +153,14 @@ class KubeconfigSpec:
     ca_pem: str
     cert_pem: str
     key_pem: str
+    # The user entry's name; "" for ``<name>-admin``.
+    user: str = ""
 
 
 def render_kubeconfig(spec: KubeconfigSpec) -> str:
     """An admin kubeconfig with the certificates inline: trusts only the cluster's server CA."""
     name, server, ca_pem, cert_pem, key_pem = spec.name, spec.server, spec.ca_pem, spec.cert_pem, spec.key_pem
+    user = spec.user or f"{name}-admin"
     if not server.startswith("https://"):
         raise ValueError(f"k3s pki: the API server {server!r} is not an https URL")
     if "PRIVATE KEY-----" not in key_pem:
@@ -165,8 +173,8 @@ def render_kubeconfig(spec: KubeconfigSpec) -> str:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": b64(_one_cert(ca_pem, "the server CA"))}}],
-        "users": [{"name": f"{name}-admin", "user": {"client-certificate-data": b64(_one_cert(cert_pem, "the admin certificate")), "client-key-data": b64(key_pem)}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin"}}],
+        "users": [{"name": user, "user": {"client-certificate-data": b64(_one_cert(cert_pem, "the admin certificate")), "client-key-data": b64(key_pem)}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
         "current-context": name,
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
-from ..render import k3s
+from ..render import budget, k3s
 from ..render.k3s_registries import Mirror, RegistriesSpec, RegistryAuth, RegistryConfig
 from ..render.k3s_hardening import SERVER_TAINT, AuditLog, Hardening
 from ..render.platform.longhorn import LONGHORN_DISK_LABEL
@@ -14,6 +14,23 @@ from ..render.platform.longhorn import LONGHORN_DISK_LABEL
 def k3s_bootstrap_server(cfg: StackConfig) -> NodeConfig:
     """The server that initializes etcd: the first by name, so reordering the node list moves nothing."""
     return min(cfg.servers, key=lambda n: n.name)
+
+
+def k3s_budget(cfg: StackConfig) -> budget.BudgetSpec:
+    """The disruption budget's pools: ``server`` (one slot: etcd keeps quorum), ``agent`` (k3s.disruption.max_unavailable)."""
+    d = cfg.k3s.disruption
+    agents = [n for n in cfg.nodes_with(*K3S_ROLES) if n.role != "server"]
+    return budget.BudgetSpec(
+        pools=(("server", 1), ("agent", d.agent_slots(len(agents)))),
+        lease_seconds=d.lease_seconds,
+        wait_seconds=d.wait_seconds,
+        failed_hold_seconds=d.failed_hold_seconds,
+    )
+
+
+def budget_pool(node: NodeConfig) -> str:
+    """The pool a K3s node's disruptions take a slot of."""
+    return "server" if node.role == "server" else "agent"
 
 
 def k3s_install_waves(cfg: StackConfig) -> tuple[list[NodeConfig], list[NodeConfig]]:
