@@ -17,6 +17,7 @@ from components.load_balancer import LoadBalancerPair, LoadBalancerPairArgs
 from components.network import Networks, NetworksArgs
 from components.node import Node, NodeArgs
 from components.node_exporter import NodeExporters, NodeExportersArgs
+from components.reboots import Reboots, RebootsArgs
 from components.platform import Platform, platform_args
 from components.secrets import Secrets, SecretsArgs
 from components.specs import database as database_plan, host_forwarding, monitored_nodes, scrape_sources
@@ -101,6 +102,8 @@ if cfg.k3s.enabled:
             registry_passwords=registry_passwords,
         ),
     )
+    # Each K3s node's reboot agent: OS reboots within the same disruption budget as K3s restarts.
+    Reboots("reboots", RebootsArgs(stack=cfg, access=access, installs=cluster.installs))
     # The one provider of every Kubernetes resource. cluster_identifier: a new
     # kubeconfig (a renewed admin certificate) updates the provider
     # instead of replacing it and, with it, everything it deployed.

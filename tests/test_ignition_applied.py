@@ -230,17 +230,9 @@ def check_services(tree: ia.AppliedTree, cfg: StackConfig, node: NodeConfig) -> 
     assert one(r, "Resolve", "FallbackDNS") == "", "no compiled-in public resolvers"
     assert one(r, "Resolve", "Domains") == cfg.domain
 
-    u = cfg.updates
     update = assignments(tree.text("etc/flatcar/update.conf"), "=")
-    slot = specs.reboot_slot(node.name)
-    assert update == {
-        "GROUP": u.group,
-        "REBOOT_STRATEGY": u.strategy,
-        "LOCKSMITHD_REBOOT_WINDOW_START": ignition.reboot_window(u.window_start, slot),
-        "LOCKSMITHD_REBOOT_WINDOW_LENGTH": u.window_length,
-    }
-    day, start = update["LOCKSMITHD_REBOOT_WINDOW_START"].split()
-    assert (day, start) == (ignition.WEEKDAYS[slot % 7], u.window_start)
+    # locksmithd never reboots by itself (the reboot agent does, within the disruption budget).
+    assert update == {"GROUP": cfg.updates.group, "REBOOT_STRATEGY": "off"}
 
     # K3s' protect-kernel-defaults: the kubelet's kernel settings, before K3s first starts.
     if specs.kubelet_sysctls(cfg, node):

@@ -180,6 +180,7 @@ def expected_counts(stack: str) -> dict[str, int]:
     db = cfg.database_node is not None
     db_nfs = db and k3s and bool(cfg.nodes_with("storage"))
     owners = len({d.owner for d in cfg.database.databases}) if db else 0
+    reboots = k3s and cfg.updates.strategy == "coordinated"
     return {
         "pulumi:pulumi:Stack": 1,
         "pulumi:providers:libvirt": 1,
@@ -190,13 +191,15 @@ def expected_counts(stack: str) -> dict[str, int]:
         "microcloud:infra:InfraServices": 1,
         "microcloud:network:LoadBalancerPair": 1,
         NODE: len(cfg.nodes),
-        # the stack's SSH key; each node's host key; the cluster PKI's five CA keys, service-account key, admin key
-        # (the database's CA key and server key)
-        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes) + 7 * k3s + 2 * db,
+        # the stack's SSH key; each node's host key; the cluster PKI's five CA keys, service-account key, admin key,
+        # the disruption budget's key (the database's CA key and server key)
+        "tls:index/privateKey:PrivateKey": 1 + len(cfg.nodes) + 8 * k3s + 2 * db,
         # the five cluster CAs; the admin certificate's request and certificate; the database's CA, request, certificate
         "tls:index/selfSignedCert:SelfSignedCert": 5 * k3s + db,
-        "tls:index/certRequest:CertRequest": k3s + db,
-        "tls:index/locallySignedCert:LocallySignedCert": k3s + db,
+        # the admin's and the disruption budget's client certificates (the database's server certificate)
+        "tls:index/certRequest:CertRequest": 2 * k3s + db,
+        "tls:index/locallySignedCert:LocallySignedCert": 2 * k3s + db,
+        "microcloud:k3s:Reboots": k3s,
         "microcloud:database:Database": int(db),
         "microcloud:k3s:ClusterPki": k3s,
         # VRRP password; the K3s server and agent token passwords and the encryption key's seed; each VNC display's password
@@ -221,7 +224,9 @@ def expected_counts(stack: str) -> dict[str, int]:
                     + (n.role == "storage") * (1 + (not n.is_flatcar)) for n in cfg.nodes)
         # the database node: packages, CA, certificate, key, unit, pg_hba, pg_ident, initdb, config, roles, login,
         # the dump's script, service and timer; on NFS the storage node's directories and the mount
-        + 14 * db + 2 * db_nfs,
+        + 14 * db + 2 * db_nfs
+        # per K3s node its reboot agent: script, check service, timer, boot service
+        + 4 * k3s_nodes * reboots,
         "microcloud:monitoring:NodeExporters": 1,
         "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,
@@ -285,6 +290,8 @@ def test_adding_a_worker_touches_only_day2_configs(dev):
         "worker2", "worker2-root", "worker2-longhorn", "worker2-ignition", "worker2-k3s", "worker2-ssh-host-key",
         # its Longhorn disk: prepared, mounted, bind-mounted at Longhorn's path; iscsid
         "worker2-disk-longhorn", "worker2-mount-longhorn", "worker2-longhorn-mount", "worker2-iscsi",
+        # its reboot agent (the disruption budget's agent pool stays one slot: 10% of two agents)
+        "worker2-reboot-agent", "worker2-reboot-check", "worker2-reboot-timer", "worker2-reboot-boot",
     }
     assert "worker2" in after[dev.urn_of(COMMAND, "lb1-haproxy")]["stdin"]
 

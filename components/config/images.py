@@ -65,19 +65,29 @@ class ImageConfig(_Model):
 
 
 class UpdatesConfig(_Model):
-    """Flatcar update/reboot strategy (instead of masking locksmithd)."""
+    """OS updates and reboots of the cluster nodes (docs/scale.md#reboots)."""
 
     group: Literal["stable", "beta", "alpha", "lts"] = Field(default="stable", description="Flatcar release channel the nodes update from.")
-    strategy: Literal["reboot", "etcd-lock", "off"] = Field(
-        default="reboot", description="locksmithd's REBOOT_STRATEGY after an update: `reboot` (in the node's window), `etcd-lock`, or `off` (never reboot)."
+    strategy: Literal["coordinated", "off"] = Field(
+        default="coordinated",
+        description="`coordinated`: a node that needs a reboot (Flatcar: an update applied; EL9: `dnf needs-restarting -r`; "
+        "Debian: /run/reboot-required) takes a slot of the disruption budget (k3s.disruption), is drained, reboots, "
+        "and frees the slot once Ready again. `off`: nodes never reboot by themselves.",
     )
-    # Each node gets its own day of the week so no two nodes of a role reboot
-    # together; the window starts at this time.
     window_start: str = Field(
         default="03:00",
-        description="Start (HH:MM) of each Flatcar node's reboot window. The weekday comes from the node's name (server1, server2, ... reboot on consecutive days).",
+        description="Start (HH:MM, the node's clock) of the daily window in which cluster nodes may reboot; the budget decides how many at once.",
     )
-    window_length: str = Field(default="1h", description="Length of the reboot window, e.g. `1h` or `30m`.")
+    window_length: str = Field(default="1h", description="Length of the reboot window, e.g. `1h` or `30m`: a node that gets no slot within it tries the next day.")
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, v):
+        if v == "reboot":
+            raise ValueError("updates.strategy `reboot` rebooted each Flatcar node on its own, with no lock: use `coordinated` (reboots within the disruption budget) or `off`")
+        if v == "etcd-lock":
+            raise ValueError("updates.strategy `etcd-lock` needs an etcd of locksmithd's own, which K3s' embedded etcd is not: use `coordinated` (a lock held in the cluster) or `off`")
+        return v
 
     @field_validator("window_start")
     @classmethod
@@ -92,3 +102,8 @@ class UpdatesConfig(_Model):
         if not re.match(r"^\d+[hm]$", v):
             raise ValueError(f"{v!r} is not a duration like 1h or 30m")
         return v
+
+    def window_seconds(self) -> int:
+        """The window's length in seconds (at least a minute)."""
+        n, unit = int(self.window_length[:-1]), self.window_length[-1]
+        return max(60, n * (3600 if unit == "h" else 60))

@@ -21,15 +21,14 @@ IGNITION_VERSION = "3.3.0"
 # command line, turned into getty and emergency.service drop-ins by this generator.
 AUTOLOGIN_ARG = "flatcar.autologin"
 AUTOLOGIN_GENERATOR = "/etc/systemd/system-generators/flatcar-autologin-generator"
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)
 class UpdatePolicy:
+    """update_engine's channel. locksmithd never reboots on its own: the node's reboot agent
+    (render/reboot.py) does, within the cluster's disruption budget, or nothing does (updates.strategy off)."""
+
     group: str = "stable"
-    strategy: str = "reboot"  # reboot | etcd-lock | off
-    window_start: str = "Mon 03:00"
-    window_length: str = "1h"
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,7 @@ def _sysctl(kubernetes: bool) -> str:
 def _update_conf(u: UpdatePolicy) -> str:
     return (
         f"GROUP={u.group}\n"
-        f"REBOOT_STRATEGY={u.strategy}\n"
-        f"LOCKSMITHD_REBOOT_WINDOW_START={u.window_start}\n"
-        f"LOCKSMITHD_REBOOT_WINDOW_LENGTH={u.window_length}\n"
+        "REBOOT_STRATEGY=off\n"
     )
 
 
@@ -163,8 +160,3 @@ def render_ignition(node: FlatcarNode) -> str:
     if node.user != "core":
         config["passwd"]["users"][0]["groups"] = ["sudo", "docker"]
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
-
-
-def reboot_window(start: str, index: int) -> str:
-    """The weekday of slot ``index``: consecutive slots reboot on different days."""
-    return f"{WEEKDAYS[index % 7]} {start}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Optional, Sequence
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
@@ -33,17 +31,6 @@ def network_settings(cfg: StackConfig, node: NodeConfig) -> NetworkSettings:
     )
 
 
-def reboot_slot(name: str) -> int:
-    """A node's reboot weekday slot, from its name alone.
-
-    First-boot config must not depend on the node's position in the list
-    (inserting a node would replace the ones after it). A trailing number
-    spreads server1..serverN over consecutive days; other names hash.
-    """
-    m = re.search(r"(\d+)$", name)
-    return int(m.group(1)) if m else int(hashlib.sha256(name.encode()).hexdigest(), 16)
-
-
 def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
                  host_key: Optional[HostKey] = None) -> ignition.FlatcarNode:
     u = cfg.updates
@@ -55,12 +42,7 @@ def flatcar_node(cfg: StackConfig, node: NodeConfig, ssh_keys: Sequence[str],
         network=network_settings(cfg, node),
         ntp_server=str(cfg.infra_node.ip),
         kubernetes=node.role in K3S_ROLES,
-        updates=ignition.UpdatePolicy(
-            group=u.group,
-            strategy=u.strategy,
-            window_start=ignition.reboot_window(u.window_start, reboot_slot(node.name)),
-            window_length=u.window_length,
-        ),
+        updates=ignition.UpdatePolicy(group=u.group),
         host_key=host_key,
         autologin=cfg.console.autologin,
         kubelet_sysctls=kubelet_sysctls(cfg, node),
