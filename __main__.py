@@ -102,12 +102,14 @@ if cfg.k3s.enabled:
             registry_passwords=registry_passwords,
         ),
     )
-    # Each K3s node's reboot agent: OS reboots within the same disruption budget as K3s restarts.
-    Reboots("reboots", RebootsArgs(stack=cfg, access=access, installs=cluster.installs))
     # The one provider of every Kubernetes resource. cluster_identifier: a new
     # kubeconfig (a renewed admin certificate) updates the provider
     # instead of replacing it and, with it, everything it deployed.
     kube = k8s.Provider("k3s", kubeconfig=cluster.kubeconfig, cluster_identifier=prefix)
+
+# Unattended updates on every packaged node; reboots: cluster nodes within the disruption budget (the same
+# Leases K3s restarts take), the load balancers on disjoint days with the peer up, the rest on Sundays.
+Reboots("reboots", RebootsArgs(stack=cfg, access=access, installs=cluster.installs if cluster is not None else {}))
 
 # PostgreSQL on the database node: its data and dumps on the storage node's NFS disk (an export of its own).
 database = None

@@ -55,6 +55,7 @@ PACKAGES=(
     nftables                                # the node firewall (cloud-init only checks packages on an air-gapped image)
     postgresql-15 postgresql-client-15      # the database node (its day-2 step only checks them here, as on an air-gapped site)
     nfs-kernel-server                       # the storage node's NFS server; nfs-common's mount.nfs4 for the database node
+    unattended-upgrades                     # the nodes' unattended updates (their day-2 step only checks it here)
 )
 
 # On the host: the builder, the partition/filesystem/bootloader tools, qemu-img.

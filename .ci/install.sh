@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   openssh-client openssh-server                  # the program's host-key check (ssh-keyscan, ssh-keygen); a real sshd for its test
   nftables firewalld iputils-ping                # the node firewalls: nft checks and loads the table, firewall-offline-cmd reads the zones; ping probes them
   postgresql-15 postgresql-client-15 openssl     # the database node's files read by the server itself (tests/test_postgresql_real.py)
+  python3-dnf                                    # dnf-automatic's own config reader checks the EL9 nodes' updater config
 )
 if [ "${MICROCLOUD_WITH_LIBVIRT:-0}" = 1 ]; then
   DEBIAN_PACKAGES+=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base iptables util-linux libxml2-utils)

@@ -1,53 +1,87 @@
-"""Reboots: each K3s node's reboot agent (render/reboot.py), delivered day-2 style after its K3s install.
+"""Reboots: OS updates and reboots on every node, day-2 style (render/updates.py, render/reboot.py).
 
-Per node, while ``updates.strategy`` is ``coordinated``: the agent's script,
-its daily check (service + timer at ``updates.window_start``) and its boot
-step, each validated on the node (``sh -n``, ``systemd-analyze verify``)
-before it replaces the file there, keyed on its content and the VM's domain
-id. It runs after the node's K3s install, which writes the budget's
-kubeconfig and the ``kubectl`` it uses.
+Per node with a package manager (EL9, Debian), while ``updates.packages`` is
+not ``off``: the updater's packages (on an air-gapped image: only checked)
+and its config file, checked on the node by the program that reads it; it
+installs updates and never reboots. Flatcar updates by update_engine.
+
+Per node, while ``updates.strategy`` is ``coordinated``: the reboot agent's
+script (``sh -n``), its check (service + timer) and on a cluster node its
+boot step (``systemd-analyze verify``). Cluster nodes reboot in the daily
+window within the disruption budget, after their K3s install (which writes
+the budget's kubeconfig and the ``kubectl`` the agent uses); the load
+balancers on disjoint weekdays, each only while its peer answers; the other
+nodes on Sundays. Every step is keyed on its content and the VM's domain id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
+from pulumi_command import remote
 
 from . import specs
-from .config import StackConfig
-from .day2 import NodeAccess, apply_file
-from .render import budget, reboot
+from .config import K3S_ROLES, NodeConfig, StackConfig
+from .day2 import QUIET, NodeAccess, apply_file
+from .render import budget, reboot, updates
 from .render.k3s_node import unit_name
+
+# The load balancers' reboot days by their place in the pair (by name): never the same day.
+LB_DAYS = ("Mon,Wed,Fri", "Tue,Thu,Sat")
+# Every other node outside the cluster (infra, database).
+OTHER_DAYS = "Sun"
 
 
 @dataclass(frozen=True)
 class RebootsArgs:
     stack: StackConfig
     access: NodeAccess
-    # node name -> its K3s install command (the agent needs what it installs).
+    # node name -> its K3s install command (a cluster node's agent needs what it installs).
     installs: Mapping[str, pulumi.Resource]
 
 
-def reboot_spec(cfg: StackConfig, node) -> reboot.RebootSpec:
-    """The reboot agent of K3s node ``node``."""
-    binary = posixpath.join(specs.k3s_bin_dir(node), "k3s")
+def os_kind(node: NodeConfig) -> str:
+    return "flatcar" if node.is_flatcar else ("debian" if node.os.startswith("debian") else "el9")
+
+
+def reboot_spec(cfg: StackConfig, node: NodeConfig) -> reboot.RebootSpec:
+    """The reboot agent of ``node``: within the budget on a K3s node (when K3s is on), on its own days elsewhere."""
     u = cfg.updates
-    os_kind = "flatcar" if node.is_flatcar else ("debian" if node.os.startswith("debian") else "el9")
-    return reboot.RebootSpec(
+    common = dict(
         node=node.name,
-        os=os_kind,
-        pool=specs.budget_pool(node),
-        budget=specs.k3s_budget(cfg),
-        kubectl=f"{binary} kubectl --kubeconfig {budget.KUBECONFIG}",
+        os=os_kind(node),
         window_start=u.window_start,
         window_seconds=u.window_seconds(),
-        ready_timeout=max(cfg.k3s.ready_timeout, 300),
         script=reboot.FLATCAR_SCRIPT if node.is_flatcar else reboot.SCRIPT,
-        k3s_unit=unit_name("server" if node.role == "server" else "agent"),
     )
+    if node.role in K3S_ROLES and cfg.k3s.enabled:
+        binary = posixpath.join(specs.k3s_bin_dir(node), "k3s")
+        return reboot.RebootSpec(
+            **common,
+            budget=specs.k3s_budget(cfg),
+            pool=specs.budget_pool(node),
+            kubectl=f"{binary} kubectl --kubeconfig {budget.KUBECONFIG}",
+            ready_timeout=max(cfg.k3s.ready_timeout, 300),
+            k3s_unit=unit_name("server" if node.role == "server" else "agent"),
+        )
+    if node.role == "load_balancer":
+        pair = sorted(cfg.load_balancers, key=lambda n: n.name)
+        place = [n.name for n in pair].index(node.name)
+        peers = [n for n in pair if n.name != node.name]
+        return reboot.RebootSpec(**common, budget=None, days=LB_DAYS[place % 2], peer=str(peers[0].ip) if peers else "")
+    return reboot.RebootSpec(**common, budget=None, days=OTHER_DAYS)
+
+
+def updates_spec(cfg: StackConfig, node: NodeConfig) -> Optional[updates.UpdatesSpec]:
+    """The node's unattended updates; None on Flatcar (update_engine) or with updates.packages off."""
+    if node.is_flatcar or cfg.updates.packages == "off":
+        return None
+    return updates.UpdatesSpec(family="debian" if node.os.startswith("debian") else "el9", packages=cfg.updates.packages)
 
 
 def _verify_unit(name: str) -> str:
@@ -55,19 +89,51 @@ def _verify_unit(name: str) -> str:
     return f'd=$(mktemp -d); cp {{file}} "$d/{name}"; systemd-analyze verify "$d/{name}"; rc=$?; rm -rf "$d"; exit $rc'
 
 
+def _first_boot_then(script: str) -> str:
+    """``script`` as root, once first boot is over (cloud-init's packages and users are there)."""
+    wait = (
+        "if [ -e /run/cloud-init/enabled ] && command -v cloud-init >/dev/null 2>&1; then\n"
+        "  rc=0; cloud-init status --wait >/dev/null 2>&1 || rc=$?\n"
+        '  [ "$rc" -ne 1 ] || { echo "microcloud: first boot failed: cloud-init reported an error" >&2; exit 1; }\n'
+        "fi\n"
+    )
+    return "sudo sh -c " + shlex.quote(wait + script)
+
+
 class Reboots(pulumi.ComponentResource):
     def __init__(self, name: str, args: RebootsArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("microcloud:k3s:Reboots", name, None, opts)
+        super().__init__("microcloud:updates:Reboots", name, None, opts)
         cfg = args.stack
-        if cfg.updates.strategy != "coordinated":
-            self.register_outputs({})
-            return
-        for node in cfg.nodes_with("server", "agent", "storage"):
-            spec = reboot_spec(cfg, node)
+        for node in cfg.nodes:
             conn = args.access.conn(node.name)
             again = [args.access.domain_ids[node.name]]
+            up = updates_spec(cfg, node)
+            if up is not None:
+                script = updates.packages_script(up, node.name)
+                packages = remote.Command(
+                    f"{node.name}-updates-packages",
+                    connection=conn.args(),
+                    create=_first_boot_then(script),
+                    triggers=[hashlib.sha256(script.encode()).hexdigest(), *again],
+                    logging=QUIET,
+                    opts=conn.options(pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="30m"),
+                                                             additional_secret_outputs=["stdout", "stderr"])),
+                )
+                apply_file(
+                    f"{node.name}-updates",
+                    conn=conn, node=node.name,
+                    content=updates.render(up), path=updates.path_of(up),
+                    validate=updates.VALIDATE[up.family],
+                    activate=updates.activate(up),
+                    verify=updates.verify(up),
+                    replace_with=again,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
+                )
+            if cfg.updates.strategy != "coordinated":
+                continue
+            spec = reboot_spec(cfg, node)
             after = [args.installs[node.name]] if node.name in args.installs else []
-            script = apply_file(
+            agent = apply_file(
                 f"{node.name}-reboot-agent",
                 conn=conn, node=node.name,
                 content=reboot.render_script(spec), path=spec.script, mode="0755",
@@ -84,7 +150,7 @@ class Reboots(pulumi.ComponentResource):
                 validate=_verify_unit(reboot.CHECK_UNIT),
                 activate="systemctl daemon-reload",
                 replace_with=again,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[script]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[agent]),
             )
             apply_file(
                 f"{node.name}-reboot-timer",
@@ -96,14 +162,15 @@ class Reboots(pulumi.ComponentResource):
                 replace_with=again,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[check]),
             )
-            apply_file(
-                f"{node.name}-reboot-boot",
-                conn=conn, node=node.name,
-                content=units[reboot.BOOT_UNIT], path=f"/etc/systemd/system/{reboot.BOOT_UNIT}",
-                validate=_verify_unit(reboot.BOOT_UNIT),
-                activate=f"systemctl daemon-reload && systemctl enable -q {reboot.BOOT_UNIT}",
-                verify=f"systemctl is-enabled -q {reboot.BOOT_UNIT}",
-                replace_with=again,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[script]),
-            )
+            if reboot.BOOT_UNIT in units:
+                apply_file(
+                    f"{node.name}-reboot-boot",
+                    conn=conn, node=node.name,
+                    content=units[reboot.BOOT_UNIT], path=f"/etc/systemd/system/{reboot.BOOT_UNIT}",
+                    validate=_verify_unit(reboot.BOOT_UNIT),
+                    activate=f"systemctl daemon-reload && systemctl enable -q {reboot.BOOT_UNIT}",
+                    verify=f"systemctl is-enabled -q {reboot.BOOT_UNIT}",
+                    replace_with=again,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[agent]),
+                )
         self.register_outputs({})

@@ -180,7 +180,9 @@ def expected_counts(stack: str) -> dict[str, int]:
     db = cfg.database_node is not None
     db_nfs = db and k3s and bool(cfg.nodes_with("storage"))
     owners = len({d.owner for d in cfg.database.databases}) if db else 0
-    reboots = k3s and cfg.updates.strategy == "coordinated"
+    reboots = cfg.updates.strategy == "coordinated"
+    packaged = sum(not n.is_flatcar for n in cfg.nodes) * (cfg.updates.packages != "off")
+    k3s_member = k3s_nodes * k3s
     return {
         "pulumi:pulumi:Stack": 1,
         "pulumi:providers:libvirt": 1,
@@ -199,7 +201,7 @@ def expected_counts(stack: str) -> dict[str, int]:
         # the admin's and the disruption budget's client certificates (the database's server certificate)
         "tls:index/certRequest:CertRequest": 2 * k3s + db,
         "tls:index/locallySignedCert:LocallySignedCert": 2 * k3s + db,
-        "microcloud:k3s:Reboots": k3s,
+        "microcloud:updates:Reboots": 1,
         "microcloud:database:Database": int(db),
         "microcloud:k3s:ClusterPki": k3s,
         # VRRP password; the K3s server and agent token passwords and the encryption key's seed; each VNC display's password
@@ -225,8 +227,10 @@ def expected_counts(stack: str) -> dict[str, int]:
         # the database node: packages, CA, certificate, key, unit, pg_hba, pg_ident, initdb, config, roles, login,
         # the dump's script, service and timer; on NFS the storage node's directories and the mount
         + 14 * db + 2 * db_nfs
-        # per K3s node its reboot agent: script, check service, timer, boot service
-        + 4 * k3s_nodes * reboots,
+        # per node its reboot agent: script, check service, timer, and on a K3s node its boot service
+        + (3 * len(cfg.nodes) + k3s_member) * reboots
+        # per packaged (EL9, Debian) node the updater's packages and config
+        + 2 * packaged,
         "microcloud:monitoring:NodeExporters": 1,
         "microcloud:storage:Storage": k3s,
         "microcloud:k3s:K3sCluster": k3s,

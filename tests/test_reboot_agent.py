@@ -203,3 +203,115 @@ def test_reboot_agent_refuses_bad_input():
     for bad, what in (({"os": "windows"}, "os"), ({"pool": "nope"}, "no pool"), ({"window_start": "25:00"}, "HH:MM")):
         with pytest.raises(ValueError, match=what):
             reboot.render_script(dataclasses.replace(spec, **bad))
+
+
+# ------------------------------------------------------------------ outside the cluster, and the updaters
+
+
+def test_the_load_balancers_reboot_on_disjoint_days_and_only_with_the_peer_up():
+    for stack in ("dev", "prod"):
+        cfg = CONFIGS[stack]
+        a, b = (reboot_spec(cfg, n) for n in sorted(cfg.load_balancers, key=lambda n: n.name))
+        assert a.budget is None and b.budget is None
+        assert a.days and b.days and not set(a.days.split(",")) & set(b.days.split(",")), (stack, a.days, b.days)
+        ips = {n.name: str(n.ip) for n in cfg.load_balancers}
+        assert (a.peer, b.peer) == (ips[b.node], ips[a.node])
+        for spec in (a, b):
+            text = reboot.render_script(spec)
+            assert f"ping -q -c 3 -W 2 {spec.peer}" in text and "budget_acquire" not in text
+            units = reboot.render_units(spec)
+            assert reboot.BOOT_UNIT not in units
+            assert f"OnCalendar={spec.days} *-*-* {cfg.updates.window_start}:00" in units[reboot.TIMER_UNIT]
+        # The infra node (and the database node) on a day of neither load balancer.
+        other = reboot_spec(cfg, cfg.infra_node)
+        assert other.budget is None and not set(other.days.split(",")) & set(a.days.split(",") + b.days.split(","))
+
+
+@pytest.mark.parametrize("os_kind", ["debian", "el9"])
+def test_host_reboot_script_passes_dash_shellcheck_and_systemd_analyze(os_kind, tmp_path):
+    cfg = CONFIGS["prod"]
+    lb = sorted(cfg.load_balancers, key=lambda n: n.name)[0]
+    script = tmp_path / "microcloud-reboot"
+    spec = dataclasses.replace(reboot_spec(cfg, lb), os=os_kind, script=str(script))
+    script.write_text(reboot.render_script(spec))
+    script.chmod(0o755)
+    assert subprocess.run(["dash", "-n", str(script)], capture_output=True).returncode == 0
+    res = subprocess.run([shutil.which("shellcheck") or "shellcheck", "-s", "sh", str(script)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    units = reboot.render_units(spec)
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in units)], capture_output=True, text=True)
+    assert not [line for line in (res.stdout + res.stderr).splitlines() if "microcloud-reboot" in line], res.stdout + res.stderr
+
+
+def test_the_host_agent_reboots_only_when_needed_and_the_peer_answers(tmp_path):
+    """The Debian agent run for real under dash, with systemctl and ping as stand-ins that log."""
+    cfg = CONFIGS["prod"]
+    lb = sorted(cfg.load_balancers, key=lambda n: n.name)[0]
+    spec = dataclasses.replace(reboot_spec(cfg, lb), os="debian")
+    flag = tmp_path / "reboot-required"
+    text = reboot.render_script(spec).replace("[ -e /run/reboot-required ]", f"[ -e {flag} ]")
+    script = tmp_path / "agent.sh"
+    script.write_text(text)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "log"
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n')
+    (fake / "ping").write_text(f'#!/bin/sh\necho "ping $*" >> {log}\n[ -e {tmp_path}/peer-up ]\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}
+
+    def run():
+        log.write_text("")
+        res = subprocess.run(["dash", str(script), "check"], env=env, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        return log.read_text(), res.stderr
+
+    assert run()[0] == ""  # no reboot needed: nothing asked, nothing done
+    flag.write_text("")
+    out, err = run()
+    assert f"ping -q -c 3 -W 2 {spec.peer}" in out and "systemctl reboot" not in out and "does not answer" in err
+    (tmp_path / "peer-up").write_text("")
+    out, _ = run()
+    assert "systemctl reboot" in out
+
+
+@pytest.mark.parametrize("packages", ["security", "all"])
+def test_updater_configs_are_read_by_their_programs(packages, tmp_path):
+    from components.render import updates
+
+    deb = updates.UpdatesSpec(family="debian", packages=packages)
+    path = tmp_path / "apt.conf"
+    path.write_text(updates.render(deb))
+    env = {"PATH": "/usr/bin:/bin"}
+    res = subprocess.run(["sh", "-c", updates.VALIDATE["debian"].format(file=str(path))], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    dump = subprocess.run(["apt-config", "-c", str(path), "dump"], capture_output=True, text=True).stdout
+    assert 'Unattended-Upgrade::Automatic-Reboot "false";' in dump and 'APT::Periodic::Unattended-Upgrade "1";' in dump
+    assert ("-updates" in dump) is (packages == "all")
+    path.write_text(updates.render(deb).replace('Automatic-Reboot "false";', 'Automatic-Reboot "false"'))
+    bad = subprocess.run(["sh", "-c", updates.VALIDATE["debian"].format(file=str(path))], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+
+    el = updates.UpdatesSpec(family="el9", packages=packages)
+    path = tmp_path / "automatic.conf"
+    path.write_text(updates.render(el))
+    check = updates.VALIDATE["el9"].format(file=str(path))
+    res = subprocess.run(["sh", "-c", check], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, "python3-dnf (dnf-automatic's config reader) is needed: .ci/install.sh\n" + res.stderr
+    probe = "import sys, dnf.automatic.main as m; c = m.AutomaticConfig(sys.argv[1]).commands; print(c.upgrade_type, c.apply_updates)"
+    got = subprocess.run(["/usr/bin/python3", "-c", probe, str(path)], capture_output=True, text=True).stdout.split()
+    assert got == [("security" if packages == "security" else "default"), "True"]
+    path.write_text(updates.render(el).replace("apply_updates = yes", "apply_updates = perhaps"))
+    assert subprocess.run(["sh", "-c", check], env=env, capture_output=True).returncode != 0
+
+
+def test_packaged_nodes_get_the_updater_flatcar_does_not():
+    from components.reboots import updates_spec
+
+    cfg = CONFIGS["prod"]
+    for n in cfg.nodes:
+        spec = updates_spec(cfg, n)
+        assert (spec is None) is n.is_flatcar, n.name

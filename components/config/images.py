@@ -74,6 +74,11 @@ class UpdatesConfig(_Model):
         "Debian: /run/reboot-required) takes a slot of the disruption budget (k3s.disruption), is drained, reboots, "
         "and frees the slot once Ready again. `off`: nodes never reboot by themselves.",
     )
+    packages: Literal["security", "all", "off"] = Field(
+        default="security",
+        description="Unattended package updates on the EL9 and Debian nodes (dnf-automatic, unattended-upgrades; they never reboot): "
+        "`security` updates only, `all` updates, or `off`. Flatcar nodes update by update_engine (`group`).",
+    )
     window_start: str = Field(
         default="03:00",
         description="Start (HH:MM, the node's clock) of the daily window in which cluster nodes may reboot; the budget decides how many at once.",

@@ -19,6 +19,11 @@ writes). It does what kured does, on every OS the program runs:
 ``boot`` (a oneshot at every boot, after K3s): with a hold on disk, waits for
   the node to be Ready, uncordons it and frees the slot. A node that does not
   come back keeps its slot for the failed-hold time, so the next one waits.
+
+A node outside the cluster (no budget: the load balancers, the infra and the
+database node) reboots on its own days only (``days``): the two load
+balancers on disjoint weekdays, each only while its peer answers (``peer``:
+ping), so both are never down at once; the VIPs move to the peer.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Optional
 
 from . import budget
 
@@ -44,16 +50,23 @@ NEEDS_REBOOT = {
     "debian": "[ -e /run/reboot-required ]",
 }
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_DAYS = re.compile(r"^((Mon|Tue|Wed|Thu|Fri|Sat|Sun)(,(Mon|Tue|Wed|Thu|Fri|Sat|Sun))*)?$")
+_IP = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 @dataclass(frozen=True)
 class RebootSpec:
     node: str
     os: str  # flatcar | el9 | debian
-    pool: str
-    budget: budget.BudgetSpec
-    # kubectl with the budget's kubeconfig (the K3s multi-call binary on the node).
-    kubectl: str
+    # The disruption budget and the node's pool in it; None for a node outside the cluster.
+    budget: Optional[budget.BudgetSpec]
+    pool: str = ""
+    # kubectl with the budget's kubeconfig (the K3s multi-call binary on the node); cluster nodes only.
+    kubectl: str = ""
+    # OnCalendar weekdays (``Mon,Wed,Fri``); "" for every day.
+    days: str = ""
+    # Outside the cluster: an address that must answer ping before this node reboots (the LB's peer).
+    peer: str = ""
     window_start: str = "03:00"
     window_seconds: int = 3600
     # The drain's own bound; a drain that does not finish cancels the reboot.
@@ -70,7 +83,16 @@ def check(spec: RebootSpec) -> None:
     who = f"reboot: {spec.node}"
     if spec.os not in NEEDS_REBOOT:
         raise ValueError(f"{who}: os {spec.os!r} is none of {', '.join(NEEDS_REBOOT)}")
-    spec.budget.size(spec.pool)
+    if spec.budget is not None:
+        spec.budget.size(spec.pool)
+        if not spec.kubectl:
+            raise ValueError(f"{who}: a cluster node's agent needs kubectl with the budget's kubeconfig")
+    elif spec.pool or spec.kubectl:
+        raise ValueError(f"{who}: a pool and kubectl need the disruption budget")
+    if not _DAYS.match(spec.days):
+        raise ValueError(f"{who}: days {spec.days!r} are not weekdays like Mon,Wed,Fri")
+    if spec.peer and not _IP.match(spec.peer):
+        raise ValueError(f"{who}: peer {spec.peer!r} is not an IPv4 address")
     if not _TIME.match(spec.window_start):
         raise ValueError(f"{who}: window start {spec.window_start!r} is not HH:MM")
     if not 60 <= spec.window_seconds <= 86400:
@@ -84,6 +106,42 @@ def check(spec: RebootSpec) -> None:
 def render_script(spec: RebootSpec) -> str:
     """POSIX sh, root on the node: ``check`` or ``boot`` (see the module)."""
     check(spec)
+    return _cluster_script(spec) if spec.budget is not None else _host_script(spec)
+
+
+def _host_script(spec: RebootSpec) -> str:
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        f"# The reboot agent of {spec.node}; rendered by microcloud (components/render/reboot.py).",
+        "set -eu",
+        f"node={q(spec.node)}",
+        'say() { echo "microcloud: $node: reboot: $*" >&2; }',
+        f"needs_reboot() {{ {NEEDS_REBOOT[spec.os]}; }}",
+        'case "${1:-}" in',
+        "  check)",
+        "    needs_reboot || exit 0",
+    ]
+    if spec.peer:
+        lines += [
+            "    # The peer must be up (it answers ping: every node's firewall admits it): the two are never down together.",
+            f"    if ! ping -q -c 3 -W 2 {spec.peer} >/dev/null 2>&1; then",
+            f'      say "peer {spec.peer} does not answer; not rebooting"; exit 0',
+            "    fi",
+        ]
+    lines += [
+        '    say "rebooting"',
+        "    systemctl reboot",
+        "    ;;",
+        "  boot) exit 0 ;;",
+        '  *) echo "usage: $0 check|boot" >&2; exit 2 ;;',
+        "esac",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cluster_script(spec: RebootSpec) -> str:
+    assert spec.budget is not None
     q = shlex.quote
     lib = budget.render_lib(spec.budget).rstrip("\n").split("\n")
     lines = [
@@ -142,9 +200,9 @@ def render_script(spec: RebootSpec) -> str:
 
 
 def render_units(spec: RebootSpec) -> dict[str, str]:
-    """unit file name -> content: the daily check (service + timer) and the boot step."""
+    """unit file name -> content: the check (service + timer) and, on a cluster node, the boot step."""
     check(spec)
-    return {
+    units = {
         CHECK_UNIT: (
             "[Unit]\n"
             "Description=microcloud: reboot within the disruption budget when the OS needs it\n"
@@ -159,7 +217,7 @@ def render_units(spec: RebootSpec) -> dict[str, str]:
             "[Unit]\n"
             "Description=microcloud: the daily reboot window\n\n"
             "[Timer]\n"
-            f"OnCalendar=*-*-* {spec.window_start}:00\n"
+            f"OnCalendar={spec.days + ' ' if spec.days else ''}*-*-* {spec.window_start}:00\n"
             "AccuracySec=1min\n\n"
             "[Install]\n"
             "WantedBy=timers.target\n"
@@ -177,3 +235,6 @@ def render_units(spec: RebootSpec) -> dict[str, str]:
             "WantedBy=multi-user.target\n"
         ),
     }
+    if spec.budget is None:
+        del units[BOOT_UNIT]
+    return units
