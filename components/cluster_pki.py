@@ -118,41 +118,15 @@ class ClusterPki(pulumi.ComponentResource):
         )
 
         # The admin: K3s' own admin is system:admin in system:masters; this one is named for the stack.
-        admin_key = self._key(f"{name}-admin")
-        request = tls.CertRequest(
-            f"{name}-admin",
-            private_key_pem=admin_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=f"{args.prefix}-admin", organization="system:masters", serial_number=args.admin_keeper),
-            opts=child,
-        )
-        admin = tls.LocallySignedCert(
-            f"{name}-admin",
-            cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=keys["client"].private_key_pem,
-            ca_cert_pem=certs["client"].cert_pem,
-            validity_period_hours=args.admin_validity_days * 24,
-            early_renewal_hours=args.admin_renew_days * 24,
-            allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
-            opts=child,
+        admin_key, admin = self._client_cert(
+            f"{name}-admin", tls.CertRequestSubjectArgs(common_name=f"{args.prefix}-admin", organization="system:masters", serial_number=args.admin_keeper),
+            keys["client"], certs["client"], args.admin_validity_days, args.admin_renew_days,
         )
         # The disruption budget's user (render/budget.py): on every K3s node, for Leases and drains only
         # (RBAC binds the name; no group). Renewed by any `up` in its last 60 days; K3s does not read it.
-        budget_key = self._key(f"{name}-budget")
-        budget_request = tls.CertRequest(
-            f"{name}-budget",
-            private_key_pem=budget_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=budget.USER),
-            opts=child,
-        )
-        budget_cert = tls.LocallySignedCert(
-            f"{name}-budget",
-            cert_request_pem=budget_request.cert_request_pem,
-            ca_private_key_pem=keys["client"].private_key_pem,
-            ca_cert_pem=certs["client"].cert_pem,
-            validity_period_hours=BUDGET_VALIDITY_DAYS * 24,
-            early_renewal_hours=BUDGET_RENEW_DAYS * 24,
-            allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
-            opts=child,
+        budget_key, budget_cert = self._client_cert(
+            f"{name}-budget", tls.CertRequestSubjectArgs(common_name=budget.USER),
+            keys["client"], certs["client"], BUDGET_VALIDITY_DAYS, BUDGET_RENEW_DAYS,
         )
         self._budget_cert_pem = budget_cert.cert_pem
         self._budget_key_pem = pulumi.Output.secret(budget_key.private_key_pem)
@@ -195,6 +169,24 @@ class ClusterPki(pulumi.ComponentResource):
                 lambda a: k3s_pki.render_kubeconfig(k3s_pki.KubeconfigSpec(name=self.kubeconfig_name, server=server, ca_pem=a[1], cert_pem=a[2], key_pem=a[3]))
             )
         )
+
+    def _client_cert(self, name: str, subject: tls.CertRequestSubjectArgs, ca_key: tls.PrivateKey, ca_cert: tls.SelfSignedCert,
+                     validity_days: int, renew_days: int) -> tuple[tls.PrivateKey, tls.LocallySignedCert]:
+        """A client key and its certificate signed by the client CA; reissued by the first `up` within ``renew_days`` of its end."""
+        child = pulumi.ResourceOptions(parent=self)
+        key = self._key(name)
+        request = tls.CertRequest(name, private_key_pem=key.private_key_pem, subject=subject, opts=child)
+        cert = tls.LocallySignedCert(
+            name,
+            cert_request_pem=request.cert_request_pem,
+            ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca_cert.cert_pem,
+            validity_period_hours=validity_days * 24,
+            early_renewal_hours=renew_days * 24,
+            allowed_uses=["client_auth", "digital_signature", "key_encipherment"],
+            opts=child,
+        )
+        return key, cert
 
     def _key(self, name: str) -> tls.PrivateKey:
         # ECDSA P-256: what K3s makes for its own CAs and client certificates.

@@ -152,25 +152,19 @@ class Reboots(pulumi.ComponentResource):
                 replace_with=again,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[agent]),
             )
-            apply_file(
-                f"{node.name}-reboot-timer",
-                conn=conn, node=node.name,
-                content=units[reboot.TIMER_UNIT], path=f"/etc/systemd/system/{reboot.TIMER_UNIT}",
-                validate=_verify_unit(reboot.TIMER_UNIT),
-                activate=f"systemctl daemon-reload && systemctl enable -q {reboot.TIMER_UNIT} && systemctl restart {reboot.TIMER_UNIT}",
-                verify=f"systemctl is-active -q {reboot.TIMER_UNIT}",
-                replace_with=again,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[check]),
-            )
+            # The check's timer (started), and on a cluster node the boot step (enabled for the next boot).
+            steps = [(reboot.TIMER_UNIT, "timer", check, f"enable -q {reboot.TIMER_UNIT} && systemctl restart", "is-active")]
             if reboot.BOOT_UNIT in units:
+                steps.append((reboot.BOOT_UNIT, "boot", agent, "enable -q", "is-enabled"))
+            for unit, suffix, after_step, verb, state in steps:
                 apply_file(
-                    f"{node.name}-reboot-boot",
+                    f"{node.name}-reboot-{suffix}",
                     conn=conn, node=node.name,
-                    content=units[reboot.BOOT_UNIT], path=f"/etc/systemd/system/{reboot.BOOT_UNIT}",
-                    validate=_verify_unit(reboot.BOOT_UNIT),
-                    activate=f"systemctl daemon-reload && systemctl enable -q {reboot.BOOT_UNIT}",
-                    verify=f"systemctl is-enabled -q {reboot.BOOT_UNIT}",
+                    content=units[unit], path=f"/etc/systemd/system/{unit}",
+                    validate=_verify_unit(unit),
+                    activate=f"systemctl daemon-reload && systemctl {verb} {unit}",
+                    verify=f"systemctl {state} -q {unit}",
                     replace_with=again,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[agent]),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[after_step]),
                 )
         self.register_outputs({})
