@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Build the test Kubernetes API from Go modules: kube-apiserver,
-# kube-controller-manager, kube-scheduler, etcd, kwok (fake nodes) and helm,
-# at the versions pinned in pins.sh. tests/k8s/ starts them on loopback.
+# kube-controller-manager, kube-scheduler, etcd, kwok (fake nodes), helm and
+# kubectl, at the versions pinned in pins.sh. tests/k8s/ starts them on
+# loopback (kubectl: the client the nodes' shell scripts run, as
+# `k3s kubectl`, against that API).
 # Container images cannot be pulled and K3s cannot be built here, but these can.
 #
 # Each tool is built in a wrapper main module generated in the cache (never
 # in the repo) that requires the upstream module at its pin. k8s.io/kubernetes
 # requires its staging modules (k8s.io/api, ...) at v0.0.0 and replaces them
 # with ./staging/src/...: the wrapper repeats those replaces pointing at the
-# published staging modules of the same release instead.
+# published staging modules of the same release instead. kubectl is built
+# from the same module the same way, as a tool of its own: its stamp is its
+# own, so adding it rebuilt none of the others.
 #
 # Idempotent: with a warm cache it checks one stamp per tool (the module, the
 # version and the build flags) and each binary's version, then prints the bin
@@ -53,7 +57,7 @@ done
 ETCD_LDFLAGS="-s -w"
 KWOK_LDFLAGS="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=v$K8S_VERSION"
 
-TOOLS=(etcd kubernetes kwok helm)
+TOOLS=(etcd kubernetes kwok helm kubectl)
 # tool -> binaries it makes
 binaries() {
   case $1 in
@@ -65,6 +69,7 @@ want() {
   case $1 in
     etcd) echo "go.etcd.io/etcd/server/v3@v$ETCD_VERSION ldflags: $ETCD_LDFLAGS" ;;
     kubernetes) echo "k8s.io/kubernetes@v$K8S_VERSION staging: v$K8S_STAGING_VERSION ldflags: $K8S_LDFLAGS" ;;
+    kubectl) echo "k8s.io/kubernetes@v$K8S_VERSION ./cmd/kubectl staging: v$K8S_STAGING_VERSION ldflags: $K8S_LDFLAGS" ;;
     kwok) echo "sigs.k8s.io/kwok@v$KWOK_VERSION ldflags: $KWOK_LDFLAGS" ;;
     helm) echo "helm.sh/helm/v3@v$HELM_VERSION ldflags: $HELM_LDFLAGS" ;;
   esac
@@ -74,6 +79,7 @@ version_check() {
   local out
   case $1 in
     kube-*) out=$("$BIN/$1" --version 2>&1) && [[ $out == *"Kubernetes v$K8S_VERSION"* ]] ;;
+    kubectl) out=$("$BIN/kubectl" version --client 2>&1) && [[ $out == *"Client Version: v$K8S_VERSION"* ]] ;;
     etcd) out=$("$BIN/etcd" --version 2>&1) && [[ $out == *"etcd Version: $ETCD_VERSION"* ]] ;;
     kwok) out=$("$BIN/kwok" --version 2>&1) && [[ $out == *"$KWOK_VERSION"* ]] ;;
     helm) out=$("$BIN/helm" version --short 2>&1) && [[ $out == "v$HELM_VERSION"* ]] ;;
@@ -132,12 +138,12 @@ build() {
     etcd)
       up=$(wrapper etcd go.etcd.io/etcd/server/v3 "v$ETCD_VERSION") || return 1
       ldflags=$ETCD_LDFLAGS; pkgs=(go.etcd.io/etcd/server/v3) ;;
-    kubernetes)
-      up=$(wrapper kubernetes k8s.io/kubernetes "v$K8S_VERSION") || return 1
+    kubernetes|kubectl)
+      up=$(wrapper "$tool" k8s.io/kubernetes "v$K8S_VERSION") || return 1
       # The staging replaces, re-pointed at the published modules.
       local staging
       staging=$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*$#\1#p' "$up/go.mod")
-      [[ -n $staging ]] || { log "kubernetes: no staging replaces in $up/go.mod"; return 1; }
+      [[ -n $staging ]] || { log "$tool: no staging replaces in $up/go.mod"; return 1; }
       {
         echo
         grep '^godebug ' "$up/go.mod" || true   # upstream's runtime defaults, as its own build has them
@@ -147,7 +153,11 @@ build() {
         echo ")"
       } >>"$src/go.mod"
       ldflags=$K8S_LDFLAGS
-      pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler) ;;
+      if [[ $tool == kubectl ]]; then
+        pkgs=(k8s.io/kubernetes/cmd/kubectl)
+      else
+        pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+      fi ;;
     kwok)
       up=$(wrapper kwok sigs.k8s.io/kwok "v$KWOK_VERSION") || return 1
       ldflags=$KWOK_LDFLAGS; pkgs=(sigs.k8s.io/kwok/cmd/kwok) ;;
