@@ -198,6 +198,34 @@ def test_the_k3s_server_holds_the_stacks_pki_and_runs(stack):
     assert cert.stdout == ca["certificate"]
 
 
+def test_every_node_updates_unattended_and_reboots_only_through_its_agent(stack):
+    """On the booted nodes: unattended-upgrades on, never rebooting by itself (read back by apt-config on the
+    node); each node's reboot agent timer is active; the two load balancers' windows share no weekday; the
+    K3s nodes have the agent's boot step and the disruption budget's kubeconfig (root only, the API VIP)."""
+    _need_up(stack)
+    ips = _node_ips(stack)
+    calendars = {}
+    for name in ("lb1", "lb2", "infra", "server1", "storage1", "db1"):
+        if name not in ips:
+            continue
+        script = "; ".join([
+            "apt-config dump | grep -c 'Unattended-Upgrade::Automatic-Reboot \"false\"'",
+            "systemctl is-active microcloud-reboot.timer",
+            "systemctl show -p TimersCalendar --value microcloud-reboot.timer",
+        ])
+        res = stack.ssh(ips[name], f"sudo sh -c {shlex.quote(script)}")
+        assert res.returncode == 0, (name, res.stdout, res.stderr)
+        lines = res.stdout.splitlines()
+        assert lines[0] == "1" and lines[1] == "active", (name, lines)
+        calendars[name] = lines[2]
+    days = {lb: set(re.search(r"OnCalendar=(\S+) ", calendars[lb]).group(1).split(",")) for lb in ("lb1", "lb2")}
+    assert days["lb1"] and days["lb2"] and not days["lb1"] & days["lb2"], calendars
+    for name in ("server1", "storage1"):
+        res = stack.ssh(ips[name], "sudo sh -c 'systemctl is-enabled microcloud-reboot-boot.service; stat -c %a /etc/rancher/microcloud/budget.kubeconfig;"
+                                   " grep -c \"server: https://\" /etc/rancher/microcloud/budget.kubeconfig'")
+        assert res.stdout.split() == ["enabled", "600", "1"], (name, res.stdout, res.stderr)
+
+
 def test_vips_on_exactly_one_lb_and_haproxy_answers(stack):
     _need_up(stack)
     held = _wait(lambda: (lambda h: h if sorted(h["lb1"] + h["lb2"]) == sorted(VIPS) else None)(_vip_holders(stack)), 60)
