@@ -107,3 +107,32 @@ def test_agents_do_not_chain_on_the_critical_path(workers):
         servers = {x for x in nodes if roles[x] == "server"}
         agents = [x for x in nodes if roles[x] != "server"]
         assert len(servers) <= 3 and len(agents) <= 1, (n, installs)
+
+
+@pytest.mark.graph
+def test_the_parallelism_the_program_asks_for_keeps_the_target_and_the_default_does_not(workers):
+    """`pulumi up`'s own default (8 on this 2-core machine) would join 100 agents in batches; what
+    needed_parallel asks for (and .ci/dev passes) keeps 100 workers within the target."""
+    from components.config import parse_config
+    from components.k3s_cluster import needed_parallel, parallel_warning
+
+    rules = load_rules()
+    model = day1_bench.workers_model(100)
+    cfg = parse_config(model)
+    latency = latency_of(rules, day1_bench.node_roles(model))
+    small = workers[10][1].total
+    run = workers[100][0]
+    enough = schedule(run.resources, latency, parallel=needed_parallel(cfg)).total
+    assert enough <= day1_bench.TARGET * small, (enough / 60, small / 60)
+    default = schedule(run.resources, latency, parallel=8).total
+    assert default > day1_bench.TARGET * small, (default / 60, small / 60)
+    # ... and the program says so when it runs with fewer than the wave's agents.
+    assert parallel_warning(cfg, 8) and f"--parallel {needed_parallel(cfg)}" in parallel_warning(cfg, 8)
+    assert parallel_warning(cfg, needed_parallel(cfg)) is None and parallel_warning(cfg, None) is None
+
+
+def test_a_parallel_limit_delays_what_does_not_fit():
+    """Three 10 s steps with nothing between them: 10 s unbounded, 20 s two at a time, 30 s one at a time."""
+    res = [Res(COMMAND, f"c{i}") for i in range(3)]
+    latency = lambda r: 10.0  # noqa: E731
+    assert [schedule(res, latency, parallel=p).total for p in (None, 2, 1)] == [10.0, 20.0, 30.0]

@@ -28,6 +28,7 @@ tests/bench/day1_results.md.
 from __future__ import annotations
 
 import argparse
+import heapq
 import datetime
 import re
 import subprocess
@@ -44,11 +45,15 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from program_bench import workers_model  # noqa: E402
 from support.harness import run_program, stack_model  # noqa: E402
+from components.config import parse_config  # noqa: E402
+from components.k3s_cluster import needed_parallel  # noqa: E402
 
 LATENCY = HERE / "day1_latency.toml"
 RESULTS = HERE / "day1_results.md"
 COMMAND = "venv/bin/python tests/bench/day1_bench.py --write"
 TARGET = 1.3  # 3 servers + 100 workers within this factor of 3 servers + 10 workers
+# `pulumi up --parallel` values the results also model: the engine's default here (8, `pulumi up --help`) and larger.
+PARALLELS = (8, 64, 256)
 WORKERS = (10, 50, 100)
 INSTALL = re.compile(r"(?P<node>.+)-k3s(-bootstrap)?")  # a node's K3s install command
 
@@ -128,8 +133,12 @@ def waits_for(res: Any, known: dict[str, Any]) -> list[str]:
     return [u for u in dict.fromkeys(urns) if u in known and u != res.urn]
 
 
-def schedule(resources: Iterable[Any], latency: Callable[[Any], float]) -> Schedule:
-    """Start and finish of every resource, and the critical path (see the module docstring)."""
+def schedule(resources: Iterable[Any], latency: Callable[[Any], float], parallel: Optional[int] = None) -> Schedule:
+    """Start and finish of every resource, and the critical path (see the module docstring).
+
+    ``parallel``: the engine's limit of operations at once (`pulumi up --parallel`); None: unbounded.
+    Only operations that take time hold a slot.
+    """
     res = list(resources)
     by_urn = {r.urn: r for r in res}
     children: dict[str, list[str]] = {}
@@ -171,16 +180,44 @@ def schedule(resources: Iterable[Any], latency: Callable[[Any], float]) -> Sched
         """The one done last; of a tie, the first by name (the same path on every run)."""
         return min(urns, key=lambda u: (-finish[u], by_urn[u].name, u), default=None)
 
-    for urn in order:
+    def place(urn: str, free_at: Optional[list[float]] = None) -> None:
         r = by_urn[urn]
         first = last_done(waits[urn])
         start[urn] = finish[first] if first else 0.0
         kids = [] if r.custom else children.get(urn, [])
         if kids:
             last = last_done(kids)
-            finish[urn], came_from[urn] = finish[last], last
-        else:
-            finish[urn], came_from[urn] = start[urn] + latency(r), first
+            finish[urn], came_from[urn] = max(finish[last], start[urn]), last
+            return
+        took = latency(r)
+        if free_at is not None and took > 0:
+            # `pulumi up --parallel P`: at most P operations at once; this one waits for the first free.
+            start[urn] = max(start[urn], heapq.heappop(free_at))
+            heapq.heappush(free_at, start[urn] + took)
+        finish[urn], came_from[urn] = start[urn] + took, first
+
+    if parallel is None:
+        for urn in order:
+            place(urn)
+    else:
+        # List scheduling: whatever is ready earliest (then first in dependency order) takes the next free slot.
+        index = {u: i for i, u in enumerate(order)}
+        blockers = {u: len(set(edges(u))) for u in order}
+        needed_by: dict[str, list[str]] = {}
+        for u in order:
+            for d in set(edges(u)):
+                needed_by.setdefault(d, []).append(u)
+        free_at = [0.0] * parallel
+        ready = [(0.0, index[u], u) for u in order if blockers[u] == 0]
+        heapq.heapify(ready)
+        while ready:
+            _, _, urn = heapq.heappop(ready)
+            place(urn, free_at)
+            for nxt in needed_by.get(urn, []):
+                blockers[nxt] -= 1
+                if blockers[nxt] == 0:
+                    at = max((finish[d] for d in set(edges(nxt))), default=0.0)
+                    heapq.heappush(ready, (at, index[nxt], nxt))
 
     path: list[Step] = []
     urn = last_done(order)
@@ -198,14 +235,21 @@ class Case:
     label: str
     resources: int
     schedule: Schedule
+    # The same graph at `pulumi up --parallel P`: P -> total seconds (see PARALLELS).
+    limited: dict[int, float]
+    # What the program asks `--parallel` to be for this stack (components/k3s_cluster.needed_parallel).
+    needed: int
 
 
 def measure(label: str, stack: str, model: Optional[dict], rules: list[Rule]) -> Case:
     run = run_program(stack, model)
     if run.error:
         raise SystemExit(f"{label}: program failed: {run.error}")
-    roles = node_roles(model if model is not None else stack_model(stack))
-    return Case(label, len(run.resources), schedule(run.resources, latency_of(rules, roles)))
+    m = model if model is not None else stack_model(stack)
+    latency = latency_of(rules, node_roles(m))
+    needed = needed_parallel(parse_config(m))
+    return Case(label, len(run.resources), schedule(run.resources, latency),
+                {p: schedule(run.resources, latency, parallel=p).total for p in sorted({*PARALLELS, needed})}, needed)
 
 
 def cases(rules: list[Rule]) -> list[Case]:
@@ -246,6 +290,24 @@ def graph_commit() -> str:
     return out
 
 
+def parallel_markdown(all_cases: list[Case]) -> list[str]:
+    """The critical path at the engine's parallelism: its default here, and what the program asks for."""
+    limits = sorted({p for c in all_cases for p in c.limited})
+    lines = [
+        "",
+        "At `pulumi up --parallel P` (the engine runs at most P operations at once; its default is 8 on this "
+        "2-core machine: `pulumi up --help`). `.ci/dev` passes 256, and the program warns when P is below "
+        "the agent wave, naming what it needs (`needed_parallel`: 2 per node, at least 64):",
+        "",
+        "| topology | " + " | ".join(f"P = {p}" for p in limits) + " | needs |",
+        "|---|" + "---:|" * (len(limits) + 1),
+    ]
+    for c in all_cases:
+        cells = [minutes(c.limited[p]) if p in c.limited else "" for p in limits]
+        lines.append(f"| {c.label} | " + " | ".join(cells) + f" | {c.needed} |")
+    return lines
+
+
 def results_markdown(all_cases: list[Case], ratio: float, ok: bool) -> str:
     lines = [
         "# Day 1: modelled critical path of a first `pulumi up`",
@@ -265,6 +327,7 @@ def results_markdown(all_cases: list[Case], ratio: float, ok: bool) -> str:
         "",
         f"3 servers + 100 workers / 3 servers + 10 workers: **{ratio:.2f}** "
         f"(target <= {TARGET}): {'within target' if ok else 'NOT within target'}.",
+        *parallel_markdown(all_cases),
         "",
         f"Critical path of {all_cases[-1].label} (the steps that take time; start and finish in m:ss; "
         "of dependencies done at the same time, such as every agent's K3s install, it follows the first by name):",
