@@ -92,21 +92,6 @@ def ready_script(*, node: str, binary: str, server: str, names: Sequence[str], t
     return "sudo sh -c " + q("\n".join(lines))
 
 
-def needed_parallel(cfg: StackConfig) -> int:
-    """What `pulumi up --parallel` a first up of ``cfg`` needs for its waves: two steps in flight per node,
-    at least 64 (tests/bench/day1_bench.py: 3 servers + 100 workers lose 8% at 128, 36% at 64, 480% at 8)."""
-    return max(64, 2 * len(cfg.nodes))
-
-
-def parallel_warning(cfg: StackConfig, parallel: object) -> Optional[str]:
-    """The warning for an engine that runs fewer steps at once than day 1's agent wave has agents; None otherwise."""
-    agents = specs.k3s_install_waves(cfg)[1]
-    if not isinstance(parallel, int) or isinstance(parallel, bool) or not 0 < parallel < len(agents):
-        return None
-    return (f"pulumi runs at most {parallel} steps at once (--parallel): the {len(agents)} agents of day 1 join in "
-            f"batches of that size; run `pulumi up --parallel {needed_parallel(cfg)}` (docs/scale.md#day-1-two-waves)")
-
-
 class K3sCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     kubeconfig_expires_at: pulumi.Output[str]
@@ -152,7 +137,7 @@ class K3sCluster(pulumi.ComponentResource):
         after_servers = previous
         # The engine runs at most --parallel steps at once (its default is 8 on a 2-core machine: `pulumi up --help`).
         # A wave wider than that joins in batches: say so, with what the stack needs (docs/scale.md).
-        warning = parallel_warning(cfg, getattr(pulumi.runtime.settings.SETTINGS, "parallel", None))
+        warning = specs.parallel_warning(cfg, getattr(pulumi.runtime.settings.SETTINGS, "parallel", None))
         if warning:
             pulumi.log.warn(warning, resource=self)
         for node in agents:

@@ -17,7 +17,6 @@ nodes on Sundays. Every step is keyed on its content and the VM's domain id.
 from __future__ import annotations
 
 import hashlib
-import posixpath
 import shlex
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -25,17 +24,10 @@ from typing import Mapping, Optional
 import pulumi
 from pulumi_command import remote
 
-from . import specs
-from .config import K3S_ROLES, NodeConfig, StackConfig
+from .config import StackConfig
 from .day2 import QUIET, NodeAccess, apply_file
-from .render import budget, reboot, updates
-from .render.k3s_node import unit_name
-
-# The load balancers' reboot days by their place in the pair (by name): never the same day.
-LB_DAYS = ("Mon,Wed,Fri", "Tue,Thu,Sat")
-# Every other node outside the cluster (infra, database).
-OTHER_DAYS = "Sun"
-
+from .render import reboot, updates
+from .specs.reboots import reboot_spec, updates_spec
 
 @dataclass(frozen=True)
 class RebootsArgs:
@@ -43,45 +35,6 @@ class RebootsArgs:
     access: NodeAccess
     # node name -> its K3s install command (a cluster node's agent needs what it installs).
     installs: Mapping[str, pulumi.Resource]
-
-
-def os_kind(node: NodeConfig) -> str:
-    return "flatcar" if node.is_flatcar else ("debian" if node.os.startswith("debian") else "el9")
-
-
-def reboot_spec(cfg: StackConfig, node: NodeConfig) -> reboot.RebootSpec:
-    """The reboot agent of ``node``: within the budget on a K3s node (when K3s is on), on its own days elsewhere."""
-    u = cfg.updates
-    common = dict(
-        node=node.name,
-        os=os_kind(node),
-        window_start=u.window_start,
-        window_seconds=u.window_seconds(),
-        script=reboot.FLATCAR_SCRIPT if node.is_flatcar else reboot.SCRIPT,
-    )
-    if node.role in K3S_ROLES and cfg.k3s.enabled:
-        binary = posixpath.join(specs.k3s_bin_dir(node), "k3s")
-        return reboot.RebootSpec(
-            **common,
-            budget=specs.k3s_budget(cfg),
-            pool=specs.budget_pool(node),
-            kubectl=f"{binary} kubectl --kubeconfig {budget.KUBECONFIG}",
-            ready_timeout=max(cfg.k3s.ready_timeout, 300),
-            k3s_unit=unit_name("server" if node.role == "server" else "agent"),
-        )
-    if node.role == "load_balancer":
-        pair = sorted(cfg.load_balancers, key=lambda n: n.name)
-        place = [n.name for n in pair].index(node.name)
-        peers = [n for n in pair if n.name != node.name]
-        return reboot.RebootSpec(**common, budget=None, days=LB_DAYS[place % 2], peer=str(peers[0].ip) if peers else "")
-    return reboot.RebootSpec(**common, budget=None, days=OTHER_DAYS)
-
-
-def updates_spec(cfg: StackConfig, node: NodeConfig) -> Optional[updates.UpdatesSpec]:
-    """The node's unattended updates; None on Flatcar (update_engine) or with updates.packages off."""
-    if node.is_flatcar or cfg.updates.packages == "off":
-        return None
-    return updates.UpdatesSpec(family="debian" if node.os.startswith("debian") else "el9", packages=cfg.updates.packages)
 
 
 def _verify_unit(name: str) -> str:

@@ -114,7 +114,7 @@ def test_the_parallelism_the_program_asks_for_keeps_the_target_and_the_default_d
     """`pulumi up`'s own default (8 on this 2-core machine) would join 100 agents in batches; what
     needed_parallel asks for (and .ci/dev passes) keeps 100 workers within the target."""
     from components.config import parse_config
-    from components.k3s_cluster import needed_parallel, parallel_warning
+    from components.specs import needed_parallel, parallel_warning
 
     rules = load_rules()
     model = day1_bench.workers_model(100)

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from components import specs
-from components.reboots import reboot_spec
+from components.specs.reboots import reboot_spec
 from components.render import budget, k3s, reboot
 from support.k3s_node import Node, k3s_nodes
 from support.k3s_pki import join_input
@@ -309,7 +309,7 @@ def test_updater_configs_are_read_by_their_programs(packages, tmp_path):
 
 
 def test_packaged_nodes_get_the_updater_flatcar_does_not():
-    from components.reboots import updates_spec
+    from components.specs.reboots import updates_spec
 
     cfg = CONFIGS["prod"]
     for n in cfg.nodes:

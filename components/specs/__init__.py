@@ -20,7 +20,7 @@ Every function is re-exported here, so ``specs.X`` names any of them.
 from .images import image_check_script, image_check_spec
 from .firewall import firewall_spec, role_allows, ssh_sources
 from .infra import chrony_server_conf, corefile, dns_clients, dns_records, hosts_file, zone_file
-from .k3s import budget_pool, k3s_bin_dir, k3s_bootstrap_server, k3s_budget, k3s_hardening, k3s_install_order, k3s_install_waves, k3s_node_spec, k3s_registries, servers_tainted
+from .k3s import budget_pool, k3s_bin_dir, k3s_bootstrap_server, k3s_budget, k3s_hardening, k3s_install_order, k3s_install_waves, needed_parallel, parallel_warning, k3s_node_spec, k3s_registries, servers_tainted
 from .load_balancer import (CHECK_SCRIPT, haproxy_backends, haproxy_cfg, haproxy_spec, keepalived_check_script,
                             keepalived_confs, keepalived_specs)
 from .monitoring import monitored_nodes, scrape_sources
@@ -34,7 +34,7 @@ __all__ = [
     "CHECK_SCRIPT", "chrony_server_conf", "cloud_init_docs", "cloud_init_node", "corefile", "dns_clients", "dns_records", "firewall_spec",
     "flatcar_node", "forwarding_ends", "forwarding_tag", "haproxy_backends", "host_forwarding", "haproxy_cfg", "haproxy_spec", "hosts_file", "ignition_json",
     "image_check_script", "image_check_spec", "k3s_bin_dir",
-    "budget_pool", "k3s_bootstrap_server", "k3s_budget", "k3s_hardening", "k3s_install_order", "k3s_install_waves", "k3s_node_spec", "k3s_registries", "servers_tainted", "keepalived_check_script", "keepalived_confs",
+    "budget_pool", "k3s_bootstrap_server", "k3s_budget", "k3s_hardening", "k3s_install_order", "k3s_install_waves", "needed_parallel", "parallel_warning", "k3s_node_spec", "k3s_registries", "servers_tainted", "keepalived_check_script", "keepalived_confs",
     "keepalived_specs", "kubelet_sysctls", "monitored_nodes", "network_settings", "role_allows", "scrape_sources", "ssh_sources", "storage",
     "storage_packages", "vip_client_rules", "zone_file",
 ]

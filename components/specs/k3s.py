@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 from ..config import K3S_ROLES, NodeConfig, StackConfig
 from ..render import budget, k3s
@@ -123,3 +123,18 @@ def k3s_registries(cfg: StackConfig, passwords: Mapping[str, str]) -> Registries
         configs[host] = RegistryConfig(auth=auth, ca_file=c.ca_file, insecure_skip_verify=c.insecure_skip_verify)
     mirrors = {name: Mirror(endpoints=tuple(m.endpoints), rewrites=dict(m.rewrites)) for name, m in reg.mirrors.items()}
     return RegistriesSpec(mirrors=mirrors, configs=configs)
+
+
+def needed_parallel(cfg: StackConfig) -> int:
+    """What `pulumi up --parallel` a first up of ``cfg`` needs for its waves: two steps in flight per node,
+    at least 64 (tests/bench/day1_bench.py: 3 servers + 100 workers lose 8% at 128, 36% at 64, 480% at 8)."""
+    return max(64, 2 * len(cfg.nodes))
+
+
+def parallel_warning(cfg: StackConfig, parallel: object) -> Optional[str]:
+    """The warning for an engine that runs fewer steps at once than day 1's agent wave has agents; None otherwise."""
+    agents = k3s_install_waves(cfg)[1]
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or not 0 < parallel < len(agents):
+        return None
+    return (f"pulumi runs at most {parallel} steps at once (--parallel): the {len(agents)} agents of day 1 join in "
+            f"batches of that size; run `pulumi up --parallel {needed_parallel(cfg)}` (docs/scale.md#day-1-two-waves)")

@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from program_bench import workers_model  # noqa: E402
 from support.harness import run_program, stack_model  # noqa: E402
 from components.config import parse_config  # noqa: E402
-from components.k3s_cluster import needed_parallel  # noqa: E402
+from components.specs import needed_parallel  # noqa: E402
 
 LATENCY = HERE / "day1_latency.toml"
 RESULTS = HERE / "day1_results.md"
@@ -237,7 +237,7 @@ class Case:
     schedule: Schedule
     # The same graph at `pulumi up --parallel P`: P -> total seconds (see PARALLELS).
     limited: dict[int, float]
-    # What the program asks `--parallel` to be for this stack (components/k3s_cluster.needed_parallel).
+    # What the program asks `--parallel` to be for this stack (components/specs/k3s.needed_parallel).
     needed: int
 
 
